@@ -1,0 +1,1 @@
+"""Typed entities and value objects shared by every layer (stdlib only)."""

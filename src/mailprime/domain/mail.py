@@ -1,0 +1,188 @@
+"""Entities of the mail core: accounts, mailboxes, stored messages, the queue and its events."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from mailprime.domain.ids import AccountId, BlobId, EventId, MailboxId, QueueId, RecipientId
+
+
+class Priority(enum.IntEnum):
+    """Queue priority classes: lower value is served first."""
+
+    TRANSACTIONAL = 0
+    NORMAL = 1
+    BULK = 2
+
+
+class RecipientStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for its first attempt or a retry
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"  # permanent failure
+    EXPIRED = "expired"  # retried until the queue lifetime ran out
+
+
+class EventKind(enum.StrEnum):
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    EXPIRED = "expired"
+    STORED = "stored"  # delivered into a local mailbox
+    DSN_SENT = "dsn_sent"
+    DELETED = "deleted"  # removed by an operator
+
+
+class DsnNotify(enum.StrEnum):
+    """RFC 3461 section 4.1 NOTIFY values."""
+
+    NEVER = "NEVER"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    DELAY = "DELAY"
+
+
+class DsnRet(enum.StrEnum):
+    """RFC 3461 section 4.3 RET values."""
+
+    FULL = "FULL"
+    HDRS = "HDRS"
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: AccountId
+    address: str
+    password_hash: str
+    created_at: datetime
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    source: str  # full address, or "@domain" for a catch-all
+    destination: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    id: MailboxId
+    account_id: AccountId
+    name: str
+    uidvalidity: int
+    uidnext: int
+    special_use: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message in a mailbox. `uid` is unique and ascending within the mailbox (RFC 3501 2.3.1.1)."""
+
+    mailbox_id: MailboxId
+    uid: int
+    blob_id: BlobId
+    size: int
+    internal_date: datetime
+    flags: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeRecipient:
+    address: str
+    notify: frozenset[DsnNotify] = frozenset()  # empty: not given (default FAILURE)
+    orcpt: str | None = None  # RFC 3461 ORCPT, "addr-type;xtext"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalDelivery:
+    """Put the accepted message into a mailbox of a local account."""
+
+    account_id: AccountId
+    recipient: str
+    mailbox: str = "INBOX"
+
+
+@dataclass(frozen=True, slots=True)
+class Acceptance:
+    """Everything one accepted message becomes, committed atomically by `MailStore.accept`.
+
+    `content` is the full message as it will be stored (trace headers already prepended).
+    """
+
+    queue_id: QueueId
+    content: bytes
+    sender: str  # envelope sender; "" is the null reverse-path
+    local: tuple[LocalDelivery, ...] = ()
+    remote: tuple[EnvelopeRecipient, ...] = ()
+    priority: Priority = Priority.NORMAL
+    dsn_ret: DsnRet | None = None
+    dsn_envid: str | None = None
+    smtputf8: bool = False
+    source: str = "smtp"  # listener role or api, for logs
+    client: str = ""  # peer description, for logs and events
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    id: QueueId
+    sender: str
+    blob_id: BlobId
+    size: int
+    priority: Priority
+    created_at: datetime
+    expires_at: datetime
+    dsn_ret: DsnRet | None = None
+    dsn_envid: str | None = None
+    smtputf8: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRecipient:
+    id: RecipientId
+    queue_id: QueueId
+    address: str
+    domain: str
+    status: RecipientStatus
+    attempts: int
+    next_attempt_at: datetime
+    last_reply: str = ""
+    notify: frozenset[DsnNotify] = frozenset()
+    orcpt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """One message to one destination domain: the unit a delivery worker claims and attempts."""
+
+    message: QueuedMessage
+    domain: str
+    recipients: tuple[QueueRecipient, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientOutcome:
+    """What happened to one recipient in one attempt."""
+
+    recipient_id: RecipientId
+    status: RecipientStatus  # PENDING means deferred (temporary failure)
+    reply: str  # remote reply or local reason, one line
+    remote_host: str = ""
+    next_attempt_at: datetime | None = None  # for deferrals
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: EventId
+    at: datetime
+    kind: EventKind
+    queue_id: QueueId | None
+    recipient: str | None
+    detail: str = ""
+    attrs: tuple[tuple[str, str], ...] = field(default=())

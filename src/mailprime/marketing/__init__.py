@@ -1,0 +1,1 @@
+"""Contacts, lists and campaigns (issue 5)."""
