@@ -1,1 +1,231 @@
-"""Composition root (built in a later slice)."""
+"""Composition root: builds storage -> services -> listeners and the delivery worker, runs them,
+and shuts down gracefully.
+
+Theory of operation. `run_server` starts `workers` processes (1: this one) that each run
+`serve_forever`: open the store, build one InboundService per listener and bind it with
+SO_REUSEPORT (so the kernel spreads connections over the processes), start the delivery worker,
+and write `<data>/run/ready.json` with the bound ports. SIGTERM or SIGINT starts the drain: stop
+accepting, give open SMTP sessions a grace period (then 421), let in-flight deliveries finish or
+hand their leases back, close the store, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailprime.adapters.smtp_dialer import SmtpDialer
+from mailprime.config import ListenerSettings, Role, Settings, TlsMode
+from mailprime.delivery.router import Router
+from mailprime.delivery.sandbox import SandboxTransport
+from mailprime.delivery.schedule import RetrySchedule
+from mailprime.delivery.smtp_transport import SmtpTransport
+from mailprime.delivery.transport import Transport
+from mailprime.delivery.worker import DeliveryWorker, WorkerConfig
+from mailprime.domain.clock import SystemClock
+from mailprime.domain.errors import ConfigError
+from mailprime.logsetup import setup_logging
+from mailprime.net.dns import DnsResolver
+from mailprime.net.smtp_server import SmtpListener, serve_smtp
+from mailprime.net.tls import client_context, server_context
+from mailprime.proto.smtp.types import ServerCapabilities, ServerLimits
+from mailprime.services.inbound import InboundConfig, InboundService
+from mailprime.services.inject import Injector
+from mailprime.storage.ports import Store
+from mailprime.storage.sql import open_store
+
+log = logging.getLogger("mailprime.runtime")
+
+
+@dataclass(slots=True)
+class Server:
+    """A running node: what `serve_forever` and the tests hold on to."""
+
+    settings: Settings
+    store: Store
+    worker: DeliveryWorker
+    listeners: dict[str, SmtpListener] = field(default_factory=dict)
+    worker_task: asyncio.Task[None] | None = None
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {name: lst.port for name, lst in self.listeners.items()}
+
+    async def stop(self, grace: float = 10.0) -> None:
+        for lst in self.listeners.values():
+            await lst.close()
+        for lst in self.listeners.values():
+            await lst.drain(grace)
+        await self.worker.stop(grace)
+        if self.worker_task is not None:
+            self.worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker_task
+        await self.store.close()
+
+
+async def _build_transport(settings: Settings, store: Store) -> Transport:
+    if settings.delivery.sandbox:
+        address = settings.delivery.sandbox_mailbox
+        if not address:
+            domains = await store.list_domains()
+            if not domains:
+                raise ConfigError("[delivery] sandbox: no local domain for the capture mailbox")
+            address = f"postmaster@{domains[0]}"
+        account = await store.get_account(address)
+        if account is None:
+            raise ConfigError(f"[delivery] sandbox_mailbox: no account {address}")
+        return SandboxTransport(store, account.id, account.address)
+    resolver = DnsResolver(settings.dns.nameservers, timeout=settings.dns.timeout)
+    dialer = SmtpDialer(
+        helo_name=settings.helo_name,
+        ssl_context=client_context(verify=False),
+        require_tls=settings.delivery.require_tls,
+        connect_timeout=settings.delivery.connect_timeout,
+        command_timeout=settings.delivery.command_timeout,
+    )
+    return SmtpTransport(Router(resolver), dialer, port=settings.delivery.mx_port)
+
+
+def _capabilities(settings: Settings, listener: ListenerSettings) -> ServerCapabilities:
+    return ServerCapabilities(
+        hostname=settings.server.hostname,
+        starttls=listener.tls is TlsMode.STARTTLS,
+        auth_mechanisms=("PLAIN", "LOGIN") if listener.role is Role.SUBMISSION else (),
+    )
+
+
+async def start_server(settings: Settings, *, reuse_port: bool = False) -> Server:
+    store = await open_store(settings.database_url, spool_dir=settings.spool_path,
+                             inline_max=settings.storage.inline_max,
+                             max_queue_lifetime=settings.delivery.max_queue_lifetime)
+    clock = SystemClock()
+    try:
+        transport = await _build_transport(settings, store)
+    except BaseException:
+        await store.close()
+        raise
+    injector = Injector(store)
+    d = settings.delivery
+    worker = DeliveryWorker(
+        store, transport,
+        schedule=RetrySchedule(first=d.retry_first, factor=d.retry_factor,
+                               max_interval=d.retry_max_interval, lifetime=d.max_queue_lifetime),
+        clock=clock, injector=injector,
+        config=WorkerConfig(hostname=settings.helo_name, concurrency=d.concurrency,
+                            per_destination=d.per_destination_connections,
+                            poll_interval=d.poll_interval,
+                            lease_seconds=max(900.0, d.command_timeout * 3)),
+    )
+    injector.on_queued = worker.wake
+    server = Server(settings, store, worker)
+    ssl_ctx: ssl.SSLContext | None = None
+    if any(lst.tls is not TlsMode.NONE for lst in settings.listeners):
+        ssl_ctx = server_context(str(settings.cert_path), str(settings.key_path))
+    limits = ServerLimits(max_message_size=settings.limits.max_message_size,
+                          max_recipients=settings.limits.max_recipients)
+    try:
+        for lst in settings.listeners:
+            service = InboundService(
+                store,
+                InboundConfig(hostname=settings.server.hostname, role=lst.role.value,
+                              sender_policy=settings.submission.sender_policy),
+                clock, on_queued=worker.wake)
+            server.listeners[lst.name] = await serve_smtp(
+                service, name=lst.name, host=lst.address, port=lst.port, tls_mode=lst.tls.value,
+                ssl_context=ssl_ctx, capabilities=_capabilities(settings, lst), limits=limits,
+                idle_timeout=settings.limits.idle_timeout, data_timeout=settings.limits.data_timeout,
+                max_connections_per_ip=settings.limits.max_connections_per_ip,
+                allow_plaintext_auth=lst.allow_plaintext_auth_on_loopback, reuse_port=reuse_port)
+            log.info("listening: name=%s, role=%s, address=%s, port=%d, tls=%s", lst.name,
+                     lst.role.value, lst.address, server.listeners[lst.name].port, lst.tls.value)
+    except BaseException:
+        await server.stop(0)
+        raise
+    server.worker_task = asyncio.create_task(worker.run())
+    return server
+
+
+def _write_ready(settings: Settings, server: Server) -> None:
+    run_dir = settings.data_path / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f"ready.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"pid": os.getpid(), "ports": server.ports}))
+    tmp.replace(run_dir / "ready.json")
+
+
+def _remove_ready(settings: Settings) -> None:
+    """Removes ready.json if this process wrote it last: a stale file would tell scripts that a
+    stopped server is up."""
+    path = settings.data_path / "run" / "ready.json"
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+
+
+async def serve_forever(settings: Settings, *, reuse_port: bool,
+                        on_ready: Callable[[Server], None] | None = None) -> int:
+    server = await start_server(settings, reuse_port=reuse_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    _write_ready(settings, server)
+    if on_ready is not None:
+        on_ready(server)
+    log.info("ready: pid=%d, ports=%s", os.getpid(), server.ports)
+    await stop.wait()
+    log.info("shutting down: draining sessions and deliveries")
+    await server.stop(grace=10.0)
+    _remove_ready(settings)
+    log.info("stopped")
+    return 0
+
+
+def _run_process(settings: Settings, reuse_port: bool) -> int:
+    setup_logging(settings.log.format, settings.log.level, settings.log.file)
+    try:
+        import uvloop  # noqa: PLC0415  (optional speed-up)
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    return int(runner(serve_forever(settings, reuse_port=reuse_port)))
+
+
+def _child(settings: Settings) -> None:
+    raise SystemExit(_run_process(settings, reuse_port=True))
+
+
+def run_server(settings: Settings) -> int:
+    """Runs the server in this process, or `workers` processes sharing the ports."""
+    workers = settings.server.workers or os.cpu_count() or 1
+    if workers <= 1:
+        return _run_process(settings, reuse_port=False)
+    setup_logging(settings.log.format, settings.log.level, settings.log.file)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_child, args=(settings,), name=f"mailprime-{i}")
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = []
+    for p in procs:
+        p.join()
+        codes.append(p.exitcode or 0)
+    return max(codes)

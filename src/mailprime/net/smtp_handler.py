@@ -3,28 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from mailprime.proto.smtp.types import MailParams, RcptParams, Reply
+from mailprime.proto.smtp.types import AuthOutcome, MailParams, PeerInfo, RcptParams, Reply
 
-
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    """Who is connected, as the socket says."""
-
-    ip: str
-    port: int
-    listener: str  # listener name from the config, e.g. "mx", "submission"
-    local_ip: str = ""
-    local_port: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class AuthOutcome:
-    ok: bool
-    identity: str = ""  # the authenticated account address
-    reply: Reply | None = None  # override of the default 235/535 reply
+__all__ = ["AuthOutcome", "PeerInfo", "SmtpHandler", "SmtpSession"]
 
 
 class SmtpSession(Protocol):

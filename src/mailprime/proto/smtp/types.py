@@ -92,3 +92,21 @@ class ServerCapabilities:
     smtputf8: bool = True
     pipelining: bool = True
     extra: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """Who is connected, as the socket says."""
+
+    ip: str
+    port: int
+    listener: str  # listener name from the config, e.g. "mx", "submission"
+    local_ip: str = ""
+    local_port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthOutcome:
+    ok: bool
+    identity: str = ""  # the authenticated account address
+    reply: Reply | None = None  # override of the default 235/535 reply

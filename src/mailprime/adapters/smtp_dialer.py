@@ -1,0 +1,65 @@
+"""Satisfies delivery.transport.Dialer with the asyncio SMTP client of net.smtp_client."""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Sequence
+
+from mailprime.delivery.transport import (
+    DeliveryError,
+    OutboundConnection,
+    OutboundRecipient,
+    TransactionReplies,
+)
+from mailprime.domain.mail import DsnRet
+from mailprime.net.smtp_client import RecipientSpec, SmtpClient, SmtpClientError, SmtpClientSession
+
+_HIGH_BIT = re.compile(rb"[\x80-\xff]")
+
+
+class _Connection:
+    def __init__(self, session: SmtpClientSession) -> None:
+        self.session = session
+
+    @property
+    def tls_active(self) -> bool:
+        return self.session.tls_active
+
+    @property
+    def description(self) -> str:
+        return self.session.description
+
+    def is_usable(self) -> bool:
+        return self.session.is_usable()
+
+    async def transact(self, sender: str, recipients: Sequence[OutboundRecipient], content: bytes,
+                       *, smtputf8: bool, ret: DsnRet | None, envid: str | None) -> TransactionReplies:
+        specs = [RecipientSpec(r.address, r.notify, r.orcpt) for r in recipients]
+        try:
+            result = await self.session.send_message(
+                sender, specs, content, smtputf8=smtputf8,
+                body_8bit=_HIGH_BIT.search(content) is not None,
+                ret=ret.value if ret is not None else None, envid=envid)
+        except SmtpClientError as exc:
+            raise DeliveryError(exc.reason, transient=True) from exc
+        return TransactionReplies(result.mail_reply, tuple(result.rcpt_replies), result.data_reply)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+class SmtpDialer:
+    def __init__(self, *, helo_name: str, ssl_context: ssl.SSLContext | None, require_tls: bool,
+                 connect_timeout: float, command_timeout: float) -> None:
+        self.client = SmtpClient(
+            helo_name=helo_name, tls="required" if require_tls else "opportunistic",
+            ssl_context=ssl_context, connect_timeout=connect_timeout,
+            command_timeout=command_timeout)
+
+    async def connect(self, ip: str, port: int, *, server_name: str) -> OutboundConnection:
+        try:
+            session = await self.client.open(ip, port, server_name=server_name)
+        except SmtpClientError as exc:
+            raise DeliveryError(exc.reason, transient=True) from exc
+        return _Connection(session)

@@ -1,0 +1,35 @@
+"""The `mailprime` command."""
+
+from __future__ import annotations
+
+import typer
+
+from mailprime import __version__
+from mailprime.cli.admin import account_app, alias_app, domain_app
+from mailprime.cli.init_cmd import init
+from mailprime.cli.queue_cmd import queue_app
+from mailprime.cli.serve_cmd import serve
+
+app = typer.Typer(
+    name="mailprime",
+    help="mailprime — send, receive, store and serve mail for your own domains.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("init")(init)
+app.command("serve")(serve)
+app.add_typer(domain_app, name="domain")
+app.add_typer(account_app, name="account")
+app.add_typer(alias_app, name="alias")
+app.add_typer(queue_app, name="queue")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

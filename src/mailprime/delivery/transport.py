@@ -1,0 +1,74 @@
+"""Ports of outbound delivery: how the worker hands a job to a transport, and how the SMTP
+transport reaches a remote server. `net.smtp_client` satisfies `Dialer` through an adapter that the
+composition root builds; delivery never imports `net`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from mailprime.domain.mail import DeliveryJob, DsnRet, RecipientOutcome
+from mailprime.proto.smtp.types import Reply
+
+
+class DeliveryError(Exception):
+    """A delivery attempt failed as a whole (connect, TLS, timeout, protocol)."""
+
+    def __init__(self, reason: str, *, transient: bool = True, enhanced: str = "4.4.1") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
+        self.enhanced = enhanced
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRecipient:
+    address: str
+    notify: tuple[str, ...] = ()
+    orcpt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionReplies:
+    """The remote replies of one mail transaction (RFC 5321 3.3)."""
+
+    mail: Reply
+    rcpts: tuple[Reply, ...]  # one per recipient, in order
+    data: Reply | None  # None when no recipient was accepted (DATA not sent)
+
+
+class OutboundConnection(Protocol):
+    @property
+    def tls_active(self) -> bool: ...
+    @property
+    def description(self) -> str:
+        """E.g. "mx1.example.com[192.0.2.1]:25", for logs and events."""
+        ...
+
+    def is_usable(self) -> bool:
+        """Still connected and in a state where another transaction may start."""
+        ...
+
+    async def transact(self, sender: str, recipients: Sequence[OutboundRecipient], content: bytes,
+                       *, smtputf8: bool, ret: DsnRet | None, envid: str | None) -> TransactionReplies:
+        """Raises DeliveryError when the connection fails before the transaction has replies."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Dialer(Protocol):
+    async def connect(self, ip: str, port: int, *, server_name: str) -> OutboundConnection:
+        """Connects, reads the greeting, EHLOs and upgrades with STARTTLS when offered.
+        Raises DeliveryError (transient) on failure."""
+        ...
+
+
+class Transport(Protocol):
+    async def deliver(self, job: DeliveryJob, content: bytes) -> Sequence[RecipientOutcome]:
+        """Attempts the job; returns one outcome per recipient of the job (status PENDING with no
+        next_attempt_at means "transient failure": the worker schedules the retry)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,263 @@
+"""The outbound delivery worker: claims due jobs from the queue and runs them.
+
+Theory of operation. A loop claims due jobs (one message × one destination domain) as leases,
+up to the free concurrency, and starts one task per job. A job waits for a slot of its
+destination (a per-domain cap on concurrent connections), loads the content, asks the transport,
+then turns each transient result into a retry time from the schedule — or EXPIRED once the queue
+lifetime is over — and records all outcomes (which appends the events). Recipients that failed
+for good get an RFC 3464 DSN to the envelope sender, unless the sender was null (RFC 5321 4.5.5)
+or the recipient asked NOTIFY=NEVER. Between rounds the loop sleeps until woken (new mail queued,
+`wake()`), the next due time, or the poll interval, whichever is first. `stop()` stops claiming,
+lets in-flight jobs finish within a grace period, cancels the rest and hands their leases back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from mailprime.delivery.schedule import RetrySchedule
+from mailprime.delivery.transport import Transport
+from mailprime.domain.clock import Clock
+from mailprime.domain.ids import QueueId
+from mailprime.domain.mail import (
+    DeliveryJob,
+    DsnNotify,
+    Priority,
+    QueueRecipient,
+    RecipientOutcome,
+    RecipientStatus,
+)
+from mailprime.logline import emit
+from mailprime.message.dsn import DsnAction, DsnRecipient, build_dsn
+from mailprime.storage.ports import Store
+
+log = logging.getLogger("mailprime.delivery")
+
+
+class MailInjector(Protocol):
+    async def inject(self, sender: str, recipients: Sequence[str], content: bytes, *,
+                     priority: Priority = ..., source: str = ...) -> QueueId | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    hostname: str
+    concurrency: int = 50
+    per_destination: int = 10
+    poll_interval: float = 1.0
+    lease_seconds: float = 900.0
+    owner: str = ""
+
+
+class DeliveryWorker:
+    def __init__(self, store: Store, transport: Transport, *, schedule: RetrySchedule, clock: Clock,
+                 injector: MailInjector, config: WorkerConfig) -> None:
+        self.store = store
+        self.transport = transport
+        self.schedule = schedule
+        self.clock = clock
+        self.injector = injector
+        self.config = config
+        self.owner = config.owner or f"{platform.node()}:{os.getpid()}"
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._per_domain: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(config.per_destination))
+
+    async def reclaim_orphaned_leases(self) -> int:
+        """Hands back leases held by dead processes of this machine (a SIGKILL or a crash leaves
+        them behind; without this their recipients would wait for the lease to expire). Owners
+        are "node:pid"; a pid that no longer exists on this node cannot be delivering."""
+        node = self.owner.rpartition(":")[0]
+        released = 0
+        for owner in await self.store.lease_owners():
+            owner_node, _, pid = owner.rpartition(":")
+            if owner_node != node or not pid.isdigit() or owner == self.owner:
+                continue
+            if not _pid_alive(int(pid)):
+                await self.store.release_leases(owner)
+                emit(log, "queue", status="lease-reclaimed", owner=owner)
+                released += 1
+        return released
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def run(self) -> None:
+        await self.reclaim_orphaned_leases()
+        while not self._stopping:
+            started = await self._claim_round()
+            if started:
+                continue
+            await self._sleep_until_due()
+
+    async def _claim_round(self) -> int:
+        free = self.config.concurrency - len(self._tasks)
+        if free <= 0:
+            await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        jobs = await self.store.claim_due(self.clock.now(), free, self.owner,
+                                          self.config.lease_seconds)
+        for job in jobs:
+            task = asyncio.create_task(self._run_job(job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(jobs)
+
+    async def _sleep_until_due(self) -> None:
+        timeout = self.config.poll_interval
+        due = await self.store.next_due_at()
+        if due is not None:
+            timeout = max(0.0, min(timeout, (due - self.clock.now()).total_seconds()))
+        self._wake.clear()
+        if timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def run_until_idle(self, max_rounds: int = 1000) -> None:
+        """Claims and delivers everything due now, then returns (CLI `queue flush`, tests)."""
+        for _ in range(max_rounds):
+            started = await self._claim_round()
+            if not started and not self._tasks:
+                return
+            if not started:
+                await asyncio.wait(set(self._tasks))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        await self.store.release_leases(self.owner)
+        await self.transport.close()
+
+    # One job -------------------------------------------------------------------------------
+    async def _run_job(self, job: DeliveryJob) -> None:
+        async with self._slots, self._per_domain[job.domain]:
+            try:
+                content = await self.store.read_blob(job.message.blob_id)
+                outcomes = list(await self.transport.deliver(job, content))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or storage fault must not lose the job
+                log.exception("%s: delivery attempt crashed", job.message.id)
+                outcomes = [RecipientOutcome(r.id, RecipientStatus.PENDING,
+                                             f"451 4.3.0 local error: {type(exc).__name__}")
+                            for r in job.recipients]
+            outcomes = self._schedule_retries(job, outcomes)
+            await self.store.record_outcomes(job, outcomes, self.clock.now())
+            self._log(job, outcomes)
+            await self._send_dsn(job, outcomes)
+
+    def _schedule_retries(self, job: DeliveryJob,
+                          outcomes: list[RecipientOutcome]) -> list[RecipientOutcome]:
+        now = self.clock.now()
+        by_id = {r.id: r for r in job.recipients}
+        result = []
+        for outcome in outcomes:
+            scheduled = outcome
+            if outcome.status is RecipientStatus.PENDING and outcome.next_attempt_at is None:
+                rcpt = by_id[outcome.recipient_id]
+                when = self.schedule.next_attempt(rcpt.attempts + 1, now, job.message.created_at)
+                if when is None:
+                    scheduled = replace(outcome, status=RecipientStatus.EXPIRED)
+                else:
+                    scheduled = replace(outcome, next_attempt_at=when)
+            result.append(scheduled)
+        return result
+
+    def _log(self, job: DeliveryJob, outcomes: Sequence[RecipientOutcome]) -> None:
+        by_id = {r.id: r for r in job.recipients}
+        for outcome in outcomes:
+            rcpt = by_id[outcome.recipient_id]
+            status = {RecipientStatus.PENDING: "deferred"}.get(outcome.status, outcome.status.value)
+            emit(log, job.message.id, to=f"<{rcpt.address}>", relay=outcome.remote_host or "none",
+                 attempts=rcpt.attempts + 1, status=status, reply=outcome.reply)
+
+    async def _send_dsn(self, job: DeliveryJob, outcomes: Sequence[RecipientOutcome]) -> None:
+        if not job.message.sender:
+            return  # never bounce a bounce (RFC 5321 4.5.5, RFC 3464 section 2)
+        by_id = {r.id: r for r in job.recipients}
+        failed: list[tuple[QueueRecipient, RecipientOutcome]] = []
+        for outcome in outcomes:
+            if outcome.status not in (RecipientStatus.BOUNCED, RecipientStatus.EXPIRED):
+                continue
+            rcpt = by_id[outcome.recipient_id]
+            if DsnNotify.NEVER in rcpt.notify:
+                continue
+            if rcpt.notify and DsnNotify.FAILURE not in rcpt.notify:
+                continue
+            failed.append((rcpt, outcome))
+        if not failed:
+            return
+        content = await self.store.read_blob(job.message.blob_id)
+        dsn = build_dsn(
+            reporting_mta=self.config.hostname,
+            original_sender=job.message.sender,
+            original_content=content,
+            arrival_date=job.message.created_at,
+            envid=job.message.dsn_envid,
+            ret_full=job.message.dsn_ret is not None and job.message.dsn_ret.value == "FULL",
+            queue_id=job.message.id,
+            recipients=[DsnRecipient(
+                final_recipient=rcpt.address,
+                original_recipient=rcpt.orcpt,
+                action=DsnAction.FAILED,
+                status=_enhanced_of(outcome.reply, "5.0.0"),
+                remote_mta=_mta_name(outcome.remote_host),
+                diagnostic=outcome.reply,
+                # RFC 3464 2.3.6: "smtp" only for a reply a remote server gave; our own reasons
+                # (no route, connection refused, expiry) get an "x-" type.
+                diagnostic_type="smtp" if outcome.remote_host else "x-mailprime",
+                last_attempt=self.clock.now(),
+            ) for rcpt, outcome in failed],
+            now=self.clock.now(),
+        )
+        queue_id = await self.injector.inject("", [job.message.sender], dsn,
+                                              priority=Priority.TRANSACTIONAL, source="dsn")
+        emit(log, job.message.id, status="dsn", dsn_id=queue_id or "none",
+             to=f"<{job.message.sender}>", failed=len(failed))
+
+
+def _mta_name(remote_host: str) -> str | None:
+    """"mx.example.com" from the transport's "mx.example.com[192.0.2.1]:25": RFC 3464 2.3.5 wants
+    a host name after "dns;" in Remote-MTA, not our log notation."""
+    name = remote_host.split("[", 1)[0].strip()
+    return name or None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _enhanced_of(reply: str, default: str) -> str:
+    """Extracts "5.1.1" from "550 5.1.1 user unknown"; an expiry or a 4xx becomes a 5.x.x."""
+    parts = reply.split()
+    if len(parts) >= 2 and parts[1].count(".") == 2 and parts[1][0] in "245":
+        code = parts[1]
+        return "5" + code[1:] if code[0] == "4" else code
+    return default

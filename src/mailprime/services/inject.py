@@ -1,0 +1,52 @@
+"""Injecting a locally generated message (a DSN, later API and campaign mail) into the same
+path as SMTP mail: recipients resolved to local mailboxes or the outbound queue, then one
+durable accept."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from mailprime.domain.errors import InvalidAddress
+from mailprime.domain.ids import QueueId, new_queue_id
+from mailprime.domain.mail import Acceptance, EnvelopeRecipient, LocalDelivery, Priority
+from mailprime.logline import emit
+from mailprime.services.recipients import resolve_recipient
+from mailprime.storage.ports import Store
+
+log = logging.getLogger("mailprime.inject")
+
+
+class Injector:
+    """Satisfies delivery.worker.MailInjector."""
+
+    def __init__(self, store: Store, on_queued: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.on_queued = on_queued  # wakes the delivery worker when remote mail was queued
+
+    async def inject(self, sender: str, recipients: Sequence[str], content: bytes, *,
+                     priority: Priority = Priority.NORMAL, source: str = "local") -> QueueId | None:
+        local: list[LocalDelivery] = []
+        remote: list[EnvelopeRecipient] = []
+        for recipient in recipients:
+            try:
+                resolution = await resolve_recipient(self.store, recipient)
+            except InvalidAddress:
+                continue
+            for delivery in resolution.local:
+                if all(d.account_id != delivery.account_id for d in local):
+                    local.append(LocalDelivery(delivery.account_id, recipient=recipient))
+            remote.extend(EnvelopeRecipient(a) for a in resolution.remote)
+        if not local and not remote:
+            emit(log, "inject", logging.WARNING, from_=f"<{sender}>", status="dropped",
+                 reason="no deliverable recipient")
+            return None
+        queue_id = new_queue_id()
+        await self.store.accept(Acceptance(queue_id=queue_id, content=content, sender=sender,
+                                           local=tuple(local), remote=tuple(remote),
+                                           priority=priority, source=source))
+        if remote and self.on_queued is not None:
+            self.on_queued()
+        emit(log, queue_id, from_=f"<{sender}>", nrcpt=len(recipients), source=source,
+             status="injected")
+        return queue_id

@@ -1,0 +1,1 @@
+"""Migration scripts; each is frozen once released (never edit one, add the next)."""

@@ -1,0 +1,159 @@
+"""The bulk writer for acceptances: many accepted messages written with a handful of statements.
+
+Runs on the writer thread inside the group-commit transaction (committer.py). For a batch it
+issues one multi-row INSERT per table — blobs, mailbox messages, queue messages, queue
+recipients, events — plus one SELECT (FOR UPDATE on PostgreSQL) and one UPDATE for the mailboxes
+whose UIDs it allocates, so the per-message cost is building a few dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy.engine import Connection
+
+from mailprime.domain.clock import Clock
+from mailprime.domain.errors import StorageError
+from mailprime.domain.ids import AccountId
+from mailprime.domain.mail import Acceptance, EventKind, RecipientStatus
+from mailprime.storage.sql.folders import SPECIAL_USE, UidValidityClock, mailbox_name
+from mailprime.storage.sql.schema import (
+    blobs,
+    events,
+    insert_ignoring_conflicts,
+    mailbox_messages,
+    mailboxes,
+    queue_messages,
+    queue_recipients,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptRecord:
+    """One acceptance as queued for the writer: its content is already in the spool when
+    `spool_path` is set (and must then not be written inline)."""
+
+    acceptance: Acceptance
+    spool_path: str | None = None
+
+
+def recipient_domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def notify_text(values: frozenset[str]) -> str:
+    return ",".join(sorted(values))
+
+
+_INSERT_BLOBS = insert(blobs).returning(blobs.c.id, sort_by_parameter_order=True)
+_INSERT_MAILBOX_MESSAGES = insert(mailbox_messages)
+_INSERT_QUEUE_MESSAGES = insert(queue_messages)
+_INSERT_RECIPIENTS = insert(queue_recipients)
+_INSERT_EVENTS = insert(events)
+_SET_UIDNEXT = (
+    update(mailboxes)
+    .where(mailboxes.c.id == bindparam("b_id"))
+    .values(uidnext=bindparam("b_uidnext"))
+)
+_PENDING = RecipientStatus.PENDING.value
+_QUEUED = EventKind.QUEUED.value
+_STORED = EventKind.STORED.value
+
+MailboxKey = tuple[AccountId, str]
+
+
+class AcceptWriter:
+    def __init__(self, *, dialect_name: str, clock: Clock, queue_lifetime: timedelta,
+                 uidvalidity: UidValidityClock) -> None:
+        self._clock = clock
+        self._lifetime = queue_lifetime
+        self._uidvalidity = uidvalidity
+        self._create_mailboxes = insert_ignoring_conflicts(dialect_name, mailboxes, "account_id", "name")
+
+    def lock_mailboxes(self, conn: Connection, keys: Sequence[MailboxKey]) -> dict[MailboxKey, list[int]]:
+        """{(account, name): [mailbox id, uidnext]}, rows locked until commit on PostgreSQL.
+        Locked in id order so two nodes' batches cannot deadlock on each other."""
+        stmt = (
+            select(mailboxes.c.id, mailboxes.c.account_id, mailboxes.c.name, mailboxes.c.uidnext)
+            .where(tuple_(mailboxes.c.account_id, mailboxes.c.name).in_(keys))
+            .order_by(mailboxes.c.id)
+            .with_for_update()
+        )
+        return {(AccountId(r.account_id), r.name): [r.id, r.uidnext] for r in conn.execute(stmt)}
+
+    def __call__(self, conn: Connection, records: Sequence[AcceptRecord]) -> None:
+        now = self._clock.now()
+        expires = now + self._lifetime
+
+        blob_ids = conn.execute(_INSERT_BLOBS, [
+            {"size": len(r.acceptance.content),
+             "data": None if r.spool_path else r.acceptance.content,
+             "path": r.spool_path, "created_at": now}
+            for r in records
+        ]).scalars().all()
+
+        keys = sorted({(ld.account_id, mailbox_name(ld.mailbox))
+                       for r in records for ld in r.acceptance.local})
+        boxes = self._mailboxes(conn, keys) if keys else {}
+
+        stored: list[dict[str, object]] = []
+        qmsgs: list[dict[str, object]] = []
+        rcpts: list[dict[str, object]] = []
+        evts: list[dict[str, object]] = []
+        for rec, blob_id in zip(records, blob_ids, strict=True):
+            a = rec.acceptance
+            size = len(a.content)
+            for ld in a.local:
+                name = mailbox_name(ld.mailbox)
+                box = boxes[(ld.account_id, name)]
+                uid = box[1]
+                box[1] = uid + 1
+                stored.append({"mailbox_id": box[0], "uid": uid, "blob_id": blob_id, "size": size,
+                               "internal_date": now, "flags": ""})
+                evts.append({"at": now, "kind": _STORED, "queue_id": a.queue_id,
+                             "recipient": ld.recipient, "detail": "",
+                             "attrs": json.dumps({"mailbox": name, "uid": str(uid),
+                                                  "source": a.source, "client": a.client})})
+            if a.remote:
+                qmsgs.append({"id": a.queue_id, "sender": a.sender, "blob_id": blob_id, "size": size,
+                              "priority": int(a.priority), "created_at": now, "expires_at": expires,
+                              "dsn_ret": a.dsn_ret.value if a.dsn_ret else None,
+                              "dsn_envid": a.dsn_envid, "smtputf8": a.smtputf8,
+                              "source": a.source, "client": a.client})
+                attrs = json.dumps({"sender": a.sender, "size": str(size), "source": a.source,
+                                    "client": a.client})
+                for rcpt in a.remote:
+                    rcpts.append({"queue_id": a.queue_id, "address": rcpt.address,
+                                  "domain": recipient_domain(rcpt.address), "status": _PENDING,
+                                  "attempts": 0, "next_attempt_at": now, "last_reply": "",
+                                  "notify": notify_text(rcpt.notify), "orcpt": rcpt.orcpt,
+                                  "lease_owner": None, "lease_until": None})
+                    evts.append({"at": now, "kind": _QUEUED, "queue_id": a.queue_id,
+                                 "recipient": rcpt.address, "detail": "", "attrs": attrs})
+
+        if stored:
+            conn.execute(_INSERT_MAILBOX_MESSAGES, stored)
+            conn.execute(_SET_UIDNEXT, [{"b_id": box[0], "b_uidnext": box[1]} for box in boxes.values()])
+        if qmsgs:
+            conn.execute(_INSERT_QUEUE_MESSAGES, qmsgs)
+            conn.execute(_INSERT_RECIPIENTS, rcpts)
+        if evts:
+            conn.execute(_INSERT_EVENTS, evts)
+
+    def _mailboxes(self, conn: Connection, keys: Sequence[MailboxKey]) -> dict[MailboxKey, list[int]]:
+        boxes = self.lock_mailboxes(conn, keys)
+        missing = [k for k in keys if k not in boxes]
+        if missing:  # a folder named by a filing rule that does not exist yet
+            conn.execute(self._create_mailboxes, [
+                {"account_id": acct, "name": name, "uidnext": 1, "special_use": SPECIAL_USE.get(name),
+                 "uidvalidity": self._uidvalidity.next(self._clock.now())}
+                for acct, name in missing
+            ])
+            boxes.update(self.lock_mailboxes(conn, missing))
+            if any(k not in boxes for k in missing):
+                raise StorageError("mailbox vanished while delivering")
+        return boxes

@@ -1,0 +1,61 @@
+"""Reads of mailboxes, their messages and message content; and the event log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
+
+from mailprime.domain.errors import NotFound
+from mailprime.domain.ids import AccountId, BlobId, QueueId
+from mailprime.domain.mail import Event, EventKind, Mailbox, StoredMessage
+from mailprime.storage.sql.folders import mailbox_name
+from mailprime.storage.sql.rows import attrs_json, to_event, to_mailbox, to_stored_message
+from mailprime.storage.sql.schema import blobs, events, mailbox_messages, mailboxes
+
+
+def list_mailboxes(conn: Connection, account_id: AccountId) -> list[Mailbox]:
+    return [to_mailbox(row) for row in conn.execute(
+        select(mailboxes).where(mailboxes.c.account_id == account_id).order_by(mailboxes.c.id))]
+
+
+def get_mailbox(conn: Connection, account_id: AccountId, name: str) -> Mailbox | None:
+    row = conn.execute(select(mailboxes).where(mailboxes.c.account_id == account_id,
+                                               mailboxes.c.name == mailbox_name(name))).first()
+    return to_mailbox(row) if row else None
+
+
+def list_messages(conn: Connection, account_id: AccountId, mailbox: str) -> list[StoredMessage]:
+    mm = mailbox_messages
+    return [to_stored_message(row) for row in conn.execute(
+        select(mm).join(mailboxes, mailboxes.c.id == mm.c.mailbox_id)
+        .where(mailboxes.c.account_id == account_id, mailboxes.c.name == mailbox_name(mailbox))
+        .order_by(mm.c.uid))]
+
+
+def blob_location(conn: Connection, blob_id: BlobId) -> tuple[bytes | None, str | None]:
+    """(inline content, None) or (None, spool path)."""
+    row = conn.execute(select(blobs.c.data, blobs.c.path).where(blobs.c.id == blob_id)).first()
+    if row is None:
+        raise NotFound(f"no blob {blob_id}")
+    return (bytes(row.data) if row.data is not None else None), row.path
+
+
+def event_row(at: datetime, kind: EventKind, queue_id: QueueId | None, recipient: str | None, *,
+              detail: str, attrs: Sequence[tuple[str, str]]) -> dict[str, object]:
+    return {"at": at, "kind": kind.value, "queue_id": queue_id, "recipient": recipient,
+            "detail": detail, "attrs": attrs_json(attrs)}
+
+
+def append_event(conn: Connection, row: dict[str, object]) -> None:
+    conn.execute(insert(events), row)
+
+
+def list_events(conn: Connection, queue_id: QueueId | None, limit: int) -> list[Event]:
+    """Oldest first (the order things happened), at most `limit`."""
+    stmt = select(events).order_by(events.c.id).limit(limit)
+    if queue_id is not None:
+        stmt = stmt.where(events.c.queue_id == queue_id)
+    return [to_event(row) for row in conn.execute(stmt)]

@@ -1,0 +1,228 @@
+"""The tables, as SQLAlchemy Core metadata (the migrations in storage/migrations create them).
+
+Ids that can grow past 2**31 are BIGINT on PostgreSQL but INTEGER on SQLite, where only an
+INTEGER PRIMARY KEY is an alias of the rowid and therefore auto-increments.
+Every timestamp is stored in UTC and comes back timezone-aware (`UtcDateTime`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.type_api import _BindProcessorType
+
+
+# SQLAlchemy's own SQLite DATETIME storage format, which its result processor parses back.
+_SQLITE_FORMAT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python; TIMESTAMPTZ on PostgreSQL, fixed-width UTC text on SQLite.
+
+    SQLite has no timestamp type: SQLAlchemy writes "YYYY-MM-DD HH:MM:SS.ffffff", which sorts and
+    compares correctly as text only if every value is in the same zone, hence the UTC conversion.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to storage; pass a timezone-aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def bind_processor(self, dialect: Dialect) -> _BindProcessorType[datetime] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        # A batch binds the same `now` to thousands of cells; formatting it once per batch instead
+        # of per cell is a measurable share of the writer's time. The cache is one tuple, replaced
+        # whole, so threads sharing this processor never see a value paired with another's text.
+        cache: list[tuple[datetime | None, str | None]] = [(None, None)]
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            hit = cache[0]
+            if hit[0] is value:
+                return hit[1]
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to storage; pass a timezone-aware UTC datetime")
+            u = value.astimezone(UTC)
+            text = _SQLITE_FORMAT % (u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond)
+            cache[0] = (value, text)
+            return text
+
+        return process
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def big_id() -> TypeEngine[int]:
+    return BigInteger().with_variant(Integer(), "sqlite")
+
+
+# Constraint names fixed by convention so that the migrations and this module agree on every
+# backend (and a later migration can drop a constraint by name).
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+# ---- directory -----------------------------------------------------------------------------
+
+domains = Table(
+    "domains", metadata,
+    Column("name", String(255), primary_key=True),  # lower-case A-labels
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+accounts = Table(
+    "accounts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("address", String(320), nullable=False),  # as given, domain normalised
+    Column("address_key", String(320), nullable=False, unique=True),  # local part lower-cased
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+)
+
+aliases = Table(
+    "aliases", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(320), nullable=False),  # address key, or "@domain" (catch-all)
+    Column("destination", String(320), nullable=False),
+    UniqueConstraint("source", "destination"),
+)
+
+# ---- mail store ----------------------------------------------------------------------------
+
+blobs = Table(
+    "blobs", metadata,
+    Column("id", big_id(), primary_key=True, autoincrement=True),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=True),  # inline content (size <= inline_max)
+    Column("path", Text, nullable=True),  # else: a file under the spool directory, relative
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+mailboxes = Table(
+    "mailboxes", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("uidnext", BigInteger, nullable=False),
+    Column("special_use", String(32), nullable=True),
+    UniqueConstraint("account_id", "name"),
+)
+
+mailbox_messages = Table(
+    "mailbox_messages", metadata,
+    Column("id", big_id(), primary_key=True, autoincrement=True),
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id", ondelete="CASCADE"), nullable=False),
+    Column("uid", BigInteger, nullable=False),
+    Column("blob_id", big_id(), ForeignKey("blobs.id"), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("internal_date", UtcDateTime(), nullable=False),
+    Column("flags", Text, nullable=False, default=""),  # space-separated, sorted
+    UniqueConstraint("mailbox_id", "uid"),
+    Index(None, "blob_id"),
+)
+
+# ---- outbound queue ------------------------------------------------------------------------
+
+queue_messages = Table(
+    "queue_messages", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("sender", Text, nullable=False),
+    Column("blob_id", big_id(), ForeignKey("blobs.id"), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("dsn_ret", String(8), nullable=True),
+    Column("dsn_envid", Text, nullable=True),
+    Column("smtputf8", Boolean, nullable=False, default=False),
+    Column("source", String(32), nullable=False, default=""),
+    Column("client", Text, nullable=False, default=""),
+    Index(None, "blob_id"),
+)
+
+queue_recipients = Table(
+    "queue_recipients", metadata,
+    Column("id", big_id(), primary_key=True, autoincrement=True),
+    Column("queue_id", String(64), ForeignKey("queue_messages.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("address", Text, nullable=False),
+    Column("domain", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime(), nullable=False),
+    Column("last_reply", Text, nullable=False, default=""),
+    Column("notify", String(64), nullable=False, default=""),  # comma-separated DsnNotify
+    Column("orcpt", Text, nullable=True),
+    Column("lease_owner", String(255), nullable=True),
+    Column("lease_until", UtcDateTime(), nullable=True),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "queue_id", "domain"),
+    Index(None, "lease_owner"),
+)
+
+# ---- event log (append-only; no foreign key: events outlive the messages they describe) -----
+
+events = Table(
+    "events", metadata,
+    Column("id", big_id(), primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("queue_id", String(64), nullable=True),
+    Column("recipient", Text, nullable=True),
+    Column("detail", Text, nullable=False, default=""),
+    Column("attrs", Text, nullable=False, default="{}"),  # JSON object, keys in given order
+    Index(None, "queue_id"),
+)
+
+ALL_TABLES = (domains, accounts, aliases, blobs, mailboxes, mailbox_messages, queue_messages,
+              queue_recipients, events)
+
+
+def insert_ignoring_conflicts(dialect_name: str, table: Table, *columns: str) -> Insert:
+    """INSERT ... ON CONFLICT (columns) DO NOTHING, in the backend's dialect (both spell it alike
+    but SQLAlchemy builds it per dialect)."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(columns))
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(columns))

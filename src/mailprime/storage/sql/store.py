@@ -1,0 +1,332 @@
+"""SqlStore: the storage ports on SQLAlchemy Core, for SQLite (WAL) and PostgreSQL alike.
+
+Blocking SQLAlchemy runs on threads, never on the event loop: every write goes to the one
+group-commit writer thread (committer.py), every read to a small read pool. One writer per
+process suits SQLite, which has a single write lock anyway, and lets unrelated writes (queue
+claims, outcomes, events) share the fsync of the acceptances they are batched with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Engine
+
+from mailprime.domain.clock import Clock, SystemClock
+from mailprime.domain.errors import DomainError, StorageError
+from mailprime.domain.ids import AccountId, BlobId, QueueId
+from mailprime.domain.mail import (
+    Acceptance,
+    Account,
+    Alias,
+    DeliveryJob,
+    Event,
+    EventKind,
+    Mailbox,
+    QueuedMessage,
+    QueueRecipient,
+    RecipientOutcome,
+    StoredMessage,
+)
+from mailprime.storage.ports import Store
+from mailprime.storage.sql import directory, mailstore, queue
+from mailprime.storage.sql.accept import AcceptRecord, AcceptWriter
+from mailprime.storage.sql.committer import CommitStats, GroupCommitter, as_storage_error
+from mailprime.storage.sql.engines import reader_engine, writer_engine
+from mailprime.storage.sql.folders import UidValidityClock
+from mailprime.storage.sql.migrate import upgrade_to_head
+from mailprime.storage.sql.schema import blobs
+from mailprime.storage.sql.spool import Spool
+from mailprime.storage.sql.urls import DatabaseUrl, parse_database_url
+from mailprime.storage.sql.writelock import ProcessWriteLock
+
+log = logging.getLogger("mailprime.storage")
+
+R = TypeVar("R")
+
+DEFAULT_QUEUE_LIFETIME = timedelta(days=5)
+# Spool files younger than this are never swept: their row may be about to commit (in this or
+# another worker process).
+DEFAULT_SWEEP_GRACE = timedelta(hours=1)
+
+
+def _inline_bytes(record: AcceptRecord) -> int:
+    """What an acceptance adds to the writer's transaction (spooled content is only a path)."""
+    return 0 if record.spool_path else len(record.acceptance.content)
+
+
+class SqlStore:
+    """Implements storage.ports.Store. Build it with `open_store`; finish with `close`."""
+
+    def __init__(self, *, db: DatabaseUrl, writer: Engine, reader: Engine, spool: Spool,
+                 inline_max: int, queue_lifetime: timedelta, clock: Clock, read_threads: int,
+                 max_batch: int) -> None:
+        self.db = db
+        self._writer_engine = writer
+        self._reader_engine = reader
+        self._spool = spool
+        self._inline_max = inline_max
+        self._clock = clock
+        self._uidvalidity = UidValidityClock()
+        accept_writer = AcceptWriter(dialect_name=writer.dialect.name, clock=clock,
+                                     queue_lifetime=queue_lifetime, uidvalidity=self._uidvalidity)
+        self._write_lock = (ProcessWriteLock(Path(db.url.database))
+                            if db.backend == "sqlite" and db.url.database else None)
+        self._writer: GroupCommitter[AcceptRecord] = GroupCommitter(
+            writer, accept_writer, weigh=_inline_bytes, max_batch=max_batch,
+            write_lock=self._write_lock)
+        self._pool = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="mailprime-read")
+        self._closed = False
+
+    @property
+    def stats(self) -> CommitStats:
+        """Live group-commit counters (commits, accepted, ...)."""
+        return self._writer.stats
+
+    def _start(self) -> None:
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._writer.close()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown_sync)
+
+    def _shutdown_sync(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._writer_engine.dispose()
+        self._reader_engine.dispose()
+        if self._write_lock is not None:
+            self._write_lock.close()
+
+    # ---- plumbing ------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[Connection], R]) -> R:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self._read_sync, fn)
+        except RuntimeError as exc:  # the pool was shut down
+            raise StorageError("store is closed") from exc
+
+    def _read_sync(self, fn: Callable[[Connection], R]) -> R:
+        try:
+            with self._reader_engine.begin() as conn:
+                return fn(conn)
+        except DomainError:
+            raise
+        except Exception as exc:
+            raise as_storage_error(exc) from exc
+
+    async def _blocking(self, fn: Callable[[], R]) -> R:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        except RuntimeError as exc:
+            raise StorageError("store is closed") from exc
+
+    async def _unlink(self, paths: Sequence[str]) -> None:
+        """Removes spool files whose rows are gone; called only after that deletion committed."""
+        if paths:
+            await self._blocking(lambda: self._spool.remove_all(paths))
+
+    # ---- MailStore -----------------------------------------------------------------------
+
+    async def accept(self, acceptance: Acceptance) -> None:
+        spool_path = None
+        if len(acceptance.content) > self._inline_max:
+            # Durable on disk before the row naming it can commit (see spool.py).
+            spool_path = await self._blocking(
+                lambda: self._spool.write(acceptance.queue_id, acceptance.content))
+        try:
+            await self._writer.submit(AcceptRecord(acceptance, spool_path))
+        except DomainError:
+            if spool_path is not None:  # never committed: the file is garbage now
+                self._spool.remove(spool_path)
+            raise
+
+    async def read_blob(self, blob_id: BlobId) -> bytes:
+        def read(conn: Connection) -> bytes:
+            data, path = mailstore.blob_location(conn, blob_id)
+            return data if data is not None else self._spool.read(path or "")
+        return await self._read(read)
+
+    async def list_mailboxes(self, account_id: AccountId) -> Sequence[Mailbox]:
+        return await self._read(lambda c: mailstore.list_mailboxes(c, account_id))
+
+    async def get_mailbox(self, account_id: AccountId, name: str) -> Mailbox | None:
+        return await self._read(lambda c: mailstore.get_mailbox(c, account_id, name))
+
+    async def list_messages(self, account_id: AccountId, mailbox: str) -> Sequence[StoredMessage]:
+        return await self._read(lambda c: mailstore.list_messages(c, account_id, mailbox))
+
+    async def sweep_spool(self, older_than: timedelta = DEFAULT_SWEEP_GRACE) -> int:
+        """Deletes spool files no blob row references (left by accepts that never committed)."""
+        referenced = await self._read(
+            lambda c: set(c.execute(select(blobs.c.path).where(blobs.c.path.is_not(None))).scalars()))
+        return await self._blocking(lambda: self._spool.sweep(referenced, older_than.total_seconds()))
+
+    # ---- DirectoryStore ------------------------------------------------------------------
+
+    async def add_domain(self, name: str) -> None:
+        now = self._clock.now()
+        await self._writer.run(lambda c: directory.add_domain(c, name, now))
+
+    async def remove_domain(self, name: str) -> None:
+        await self._writer.run(lambda c: directory.remove_domain(c, name))
+
+    async def list_domains(self) -> Sequence[str]:
+        return await self._read(directory.list_domains)
+
+    async def is_local_domain(self, name: str) -> bool:
+        return await self._read(lambda c: directory.is_local_domain(c, name))
+
+    async def add_account(self, address: str, password_hash: str) -> Account:
+        now = self._clock.now()
+        return await self._writer.run(
+            lambda c: directory.add_account(c, address, password_hash, now, self._uidvalidity))
+
+    async def get_account(self, address: str) -> Account | None:
+        return await self._read(lambda c: directory.get_account(c, address))
+
+    async def get_account_by_id(self, account_id: AccountId) -> Account | None:
+        return await self._read(lambda c: directory.get_account_by_id(c, account_id))
+
+    async def list_accounts(self) -> Sequence[Account]:
+        return await self._read(directory.list_accounts)
+
+    async def set_password(self, address: str, password_hash: str) -> None:
+        await self._writer.run(lambda c: directory.set_password(c, address, password_hash))
+
+    async def remove_account(self, address: str) -> None:
+        await self._unlink(await self._writer.run(lambda c: directory.remove_account(c, address)))
+
+    async def add_alias(self, source: str, destination: str) -> None:
+        await self._writer.run(lambda c: directory.add_alias(c, source, destination))
+
+    async def remove_alias(self, source: str, destination: str | None = None) -> None:
+        await self._writer.run(lambda c: directory.remove_alias(c, source, destination))
+
+    async def list_aliases(self) -> Sequence[Alias]:
+        return await self._read(directory.list_aliases)
+
+    async def resolve_aliases(self, address: str) -> Sequence[str]:
+        return await self._read(lambda c: directory.resolve_aliases(c, address))
+
+    # ---- QueueStore ----------------------------------------------------------------------
+
+    async def claim_due(self, now: datetime, limit: int, owner: str,
+                        lease_seconds: float) -> Sequence[DeliveryJob]:
+        return await self._writer.run(lambda c: queue.claim_due(c, now, limit, owner, lease_seconds))
+
+    async def record_outcomes(self, job: DeliveryJob, outcomes: Sequence[RecipientOutcome],
+                              now: datetime) -> None:
+        await self._writer.run(lambda c: queue.record_outcomes(c, job, outcomes, now))
+
+    async def next_due_at(self) -> datetime | None:
+        return await self._read(queue.next_due_at)
+
+    async def release_leases(self, owner: str) -> None:
+        await self._writer.run(lambda c: queue.release_leases(c, owner))
+
+    async def lease_owners(self) -> Sequence[str]:
+        return await self._read(queue.lease_owners)
+
+    async def get_message(self, queue_id: QueueId) -> QueuedMessage | None:
+        return await self._read(lambda c: queue.get_message(c, queue_id))
+
+    async def list_queue(self, limit: int = 1000) -> Sequence[tuple[QueuedMessage, Sequence[QueueRecipient]]]:
+        return await self._read(lambda c: queue.list_queue(c, limit))
+
+    async def get_recipients(self, queue_id: QueueId) -> Sequence[QueueRecipient]:
+        return await self._read(lambda c: queue.get_recipients(c, queue_id))
+
+    async def retry_now(self, queue_id: QueueId | None, now: datetime) -> int:
+        return await self._writer.run(lambda c: queue.retry_now(c, queue_id, now))
+
+    async def delete_message(self, queue_id: QueueId) -> bool:
+        now = self._clock.now()
+        found, paths = await self._writer.run(lambda c: queue.delete_message(c, queue_id, now))
+        await self._unlink(paths)
+        return found
+
+    async def finished_message_ids(self, limit: int) -> Sequence[QueueId]:
+        return await self._read(lambda c: queue.finished_message_ids(c, limit))
+
+    # ---- EventLog ------------------------------------------------------------------------
+
+    async def append(self, kind: EventKind, queue_id: QueueId | None, recipient: str | None,
+                     detail: str = "", attrs: Sequence[tuple[str, str]] = ()) -> None:
+        row = mailstore.event_row(self._clock.now(), kind, queue_id, recipient,
+                                  detail=detail, attrs=attrs)
+        await self._writer.run(lambda c: mailstore.append_event(c, row))
+
+    async def list_events(self, queue_id: QueueId | None = None, limit: int = 1000) -> Sequence[Event]:
+        return await self._read(lambda c: mailstore.list_events(c, queue_id, limit))
+
+
+async def open_store(url: str, *, spool_dir: Path, inline_max: int,
+                     max_queue_lifetime: timedelta | float = DEFAULT_QUEUE_LIFETIME,
+                     clock: Clock | None = None, read_threads: int = 4,
+                     max_batch: int = 256) -> SqlStore:
+    """Opens (creating or upgrading the schema to head) the database at `url` and returns the store.
+
+    url: "sqlite:///path/to/db" or "postgresql://user@host/db". Messages larger than `inline_max`
+    bytes are kept as files under `spool_dir`; a queued message expires `max_queue_lifetime` after
+    it was accepted (a timedelta, or seconds as in settings.delivery.max_queue_lifetime).
+    """
+    db = parse_database_url(url)
+    lifetime = (max_queue_lifetime if isinstance(max_queue_lifetime, timedelta)
+                else timedelta(seconds=max_queue_lifetime))
+    spool = Spool(spool_dir)
+
+    def open_sync() -> tuple[Engine, Engine]:
+        if db.backend == "sqlite" and db.url.database:
+            Path(db.url.database).parent.mkdir(parents=True, exist_ok=True)
+        writer = writer_engine(db)
+        reader = reader_engine(db, read_threads)
+        try:
+            if db.backend == "sqlite" and db.url.database:
+                # Workers starting together take turns creating and migrating the file.
+                lock = ProcessWriteLock(Path(db.url.database))
+                try:
+                    with lock:
+                        upgrade_to_head(writer)
+                finally:
+                    lock.close()
+            else:
+                upgrade_to_head(writer)
+            spool.ensure_root()
+        except Exception as exc:
+            writer.dispose()
+            reader.dispose()
+            if isinstance(exc, DomainError):
+                raise
+            raise StorageError(f"cannot open {db.render()}: {as_storage_error(exc)}") from exc
+        return writer, reader
+
+    writer, reader = await asyncio.get_running_loop().run_in_executor(None, open_sync)
+    store = SqlStore(db=db, writer=writer, reader=reader, spool=spool, inline_max=inline_max,
+                     queue_lifetime=lifetime, clock=clock or SystemClock(),
+                     read_threads=read_threads, max_batch=max_batch)
+    store._start()
+    try:
+        swept = await store.sweep_spool()
+    except BaseException:
+        await store.close()
+        raise
+    if swept:
+        log.info("removed %d uncommitted spool files", swept)
+    return store
+
+
+if TYPE_CHECKING:  # mypy proves here that SqlStore implements every storage port
+
+    def _implements_store(store: SqlStore) -> Store:
+        return store
