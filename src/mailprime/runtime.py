@@ -39,6 +39,7 @@ from mailprime.net.smtp_server import SmtpListener, serve_smtp
 from mailprime.net.tls import client_context, server_context
 from mailprime.proto.smtp.types import ServerCapabilities, ServerLimits
 from mailprime.services.inbound import InboundConfig, InboundService
+from mailprime.services.directory_cache import CachedDirectory
 from mailprime.services.inject import Injector
 from mailprime.storage.ports import Store
 from mailprime.storage.sql import open_store
@@ -114,7 +115,8 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
     except BaseException:
         await store.close()
         raise
-    injector = Injector(store)
+    directory = CachedDirectory(store, ttl=settings.server.directory_cache_seconds)
+    injector = Injector(store, directory=directory)
     d = settings.delivery
     worker = DeliveryWorker(
         store, transport,
@@ -139,7 +141,7 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
                 store,
                 InboundConfig(hostname=settings.server.hostname, role=lst.role.value,
                               sender_policy=settings.submission.sender_policy),
-                clock, on_queued=worker.wake)
+                clock, on_queued=worker.wake, directory=directory)
             server.listeners[lst.name] = await serve_smtp(
                 service, name=lst.name, host=lst.address, port=lst.port, tls_mode=lst.tls.value,
                 ssl_context=ssl_ctx, capabilities=_capabilities(settings, lst), limits=limits,

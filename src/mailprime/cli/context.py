@@ -19,7 +19,9 @@ from mailprime.domain.errors import DomainError
 from mailprime.storage.ports import Store
 
 T = TypeVar("T")
-console = Console()
+# When piped (grep, awk), Rich would wrap tables at 80 columns and cut queue ids; use a wide,
+# uncoloured console then, so one row stays one line.
+console = Console() if sys.stdout.isatty() else Console(width=400, no_color=True)
 err_console = Console(stderr=True)
 
 DEFAULT_CONFIG = "var/mailprime.toml"

@@ -36,7 +36,7 @@ from mailprime.message.headers import build_received, missing_header_lines
 from mailprime.proto.smtp.types import AuthOutcome, MailParams, PeerInfo, RcptParams, Reply
 from mailprime.services.passwords import verify_password
 from mailprime.services.recipients import owns_address, resolve_recipient
-from mailprime.storage.ports import Store
+from mailprime.storage.ports import DirectoryStore, Store
 
 log = logging.getLogger("mailprime.smtpd")
 
@@ -63,8 +63,11 @@ class InboundService:
     """Satisfies net.smtp_handler.SmtpHandler for one listener."""
 
     def __init__(self, store: Store, config: InboundConfig, clock: Clock,
-                 on_queued: Callable[[], None] | None = None) -> None:
+                 on_queued: Callable[[], None] | None = None,
+                 directory: DirectoryStore | None = None) -> None:
         self.store = store
+        # Look-ups per RCPT go through `directory` (runtime passes a CachedDirectory).
+        self.directory: DirectoryStore = directory if directory is not None else store
         self.config = config
         self.clock = clock
         self.on_queued = on_queued  # wakes the delivery worker when remote mail was queued
@@ -108,7 +111,7 @@ class InboundSession:
         self.tx = None
 
     async def on_auth(self, mechanism: str, authzid: str, authcid: str, password: str) -> AuthOutcome:
-        account = await self.service.store.get_account(authcid.strip())
+        account = await self.service.directory.get_account(authcid.strip())
         ok = False
         if account is not None and not account.disabled and (not authzid or authzid == authcid):
             ok = await asyncio.to_thread(verify_password, account.password_hash, password)
@@ -129,7 +132,7 @@ class InboundSession:
             except InvalidAddress as exc:
                 return Reply(553, f"Bad sender address: {exc.message}", "5.1.7")
         if (self._is_submission and self.service.config.sender_policy == "own"
-                and (not sender or not await owns_address(self.service.store, self.identity, sender))):
+                and (not sender or not await owns_address(self.service.directory, self.identity, sender))):
             self.rejected += 1
             return Reply(553, f"Sender address not owned by user {self.identity}", "5.7.1")
         self.tx = _Transaction(sender=sender, params=params)
@@ -140,7 +143,7 @@ class InboundSession:
         if tx is None:
             return Reply(503, "Need MAIL command", "5.5.1")
         try:
-            resolution = await resolve_recipient(self.service.store, recipient)
+            resolution = await resolve_recipient(self.service.directory, recipient)
         except InvalidAddress as exc:
             self.rejected += 1
             return Reply(501, f"Bad recipient address: {exc.message}", "5.1.3")

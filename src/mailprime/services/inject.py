@@ -12,7 +12,7 @@ from mailprime.domain.ids import QueueId, new_queue_id
 from mailprime.domain.mail import Acceptance, EnvelopeRecipient, LocalDelivery, Priority
 from mailprime.logline import emit
 from mailprime.services.recipients import resolve_recipient
-from mailprime.storage.ports import Store
+from mailprime.storage.ports import DirectoryStore, Store
 
 log = logging.getLogger("mailprime.inject")
 
@@ -20,8 +20,10 @@ log = logging.getLogger("mailprime.inject")
 class Injector:
     """Satisfies delivery.worker.MailInjector."""
 
-    def __init__(self, store: Store, on_queued: Callable[[], None] | None = None) -> None:
+    def __init__(self, store: Store, on_queued: Callable[[], None] | None = None,
+                 directory: DirectoryStore | None = None) -> None:
         self.store = store
+        self.directory: DirectoryStore = directory if directory is not None else store
         self.on_queued = on_queued  # wakes the delivery worker when remote mail was queued
 
     async def inject(self, sender: str, recipients: Sequence[str], content: bytes, *,
@@ -30,7 +32,7 @@ class Injector:
         remote: list[EnvelopeRecipient] = []
         for recipient in recipients:
             try:
-                resolution = await resolve_recipient(self.store, recipient)
+                resolution = await resolve_recipient(self.directory, recipient)
             except InvalidAddress:
                 continue
             for delivery in resolution.local:
