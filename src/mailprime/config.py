@@ -36,6 +36,9 @@ class TlsMode(enum.StrEnum):
 class ServerSettings:
     hostname: str = "localhost"
     data_dir: str = "."
+    # Directory look-ups (domains, accounts, aliases) are cached this long; changes made by
+    # another process (the CLI) are seen within it.
+    directory_cache_seconds: float = 2.0
     workers: int = 1  # worker processes sharing the listeners with SO_REUSEPORT (0: one per core)
 
 
