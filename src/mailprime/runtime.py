@@ -38,8 +38,8 @@ from mailprime.net.dns import DnsResolver
 from mailprime.net.smtp_server import SmtpListener, serve_smtp
 from mailprime.net.tls import client_context, server_context
 from mailprime.proto.smtp.types import ServerCapabilities, ServerLimits
-from mailprime.services.inbound import InboundConfig, InboundService
 from mailprime.services.directory_cache import CachedDirectory
+from mailprime.services.inbound import InboundConfig, InboundService
 from mailprime.services.inject import Injector
 from mailprime.storage.ports import Store
 from mailprime.storage.sql import open_store
@@ -125,7 +125,7 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
         clock=clock, injector=injector,
         config=WorkerConfig(hostname=settings.helo_name, concurrency=d.concurrency,
                             per_destination=d.per_destination_connections,
-                            poll_interval=d.poll_interval,
+                            poll_interval=d.poll_interval, delay_warning=d.delay_warning,
                             lease_seconds=max(900.0, d.command_timeout * 3)),
     )
     injector.on_queued = worker.wake

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+
 from mailprime.domain.ids import AccountId
 from mailprime.domain.mail import Account, Alias
 from mailprime.storage.ports import DirectoryStore
