@@ -193,8 +193,8 @@ def fold(name: str, value: str, width: int = FOLD_WIDTH) -> str:
             after = max(width + 1, lo)
             spaces = [i for i in (text.find(" ", after), text.find("\t", after)) if i >= 0]
             cut = min(spaces) if spaces else -1
-        if cut < 0:
-            break
+        if cut < 0 or not text[cut:].strip(" \t"):
+            break  # nothing to fold at, or only trailing whitespace would move to a new line
         lines.append(text[:cut])
         text = text[cut:]
         start = 1
