@@ -84,6 +84,9 @@ class DeliverySettings:
     retry_factor: float = 2.0
     retry_max_interval: int = 4 * 3600
     max_queue_lifetime: int = 5 * 86400  # then the message expires with a DSN
+    # Seconds in the queue after which a deferred recipient gets a "delayed" DSN (RFC 3461 5.2.5),
+    # like Postfix's delay_warning_time; 0: only for NOTIFY=DELAY, at the first deferral.
+    delay_warning: float = 4 * 3600
     connect_timeout: float = 30.0
     command_timeout: float = 300.0  # RFC 5321 4.5.3.2 gives 5 min for most replies
     helo_name: str = ""  # default: server.hostname
@@ -306,6 +309,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"[log] format: {settings.log.format!r} is not 'text' or 'json'")
     if settings.submission.sender_policy not in ("own", "any"):
         raise ConfigError("[submission] sender_policy: must be 'own' or 'any'")
+    if settings.delivery.delay_warning < 0:
+        raise ConfigError("[delivery] delay_warning: must be 0 (off) or a number of seconds")
     if settings.delivery.retry_factor < 1:
         raise ConfigError("[delivery] retry_factor: must be at least 1")
     if settings.limits.max_recipients < 100:

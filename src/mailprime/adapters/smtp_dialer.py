@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import ssl
 from collections.abc import Sequence
 
@@ -14,8 +13,7 @@ from mailprime.delivery.transport import (
 )
 from mailprime.domain.mail import DsnRet
 from mailprime.net.smtp_client import RecipientSpec, SmtpClient, SmtpClientError, SmtpClientSession
-
-_HIGH_BIT = re.compile(rb"[\x80-\xff]")
+from mailprime.storage.ports import BlobReader
 
 
 class _Connection:
@@ -33,17 +31,20 @@ class _Connection:
     def is_usable(self) -> bool:
         return self.session.is_usable()
 
-    async def transact(self, sender: str, recipients: Sequence[OutboundRecipient], content: bytes,
-                       *, smtputf8: bool, ret: DsnRet | None, envid: str | None) -> TransactionReplies:
+    async def transact(self, sender: str, recipients: Sequence[OutboundRecipient], content: BlobReader,
+                       *, smtputf8: bool, ret: DsnRet | None, envid: str | None,
+                       body_8bit: bool = False) -> TransactionReplies:
         specs = [RecipientSpec(r.address, r.notify, r.orcpt) for r in recipients]
         try:
             result = await self.session.send_message(
-                sender, specs, content, smtputf8=smtputf8,
-                body_8bit=_HIGH_BIT.search(content) is not None,
+                # Chunks straight from the store: memory stays flat whatever the size.
+                sender, specs, content.chunks(), size=content.size, smtputf8=smtputf8,
+                body_8bit=body_8bit,
                 ret=ret.value if ret is not None else None, envid=envid)
         except SmtpClientError as exc:
             raise DeliveryError(exc.reason, transient=True) from exc
-        return TransactionReplies(result.mail_reply, tuple(result.rcpt_replies), result.data_reply)
+        return TransactionReplies(result.mail_reply, tuple(result.rcpt_replies), result.data_reply,
+                                  dsn=self.session.capabilities.dsn)
 
     async def close(self) -> None:
         await self.session.close()

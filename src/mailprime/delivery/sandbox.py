@@ -12,8 +12,9 @@ from mailprime.domain.mail import (
     LocalDelivery,
     RecipientOutcome,
     RecipientStatus,
+    prepend,
 )
-from mailprime.storage.ports import MailStore
+from mailprime.storage.ports import BlobReader, MailStore
 
 SANDBOX_FOLDER = "Sandbox"
 
@@ -24,13 +25,21 @@ class SandboxTransport:
         self.capture_account = capture_account
         self.capture_address = capture_address
 
-    async def deliver(self, job: DeliveryJob, content: bytes) -> Sequence[RecipientOutcome]:
+    async def deliver(self, job: DeliveryJob, content: BlobReader) -> Sequence[RecipientOutcome]:
         note = ("X-Mailprime-Sandbox: captured; envelope-from=<{}>; to={}\r\n".format(
             job.message.sender, ",".join(f"<{r.address}>" for r in job.recipients))).encode()
-        await self.store.accept(Acceptance(
-            queue_id=new_queue_id(), content=note + content, sender=job.message.sender,
-            local=(LocalDelivery(self.capture_account, self.capture_address, SANDBOX_FOLDER),),
-            source="sandbox"))
+        # Copied through a spool writer, so a large message never sits in memory whole.
+        writer = self.store.new_spool_writer()
+        try:
+            async for chunk in content.chunks():
+                await writer.write(chunk)
+            copy = await writer.finish()
+            await self.store.accept(Acceptance(
+                queue_id=new_queue_id(), content=prepend(note, copy), sender=job.message.sender,
+                local=(LocalDelivery(self.capture_account, self.capture_address, SANDBOX_FOLDER),),
+                source="sandbox"))
+        finally:
+            await writer.discard()  # a no-op once the accept adopted the file
         reply = f"250 2.0.0 captured in sandbox mailbox {self.capture_address}/{SANDBOX_FOLDER}"
         return [RecipientOutcome(r.id, RecipientStatus.DELIVERED, reply, remote_host="sandbox")
                 for r in job.recipients]

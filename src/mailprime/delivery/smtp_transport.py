@@ -29,6 +29,7 @@ from mailprime.delivery.transport import (
 from mailprime.domain.mail import DeliveryJob, RecipientOutcome, RecipientStatus
 from mailprime.logline import emit
 from mailprime.proto.smtp.types import Reply
+from mailprime.storage.ports import BlobReader
 
 log = logging.getLogger("mailprime.delivery")
 
@@ -106,7 +107,8 @@ def outcomes_from_replies(job: DeliveryJob, replies: TransactionReplies,
             status = RecipientStatus.BOUNCED
         else:
             status = RecipientStatus.PENDING
-        out.append(RecipientOutcome(rcpt.id, status, reply.one_line(), remote_host=remote))
+        out.append(RecipientOutcome(rcpt.id, status, reply.one_line(), remote_host=remote,
+                                    remote_dsn=replies.dsn))
     return out
 
 
@@ -130,7 +132,7 @@ class SmtpTransport:
         self.port = port
         self.pool = pool or ConnectionPool()
 
-    async def deliver(self, job: DeliveryJob, content: bytes) -> Sequence[RecipientOutcome]:
+    async def deliver(self, job: DeliveryJob, content: BlobReader) -> Sequence[RecipientOutcome]:
         recipients = [OutboundRecipient(r.address, tuple(sorted(r.notify)), r.orcpt)
                       for r in job.recipients]
         last_error = "no route tried"
@@ -160,13 +162,14 @@ class SmtpTransport:
         return _all(job, RecipientStatus.PENDING, f"451 4.4.1 {last_error}")
 
     async def _try(self, job: DeliveryJob, pooled: _Pooled, recipients: list[OutboundRecipient],
-                   content: bytes) -> list[RecipientOutcome] | None:
+                   content: BlobReader) -> list[RecipientOutcome] | None:
         """One transaction on one connection; None means "try the next route"."""
         conn = pooled.conn
         try:
             replies = await conn.transact(job.message.sender, recipients, content,
                                           smtputf8=job.message.smtputf8, ret=job.message.dsn_ret,
-                                          envid=job.message.dsn_envid)
+                                          envid=job.message.dsn_envid,
+                                          body_8bit=job.message.body_8bit)
         except DeliveryError as exc:
             await conn.close()
             if not exc.transient:

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from mailprime.domain.mail import DeliveryJob, DsnRet, RecipientOutcome
 from mailprime.proto.smtp.types import Reply
+from mailprime.storage.ports import BlobReader
 
 
 class DeliveryError(Exception):
@@ -36,6 +37,8 @@ class TransactionReplies:
     mail: Reply
     rcpts: tuple[Reply, ...]  # one per recipient, in order
     data: Reply | None  # None when no recipient was accepted (DATA not sent)
+    # The server offered DSN (RFC 3461 5.2.1), so NOTIFY, ORCPT, RET and ENVID were passed on.
+    dsn: bool = False
 
 
 class OutboundConnection(Protocol):
@@ -50,9 +53,12 @@ class OutboundConnection(Protocol):
         """Still connected and in a state where another transaction may start."""
         ...
 
-    async def transact(self, sender: str, recipients: Sequence[OutboundRecipient], content: bytes,
-                       *, smtputf8: bool, ret: DsnRet | None, envid: str | None) -> TransactionReplies:
-        """Raises DeliveryError when the connection fails before the transaction has replies."""
+    async def transact(self, sender: str, recipients: Sequence[OutboundRecipient], content: BlobReader,
+                       *, smtputf8: bool, ret: DsnRet | None, envid: str | None,
+                       body_8bit: bool = False) -> TransactionReplies:
+        """Streams `content` (its chunks, from the start). `body_8bit`: the content has octets
+        above 127 (declared as BODY=8BITMIME where offered, RFC 6152). Raises DeliveryError when
+        the connection fails before the transaction has replies."""
         ...
 
     async def close(self) -> None: ...
@@ -66,9 +72,10 @@ class Dialer(Protocol):
 
 
 class Transport(Protocol):
-    async def deliver(self, job: DeliveryJob, content: bytes) -> Sequence[RecipientOutcome]:
-        """Attempts the job; returns one outcome per recipient of the job (status PENDING with no
-        next_attempt_at means "transient failure": the worker schedules the retry)."""
+    async def deliver(self, job: DeliveryJob, content: BlobReader) -> Sequence[RecipientOutcome]:
+        """Attempts the job, streaming `content` (anew for each route it tries); returns one
+        outcome per recipient of the job (status PENDING with no next_attempt_at means
+        "transient failure": the worker schedules the retry)."""
         ...
 
     async def close(self) -> None: ...

@@ -4,11 +4,12 @@ Theory of operation. A loop claims due jobs (one message × one destination doma
 up to the free concurrency, and starts one task per job. A job waits for a slot of its
 destination (a per-domain cap on concurrent connections), loads the content, asks the transport,
 then turns each transient result into a retry time from the schedule — or EXPIRED once the queue
-lifetime is over — and records all outcomes (which appends the events). Recipients that failed
-for good get an RFC 3464 DSN to the envelope sender, unless the sender was null (RFC 5321 4.5.5)
-or the recipient asked NOTIFY=NEVER. Between rounds the loop sleeps until woken (new mail queued,
-`wake()`), the next due time, or the poll interval, whichever is first. `stop()` stops claiming,
-lets in-flight jobs finish within a grace period, cancels the rest and hands their leases back.
+lifetime is over — and records all outcomes (which appends the events). Then the notifier
+(delivery.notifications) sends the RFC 3464 DSNs the outcomes call for: failed, relayed to a
+next hop without DSN, or delayed, per the recipients' NOTIFY (RFC 3461). Between rounds the loop
+sleeps until woken (new mail queued, `wake()`), the next due time, or the poll interval,
+whichever is first. `stop()` stops claiming, lets in-flight jobs finish within a grace period,
+cancels the rest and hands their leases back.
 """
 
 from __future__ import annotations
@@ -21,30 +22,20 @@ import platform
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
+from mailprime.delivery.notifications import DEFAULT_DELAY_WARNING, MailInjector, Notifier
 from mailprime.delivery.schedule import RetrySchedule
 from mailprime.delivery.transport import Transport
 from mailprime.domain.clock import Clock
-from mailprime.domain.ids import QueueId
 from mailprime.domain.mail import (
     DeliveryJob,
-    DsnNotify,
-    Priority,
-    QueueRecipient,
     RecipientOutcome,
     RecipientStatus,
 )
 from mailprime.logline import emit
-from mailprime.message.dsn import DsnAction, DsnRecipient, build_dsn
 from mailprime.storage.ports import Store
 
 log = logging.getLogger("mailprime.delivery")
-
-
-class MailInjector(Protocol):
-    async def inject(self, sender: str, recipients: Sequence[str], content: bytes, *,
-                     priority: Priority = ..., source: str = ...) -> QueueId | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +46,9 @@ class WorkerConfig:
     poll_interval: float = 1.0
     lease_seconds: float = 900.0
     owner: str = ""
+    # Seconds in the queue before a deferred recipient gets a "delayed" DSN; 0: only recipients
+    # that asked NOTIFY=DELAY, at their first deferral (see delivery.notifications).
+    delay_warning: float = DEFAULT_DELAY_WARNING
 
 
 class DeliveryWorker:
@@ -66,6 +60,8 @@ class DeliveryWorker:
         self.clock = clock
         self.injector = injector
         self.config = config
+        self.notifier = Notifier(store, injector, hostname=config.hostname,
+                                 delay_warning=config.delay_warning)
         self.owner = config.owner or f"{platform.node()}:{os.getpid()}"
         self._wake = asyncio.Event()
         self._stopping = False
@@ -153,8 +149,9 @@ class DeliveryWorker:
     async def _run_job(self, job: DeliveryJob) -> None:
         async with self._slots, self._per_domain[job.domain]:
             try:
-                content = await self.store.read_blob(job.message.blob_id)
-                outcomes = list(await self.transport.deliver(job, content))
+                # Streamed from the store (the spool file stays open for the whole attempt).
+                async with self.store.open_blob(job.message.blob_id) as content:
+                    outcomes = list(await self.transport.deliver(job, content))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug or storage fault must not lose the job
@@ -165,7 +162,13 @@ class DeliveryWorker:
             outcomes = self._schedule_retries(job, outcomes)
             await self.store.record_outcomes(job, outcomes, self.clock.now())
             self._log(job, outcomes)
-            await self._send_dsn(job, outcomes)
+            try:
+                await self.notifier.after_attempt(job, outcomes, self.clock.now())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the outcomes are recorded; a lost report must not kill the task
+                log.exception("%s: sending the delivery status notification failed",
+                              job.message.id)
 
     def _schedule_retries(self, job: DeliveryJob,
                           outcomes: list[RecipientOutcome]) -> list[RecipientOutcome]:
@@ -192,57 +195,6 @@ class DeliveryWorker:
             emit(log, job.message.id, to=f"<{rcpt.address}>", relay=outcome.remote_host or "none",
                  attempts=rcpt.attempts + 1, status=status, reply=outcome.reply)
 
-    async def _send_dsn(self, job: DeliveryJob, outcomes: Sequence[RecipientOutcome]) -> None:
-        if not job.message.sender:
-            return  # never bounce a bounce (RFC 5321 4.5.5, RFC 3464 section 2)
-        by_id = {r.id: r for r in job.recipients}
-        failed: list[tuple[QueueRecipient, RecipientOutcome]] = []
-        for outcome in outcomes:
-            if outcome.status not in (RecipientStatus.BOUNCED, RecipientStatus.EXPIRED):
-                continue
-            rcpt = by_id[outcome.recipient_id]
-            if DsnNotify.NEVER in rcpt.notify:
-                continue
-            if rcpt.notify and DsnNotify.FAILURE not in rcpt.notify:
-                continue
-            failed.append((rcpt, outcome))
-        if not failed:
-            return
-        content = await self.store.read_blob(job.message.blob_id)
-        dsn = build_dsn(
-            reporting_mta=self.config.hostname,
-            original_sender=job.message.sender,
-            original_content=content,
-            arrival_date=job.message.created_at,
-            envid=job.message.dsn_envid,
-            ret_full=job.message.dsn_ret is not None and job.message.dsn_ret.value == "FULL",
-            queue_id=job.message.id,
-            recipients=[DsnRecipient(
-                final_recipient=rcpt.address,
-                original_recipient=rcpt.orcpt,
-                action=DsnAction.FAILED,
-                status=_enhanced_of(outcome.reply, "5.0.0"),
-                remote_mta=_mta_name(outcome.remote_host),
-                diagnostic=outcome.reply,
-                # RFC 3464 2.3.6: "smtp" only for a reply a remote server gave; our own reasons
-                # (no route, connection refused, expiry) get an "x-" type.
-                diagnostic_type="smtp" if outcome.remote_host else "x-mailprime",
-                last_attempt=self.clock.now(),
-            ) for rcpt, outcome in failed],
-            now=self.clock.now(),
-        )
-        queue_id = await self.injector.inject("", [job.message.sender], dsn,
-                                              priority=Priority.TRANSACTIONAL, source="dsn")
-        emit(log, job.message.id, status="dsn", dsn_id=queue_id or "none",
-             to=f"<{job.message.sender}>", failed=len(failed))
-
-
-def _mta_name(remote_host: str) -> str | None:
-    """"mx.example.com" from the transport's "mx.example.com[192.0.2.1]:25": RFC 3464 2.3.5 wants
-    a host name after "dns;" in Remote-MTA, not our log notation."""
-    name = remote_host.split("[", 1)[0].strip()
-    return name or None
-
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -252,12 +204,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _enhanced_of(reply: str, default: str) -> str:
-    """Extracts "5.1.1" from "550 5.1.1 user unknown"; an expiry or a 4xx becomes a 5.x.x."""
-    parts = reply.split()
-    if len(parts) >= 2 and parts[1].count(".") == 2 and parts[1][0] in "245":
-        code = parts[1]
-        return "5" + code[1:] if code[0] == "4" else code
-    return default

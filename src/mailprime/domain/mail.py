@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from mailprime.domain.ids import AccountId, BlobId, EventId, MailboxId, QueueId, RecipientId
@@ -110,14 +110,59 @@ class LocalDelivery:
 
 
 @dataclass(frozen=True, slots=True)
+class SpooledContent:
+    """Message content too large to hold in memory: `prefix` (the trace headers a service put in
+    front), then the `body_size` octets of a spool file that storage has already written and
+    fsynced. `ticket` is storage's name for that file (from `MailStore.new_spool_writer`); the
+    store adopts the file when it commits the acceptance, or deletes it when the accept fails.
+    """
+
+    ticket: str
+    body_size: int
+    prefix: bytes = b""
+    body_8bit: bool = False  # the file holds an octet above 127
+
+    @property
+    def size(self) -> int:
+        return len(self.prefix) + self.body_size
+
+    def with_prefix(self, data: bytes) -> SpooledContent:
+        return replace(self, prefix=data + self.prefix)
+
+
+# A message as services hand it to storage: small ones as bytes, large ones already spooled.
+MessageContent = bytes | SpooledContent
+
+
+def prepend(data: bytes, content: MessageContent) -> MessageContent:
+    """`data` (header lines) followed by `content`, without copying a spooled body."""
+    if isinstance(content, SpooledContent):
+        return content.with_prefix(data)
+    return data + content
+
+
+def content_size(content: MessageContent) -> int:
+    return content.size if isinstance(content, SpooledContent) else len(content)
+
+
+def content_is_8bit(content: MessageContent) -> bool:
+    """Whether any octet is above 127 (RFC 6152: such a body needs BODY=8BITMIME to be relayed
+    as is). For spooled content the writer noted it while the body streamed past."""
+    if isinstance(content, SpooledContent):
+        return content.body_8bit or not content.prefix.isascii()
+    return not content.isascii()
+
+
+@dataclass(frozen=True, slots=True)
 class Acceptance:
     """Everything one accepted message becomes, committed atomically by `MailStore.accept`.
 
-    `content` is the full message as it will be stored (trace headers already prepended).
+    `content` is the full message as it will be stored (trace headers already prepended): bytes,
+    or for a large message a `SpooledContent` whose body is already in a spool file.
     """
 
     queue_id: QueueId
-    content: bytes
+    content: MessageContent
     sender: str  # envelope sender; "" is the null reverse-path
     local: tuple[LocalDelivery, ...] = ()
     remote: tuple[EnvelopeRecipient, ...] = ()
@@ -127,6 +172,14 @@ class Acceptance:
     smtputf8: bool = False
     source: str = "smtp"  # listener role or api, for logs
     client: str = ""  # peer description, for logs and events
+
+    @property
+    def size(self) -> int:
+        return content_size(self.content)
+
+    @property
+    def body_8bit(self) -> bool:
+        return content_is_8bit(self.content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +194,7 @@ class QueuedMessage:
     dsn_ret: DsnRet | None = None
     dsn_envid: str | None = None
     smtputf8: bool = False
+    body_8bit: bool = False  # content has octets above 127: relay with BODY=8BITMIME (RFC 6152)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +229,9 @@ class RecipientOutcome:
     reply: str  # remote reply or local reason, one line
     remote_host: str = ""
     next_attempt_at: datetime | None = None  # for deferrals
+    # The next hop offered DSN and so was handed NOTIFY/ORCPT: it reports SUCCESS itself, and
+    # we owe no "relayed" DSN (RFC 3461 5.2.1 and 5.2.2).
+    remote_dsn: bool = False
 
 
 @dataclass(frozen=True, slots=True)

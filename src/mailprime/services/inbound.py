@@ -6,9 +6,12 @@ connection turns protocol events into decisions:
 MX role: recipients must resolve to a local account or alias (else 550 5.1.1; non-local domains
 are refused with 554 5.7.1, so it is never an open relay). Submission role: AUTH first (530 5.7.0),
 the sender must be the account's own address (policy "own") and any recipient is accepted.
-The body is buffered up to the message-size limit the protocol core enforces; at the end the
-service prepends a Received header (and Message-ID/Date on submission when missing), then
-`MailStore.accept` commits it durably before the 250 is returned.
+The body streams into a storage `SpoolWriter` (memory up to the store's inline limit, a spool
+file beyond it), so a session's memory stays bounded whatever the message size; only the header
+section is kept aside. At the end the service prepends a Received header (and Message-ID/Date on
+submission when missing) without copying the body, then `MailStore.accept` commits it durably
+(adopting the spool file) before the 250 is returned. An aborted or refused body's file is
+deleted at once.
 """
 
 from __future__ import annotations
@@ -18,27 +21,37 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from mailprime.domain.address import Address
 from mailprime.domain.clock import Clock
 from mailprime.domain.errors import DomainError, InvalidAddress
-from mailprime.domain.ids import new_queue_id
+from mailprime.domain.ids import QueueId, new_queue_id
 from mailprime.domain.mail import (
     Acceptance,
     DsnNotify,
     DsnRet,
     EnvelopeRecipient,
+    EventKind,
     LocalDelivery,
+    MessageContent,
     Priority,
+    prepend,
 )
 from mailprime.logline import emit
-from mailprime.message.headers import build_received, missing_header_lines
+from mailprime.message.dsn import DsnAction, DsnRecipient, build_dsn, wants_dsn
+from mailprime.message.headers import MAX_HEADER_SECTION, build_received, missing_header_lines
 from mailprime.proto.smtp.types import AuthOutcome, MailParams, PeerInfo, RcptParams, Reply
+from mailprime.services.inject import Injector
 from mailprime.services.passwords import verify_password
 from mailprime.services.recipients import owns_address, resolve_recipient
-from mailprime.storage.ports import DirectoryStore, Store
+from mailprime.storage.ports import DirectoryStore, SpoolWriter, Store
 
 log = logging.getLogger("mailprime.smtpd")
+
+# The body octets kept in memory for the header checks: header_section() reads at most
+# MAX_HEADER_SECTION + 2 (RFC 5322 2.2 header section, limit set in message.headers).
+_HEAD_MAX = MAX_HEADER_SECTION + 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +69,14 @@ class _Transaction:
     local: list[LocalDelivery] = field(default_factory=list)
     remote: list[EnvelopeRecipient] = field(default_factory=list)
     rcpt_addresses: list[str] = field(default_factory=list)
-    body: bytearray = field(default_factory=bytearray)
+    # RCPTs filed into a local mailbox, with their NOTIFY and ORCPT: NOTIFY=SUCCESS is answered
+    # with a "delivered" DSN once the message is accepted (RFC 3461 5.2.3).
+    local_rcpts: list[EnvelopeRecipient] = field(default_factory=list)
+    # The body: a storage writer, created with the first chunk (RFC 5321 4.5.3.1.7 size limit is
+    # enforced by the protocol core), and its first octets for the header checks.
+    spool: SpoolWriter | None = None
+    head: bytearray = field(default_factory=bytearray)
+    spool_failure: str = ""  # the writer failed mid-body (disk full): answered at end of data
 
 
 class InboundService:
@@ -161,6 +181,8 @@ class InboundSession:
                 tx.local.append(LocalDelivery(delivery.account_id, recipient=recipient))
         for address in resolution.remote:
             tx.remote.append(EnvelopeRecipient(address, notify=notify, orcpt=params.orcpt))
+        if resolution.local:
+            tx.local_rcpts.append(EnvelopeRecipient(recipient, notify=notify, orcpt=params.orcpt))
         tx.rcpt_addresses.append(recipient)
         return Reply(250, "Ok", "2.1.5")
 
@@ -170,19 +192,38 @@ class InboundSession:
         return None
 
     async def on_data_chunk(self, chunk: bytes) -> None:
-        if self.tx is not None:
-            self.tx.body += chunk
+        tx = self.tx
+        if tx is None or tx.spool_failure:
+            return
+        if len(tx.head) < _HEAD_MAX:
+            tx.head += chunk[:_HEAD_MAX - len(tx.head)]
+        if tx.spool is None:
+            tx.spool = self.service.store.new_spool_writer()
+        try:
+            await tx.spool.write(chunk)
+        except DomainError as exc:  # the writer discarded itself; the rest of the body is skipped
+            tx.spool_failure = exc.message
+            emit(log, self.session_id, logging.ERROR, status="spool failed", reason=exc.message)
 
     async def on_data_abort(self, reason: str) -> None:
         if self.tx is not None:
             self._log_reject(",".join(self.tx.rcpt_addresses), f"message dropped: {reason}")
-        self.tx = None
+        await self._drop_tx()
 
     async def on_data_end(self) -> Reply:
         tx = self.tx
         self.tx = None
         if tx is None:
             return Reply(503, "Need MAIL command", "5.5.1")
+        if tx.spool_failure:
+            return Reply(452, "Insufficient system storage", "4.3.1")
+        body: MessageContent = b""
+        if tx.spool is not None:
+            try:
+                body = await tx.spool.finish()  # fsynced, if it went to a file
+            except DomainError as exc:
+                emit(log, self.session_id, logging.ERROR, status="not accepted", reason=exc.message)
+                return Reply(451, "Local error in processing; try again later", "4.3.0")
         queue_id = new_queue_id()
         now = self.service.clock.now()
         trace = build_received(
@@ -200,9 +241,9 @@ class InboundSession:
         )
         added = b""
         if self._is_submission:
-            added = missing_header_lines(bytes(tx.body), hostname=self.service.config.hostname,
+            added = missing_header_lines(bytes(tx.head), hostname=self.service.config.hostname,
                                          when=now)
-        content = trace + added + bytes(tx.body)
+        content = prepend(trace + added, body)
         acceptance = Acceptance(
             queue_id=queue_id,
             content=content,
@@ -222,20 +263,27 @@ class InboundSession:
         except DomainError as exc:
             emit(log, queue_id, logging.ERROR, status="not accepted", reason=exc.message)
             return Reply(451, "Local error in processing; try again later", "4.3.0")
+        finally:
+            if tx.spool is not None:
+                await tx.spool.discard()  # deletes the file unless the accept adopted it
         if tx.remote and self.service.on_queued is not None:
             self.service.on_queued()
         self.messages += 1
         self.recipients += len(tx.rcpt_addresses)
         emit(log, queue_id, listener=self.peer.listener, client=self._client(),
-             sasl_username=self.identity or None, from_=f"<{tx.sender}>", size=len(content),
+             sasl_username=self.identity or None, from_=f"<{tx.sender}>", size=acceptance.size,
              nrcpt=len(tx.rcpt_addresses), local=len(tx.local), remote=len(tx.remote),
              commit_ms=round((time.monotonic() - started) * 1000, 1), status="accepted")
+        # A DSN about a local delivery returns the headers only: those are in memory.
+        original = content if isinstance(content, bytes) else trace + added + bytes(tx.head)
+        await self._report_local_delivery(queue_id, tx, original, now)
         return Reply(250, f"Ok: queued as {queue_id}", "2.0.0")
 
     async def on_reset(self) -> None:
-        self.tx = None
+        await self._drop_tx()
 
     async def on_close(self) -> None:
+        await self._drop_tx()  # a connection lost mid-body leaves no spool file behind
         emit(log, self.session_id, listener=self.peer.listener, client=self._client(),
              helo=self.helo or None, tls="yes" if self.tls else "no",
              sasl_username=self.identity or None, messages=self.messages,
@@ -243,6 +291,11 @@ class InboundSession:
              duration_s=round(time.monotonic() - self.started, 3), status="disconnect")
 
     # Helpers ------------------------------------------------------------------------------
+    async def _drop_tx(self) -> None:
+        tx, self.tx = self.tx, None
+        if tx is not None and tx.spool is not None:
+            await tx.spool.discard()
+
     def _client(self) -> str:
         return f"[{self.peer.ip}]:{self.peer.port}"
 
@@ -250,3 +303,35 @@ class InboundSession:
         emit(log, self.session_id, logging.INFO, listener=self.peer.listener,
              client=self._client(), helo=self.helo or None, to=f"<{recipient}>", status="reject",
              reason=why)
+
+    async def _report_local_delivery(self, queue_id: QueueId, tx: _Transaction, original: bytes,
+                                     arrival: datetime) -> None:
+        """RFC 3461 5.2.3: the recipients filed into local mailboxes that asked NOTIFY=SUCCESS get
+        one "delivered" DSN, with the ENVID and (headers only, 4.3) the original; never about a
+        message from the null sender (6.2). The message is accepted already: a DSN that cannot
+        be queued is logged, and the client still gets its 250."""
+        wanted = [r for r in tx.local_rcpts if wants_dsn(r.notify, DsnAction.DELIVERED)]
+        if not tx.sender or not wanted:
+            return
+        dsn = build_dsn(
+            reporting_mta=self.service.config.hostname, original_sender=tx.sender,
+            original_content=original, now=arrival, arrival_date=arrival,
+            envid=tx.params.envid, ret_full=tx.params.ret == "FULL", queue_id=queue_id,
+            recipients=[DsnRecipient(final_recipient=r.address, original_recipient=r.orcpt,
+                                     action=DsnAction.DELIVERED, status="2.0.0",
+                                     diagnostic="250 2.0.0 delivered to mailbox",
+                                     diagnostic_type="x-mailprime", last_attempt=arrival)
+                        for r in wanted])
+        service = self.service
+        try:
+            dsn_id = await Injector(service.store, service.on_queued, service.directory).inject(
+                "", [tx.sender], dsn, priority=Priority.TRANSACTIONAL, source="dsn")
+            for r in wanted:
+                await service.store.append(EventKind.DSN_SENT, queue_id, r.address,
+                                           f"delivered DSN to <{tx.sender}>",
+                                           (("action", "delivered"), ("dsn_queue_id", dsn_id or "")))
+        except DomainError as exc:
+            emit(log, queue_id, logging.ERROR, status="dsn failed", reason=exc.message)
+            return
+        emit(log, queue_id, status="dsn", action="delivered", dsn_id=dsn_id or "none",
+             to=f"<{tx.sender}>", nrcpt=len(wanted))

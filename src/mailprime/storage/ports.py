@@ -1,13 +1,15 @@
 """Storage ports: what services, delivery and the CLI may ask of storage.
 
 Implementations: `storage.sql.SqlStore` (SQLAlchemy Core on SQLite WAL or PostgreSQL).
-Every method is async; implementations do blocking work off the event loop. Every write that
+Every method is async (or, for `new_spool_writer` and `open_blob`, returns an object whose I/O
+methods are); implementations do blocking work off the event loop. Every write that
 answers "accepted" to a peer (`accept`) returns only after its transaction is durable (fsync).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
@@ -20,6 +22,7 @@ from mailprime.domain.mail import (
     Event,
     EventKind,
     Mailbox,
+    MessageContent,
     QueuedMessage,
     QueueRecipient,
     RecipientOutcome,
@@ -56,8 +59,51 @@ class DirectoryStore(Protocol):
         ...
 
 
+class SpoolWriter(Protocol):
+    """A message body on its way in, with memory bounded by the store's inline limit: the first
+    octets stay in memory; past the limit everything goes to a temporary spool file.
+
+    Calls are sequential (one writer per message). `finish` fsyncs and returns the content to put
+    in an `Acceptance` (bytes, or SpooledContent naming the file); `discard` deletes what was
+    written, and is safe to call at any time, also after `finish` (it then removes the file
+    only if no accept adopted it)."""
+
+    @property
+    def size(self) -> int:
+        """Octets written so far."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Raises StorageError (disk full, store closed); the writer is then discarded."""
+        ...
+
+    async def finish(self) -> MessageContent: ...
+    async def discard(self) -> None: ...
+
+
+class BlobReader(Protocol):
+    """Stored content, read in pieces. Valid inside `MailStore.open_blob`'s context only; it
+    stays readable even if the message is deleted meanwhile."""
+
+    @property
+    def size(self) -> int: ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The content from its first octet, in pieces of bounded size; each call starts anew
+        (a delivery retried on the next MX host sends it again)."""
+        ...
+
+    async def read_head(self, limit: int) -> bytes:
+        """The first `limit` octets (all of them if the content is shorter)."""
+        ...
+
+
 class MailStore(Protocol):
     """Accepting messages durably, and the mailboxes they land in."""
+
+    def new_spool_writer(self) -> SpoolWriter:
+        """A writer for one incoming body (no I/O until the body outgrows memory)."""
+        ...
 
     async def accept(self, acceptance: Acceptance) -> None:
         """Stores the content once, files it into every local mailbox, queues every remote
@@ -65,7 +111,14 @@ class MailStore(Protocol):
         durable. Concurrent calls share one commit (group commit). Raises StorageError."""
         ...
 
-    async def read_blob(self, blob_id: BlobId) -> bytes: ...
+    async def read_blob(self, blob_id: BlobId) -> bytes:
+        """The whole content in memory: for small messages and tests; stream with open_blob."""
+        ...
+
+    def open_blob(self, blob_id: BlobId) -> AbstractAsyncContextManager[BlobReader]:
+        """`async with store.open_blob(id) as blob:` streams the content. Raises NotFound."""
+        ...
+
     async def list_mailboxes(self, account_id: AccountId) -> Sequence[Mailbox]: ...
     async def get_mailbox(self, account_id: AccountId, name: str) -> Mailbox | None: ...
     async def list_messages(self, account_id: AccountId, mailbox: str) -> Sequence[StoredMessage]:
@@ -125,10 +178,12 @@ class Store(DirectoryStore, MailStore, QueueStore, EventLog, Protocol):
 
 
 __all__ = [
+    "BlobReader",
     "DirectoryStore",
     "EventLog",
     "MailStore",
     "QueueStore",
     "RecipientId",
+    "SpoolWriter",
     "Store",
 ]

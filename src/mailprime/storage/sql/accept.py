@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from mailprime.domain.clock import Clock
 from mailprime.domain.errors import StorageError
 from mailprime.domain.ids import AccountId
-from mailprime.domain.mail import Acceptance, EventKind, RecipientStatus
+from mailprime.domain.mail import Acceptance, EventKind, RecipientStatus, SpooledContent
 from mailprime.storage.sql.folders import SPECIAL_USE, UidValidityClock, mailbox_name
 from mailprime.storage.sql.schema import (
     blobs,
@@ -35,10 +35,19 @@ from mailprime.storage.sql.schema import (
 @dataclass(frozen=True, slots=True)
 class AcceptRecord:
     """One acceptance as queued for the writer: its content is already in the spool when
-    `spool_path` is set (and must then not be written inline)."""
+    `spool_path` is set (and must then not be written inline; a SpooledContent's prefix is)."""
 
     acceptance: Acceptance
     spool_path: str | None = None
+
+    def blob_row(self, now: datetime) -> dict[str, object]:
+        content = self.acceptance.content
+        if isinstance(content, SpooledContent):
+            data, prefix = None, content.prefix or None
+        else:
+            data, prefix = (None if self.spool_path else content), None
+        return {"size": self.acceptance.size, "data": data, "path": self.spool_path,
+                "prefix": prefix, "created_at": now}
 
 
 def recipient_domain(address: str) -> str:
@@ -89,12 +98,7 @@ class AcceptWriter:
         now = self._clock.now()
         expires = now + self._lifetime
 
-        blob_ids = conn.execute(_INSERT_BLOBS, [
-            {"size": len(r.acceptance.content),
-             "data": None if r.spool_path else r.acceptance.content,
-             "path": r.spool_path, "created_at": now}
-            for r in records
-        ]).scalars().all()
+        blob_ids = conn.execute(_INSERT_BLOBS, [r.blob_row(now) for r in records]).scalars().all()
 
         keys = sorted({(ld.account_id, mailbox_name(ld.mailbox))
                        for r in records for ld in r.acceptance.local})
@@ -106,7 +110,7 @@ class AcceptWriter:
         evts: list[dict[str, object]] = []
         for rec, blob_id in zip(records, blob_ids, strict=True):
             a = rec.acceptance
-            size = len(a.content)
+            size = a.size
             for ld in a.local:
                 name = mailbox_name(ld.mailbox)
                 box = boxes[(ld.account_id, name)]
@@ -123,7 +127,7 @@ class AcceptWriter:
                               "priority": int(a.priority), "created_at": now, "expires_at": expires,
                               "dsn_ret": a.dsn_ret.value if a.dsn_ret else None,
                               "dsn_envid": a.dsn_envid, "smtputf8": a.smtputf8,
-                              "source": a.source, "client": a.client})
+                              "body_8bit": a.body_8bit, "source": a.source, "client": a.client})
                 attrs = json.dumps({"sender": a.sender, "size": str(size), "source": a.source,
                                     "client": a.client})
                 for rcpt in a.remote:

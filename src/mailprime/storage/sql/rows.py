@@ -44,7 +44,8 @@ def to_queued_message(r: Row[Any]) -> QueuedMessage:
     return QueuedMessage(id=QueueId(r.id), sender=r.sender, blob_id=BlobId(r.blob_id), size=int(r.size),
                          priority=Priority(r.priority), created_at=r.created_at,
                          expires_at=r.expires_at, dsn_ret=DsnRet(r.dsn_ret) if r.dsn_ret else None,
-                         dsn_envid=r.dsn_envid, smtputf8=bool(r.smtputf8))
+                         dsn_envid=r.dsn_envid, smtputf8=bool(r.smtputf8),
+                         body_8bit=bool(r.body_8bit))
 
 
 def to_recipient(r: Row[Any]) -> QueueRecipient:

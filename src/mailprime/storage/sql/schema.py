@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -137,6 +138,9 @@ blobs = Table(
     Column("data", LargeBinary, nullable=True),  # inline content (size <= inline_max)
     Column("path", Text, nullable=True),  # else: a file under the spool directory, relative
     Column("created_at", UtcDateTime(), nullable=False),
+    # With `path`: octets that come before the file's content (the trace headers of a body that
+    # was streamed to the spool before they were known). Migration 0002.
+    Column("prefix", LargeBinary, nullable=True),
 )
 
 mailboxes = Table(
@@ -179,6 +183,9 @@ queue_messages = Table(
     Column("smtputf8", Boolean, nullable=False, default=False),
     Column("source", String(32), nullable=False, default=""),
     Column("client", Text, nullable=False, default=""),
+    # An octet above 127 in the content, found at accept time so that delivery can declare
+    # BODY=8BITMIME (RFC 6152) without reading the content first. Migration 0002.
+    Column("body_8bit", Boolean, nullable=False, default=False, server_default=false()),
     Index(None, "blob_id"),
 )
 

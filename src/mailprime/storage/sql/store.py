@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
 from mailprime.domain.clock import Clock, SystemClock
-from mailprime.domain.errors import DomainError, StorageError
+from mailprime.domain.errors import DomainError, NotFound, StorageError
 from mailprime.domain.ids import AccountId, BlobId, QueueId
 from mailprime.domain.mail import (
     Acceptance,
@@ -33,9 +34,10 @@ from mailprime.domain.mail import (
     QueuedMessage,
     QueueRecipient,
     RecipientOutcome,
+    SpooledContent,
     StoredMessage,
 )
-from mailprime.storage.ports import Store
+from mailprime.storage.ports import BlobReader, SpoolWriter, Store
 from mailprime.storage.sql import directory, mailstore, queue
 from mailprime.storage.sql.accept import AcceptRecord, AcceptWriter
 from mailprime.storage.sql.committer import CommitStats, GroupCommitter, as_storage_error
@@ -44,6 +46,12 @@ from mailprime.storage.sql.folders import UidValidityClock
 from mailprime.storage.sql.migrate import upgrade_to_head
 from mailprime.storage.sql.schema import blobs
 from mailprime.storage.sql.spool import Spool
+from mailprime.storage.sql.streams import (
+    BufferedSpoolWriter,
+    InlineBlob,
+    SpooledBlob,
+    close_read_file,
+)
 from mailprime.storage.sql.urls import DatabaseUrl, parse_database_url
 from mailprime.storage.sql.writelock import ProcessWriteLock
 
@@ -59,7 +67,20 @@ DEFAULT_SWEEP_GRACE = timedelta(hours=1)
 
 def _inline_bytes(record: AcceptRecord) -> int:
     """What an acceptance adds to the writer's transaction (spooled content is only a path)."""
-    return 0 if record.spool_path else len(record.acceptance.content)
+    content = record.acceptance.content
+    if isinstance(content, SpooledContent):
+        return len(content.prefix)
+    return 0 if record.spool_path else len(content)
+
+
+def _blob_parts(conn: Connection, blob_id: BlobId) -> tuple[bytes | None, str | None, bytes]:
+    """(inline content, None, b"") or (None, spool path, prefix before the file's content)."""
+    row = conn.execute(select(blobs.c.data, blobs.c.path, blobs.c.prefix)
+                       .where(blobs.c.id == blob_id)).first()
+    if row is None:
+        raise NotFound(f"no blob {blob_id}")
+    return (bytes(row.data) if row.data is not None else None, row.path,
+            bytes(row.prefix) if row.prefix is not None else b"")
 
 
 class SqlStore:
@@ -67,7 +88,7 @@ class SqlStore:
 
     def __init__(self, *, db: DatabaseUrl, writer: Engine, reader: Engine, spool: Spool,
                  inline_max: int, queue_lifetime: timedelta, clock: Clock, read_threads: int,
-                 max_batch: int) -> None:
+                 max_batch: int, spool_threads: int = 8) -> None:
         self.db = db
         self._writer_engine = writer
         self._reader_engine = reader
@@ -83,6 +104,10 @@ class SqlStore:
             writer, accept_writer, weigh=_inline_bytes, max_batch=max_batch,
             write_lock=self._write_lock)
         self._pool = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="mailprime-read")
+        # Spool file I/O (streamed bodies in and out) has its own threads, so that many large
+        # messages moving at once never queue the database reads behind them.
+        self._io_pool = ThreadPoolExecutor(max_workers=spool_threads,
+                                           thread_name_prefix="mailprime-spool")
         self._closed = False
 
     @property
@@ -103,6 +128,7 @@ class SqlStore:
 
     def _shutdown_sync(self) -> None:
         self._pool.shutdown(wait=True)
+        self._io_pool.shutdown(wait=True)
         self._writer_engine.dispose()
         self._reader_engine.dispose()
         if self._write_lock is not None:
@@ -125,25 +151,34 @@ class SqlStore:
         except Exception as exc:
             raise as_storage_error(exc) from exc
 
-    async def _blocking(self, fn: Callable[[], R]) -> R:
+    async def _io(self, fn: Callable[[], R]) -> R:
+        """Runs blocking spool file work on the spool threads."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
-        except RuntimeError as exc:
+            return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn)
+        except RuntimeError as exc:  # the pool was shut down
             raise StorageError("store is closed") from exc
 
     async def _unlink(self, paths: Sequence[str]) -> None:
         """Removes spool files whose rows are gone; called only after that deletion committed."""
         if paths:
-            await self._blocking(lambda: self._spool.remove_all(paths))
+            await self._io(lambda: self._spool.remove_all(paths))
 
     # ---- MailStore -----------------------------------------------------------------------
 
+    def new_spool_writer(self) -> SpoolWriter:
+        return BufferedSpoolWriter(self._spool, self._inline_max, self._io)
+
     async def accept(self, acceptance: Acceptance) -> None:
+        content = acceptance.content
         spool_path = None
-        if len(acceptance.content) > self._inline_max:
-            # Durable on disk before the row naming it can commit (see spool.py).
-            spool_path = await self._blocking(
-                lambda: self._spool.write(acceptance.queue_id, acceptance.content))
+        # Durable on disk before the row naming it can commit (see spool.py): a streamed body
+        # was fsynced by its writer and is renamed into place here (the shard directory fsynced);
+        # a large body given as bytes is written out now.
+        if isinstance(content, SpooledContent):
+            spool_path = await self._io(lambda: self._spool.adopt(
+                content.ticket, acceptance.queue_id, content.body_size))
+        elif len(content) > self._inline_max:
+            spool_path = await self._io(lambda: self._spool.write(acceptance.queue_id, content))
         try:
             await self._writer.submit(AcceptRecord(acceptance, spool_path))
         except DomainError:
@@ -153,9 +188,22 @@ class SqlStore:
 
     async def read_blob(self, blob_id: BlobId) -> bytes:
         def read(conn: Connection) -> bytes:
-            data, path = mailstore.blob_location(conn, blob_id)
-            return data if data is not None else self._spool.read(path or "")
+            data, path, prefix = _blob_parts(conn, blob_id)
+            return data if data is not None else prefix + self._spool.read(path or "")
         return await self._read(read)
+
+    @asynccontextmanager
+    async def open_blob(self, blob_id: BlobId) -> AsyncIterator[BlobReader]:
+        data, path, prefix = await self._read(lambda c: _blob_parts(c, blob_id))
+        if path is None:
+            yield InlineBlob(data or b"")
+            return
+        # Opened once: the reader keeps the content even if the message is deleted meanwhile.
+        file = await self._io(lambda: self._spool.open_read(path))
+        try:
+            yield SpooledBlob(prefix, file, self._io)
+        finally:
+            await close_read_file(file, self._io)
 
     async def list_mailboxes(self, account_id: AccountId) -> Sequence[Mailbox]:
         return await self._read(lambda c: mailstore.list_mailboxes(c, account_id))
@@ -170,7 +218,7 @@ class SqlStore:
         """Deletes spool files no blob row references (left by accepts that never committed)."""
         referenced = await self._read(
             lambda c: set(c.execute(select(blobs.c.path).where(blobs.c.path.is_not(None))).scalars()))
-        return await self._blocking(lambda: self._spool.sweep(referenced, older_than.total_seconds()))
+        return await self._io(lambda: self._spool.sweep(referenced, older_than.total_seconds()))
 
     # ---- DirectoryStore ------------------------------------------------------------------
 
