@@ -33,7 +33,7 @@ from mailprime.domain.mail import (
     RecipientOutcome,
     RecipientStatus,
 )
-from mailprime.storage.sql import SqlStore
+from mailprime.storage.sql import SqlStore, open_store
 from mailprime.storage.sql.migrate import HEAD_REVISION, alembic_config
 from mailprime.storage.sql.schema import blobs, metadata
 from mailprime.storage.sql.urls import parse_database_url
@@ -598,3 +598,17 @@ def test_sqlite_connections_are_durable_and_lock_for_writing(tmp_path: Path) -> 
     finally:
         writer.dispose()
         reader.dispose()
+
+
+def test_two_stores_opened_at_once_in_one_process_both_migrate(tmp_path: Path) -> None:
+    """Regression: Alembic's context is process-global; concurrent in-process upgrades (e.g.
+    two instances in one test, or a tool opening two databases) used to break each other."""
+    async def main() -> None:
+        stores = await asyncio.gather(*(
+            open_store(f"sqlite:///{tmp_path / name}.db", spool_dir=tmp_path / f"{name}-spool",
+                  inline_max=1024) for name in ("a", "b", "c")))
+        for store in stores:
+            await store.add_domain(f"{id(store)}.test")
+            await store.close()
+
+    asyncio.run(main())

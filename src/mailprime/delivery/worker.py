@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import platform
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -148,6 +149,7 @@ class DeliveryWorker:
     # One job -------------------------------------------------------------------------------
     async def _run_job(self, job: DeliveryJob) -> None:
         async with self._slots, self._per_domain[job.domain]:
+            started = time.monotonic()
             try:
                 # Streamed from the store (the spool file stays open for the whole attempt).
                 async with self.store.open_blob(job.message.blob_id) as content:
@@ -161,7 +163,7 @@ class DeliveryWorker:
                             for r in job.recipients]
             outcomes = self._schedule_retries(job, outcomes)
             await self.store.record_outcomes(job, outcomes, self.clock.now())
-            self._log(job, outcomes)
+            self._log(job, outcomes, time.monotonic() - started)
             try:
                 await self.notifier.after_attempt(job, outcomes, self.clock.now())
             except asyncio.CancelledError:
@@ -187,13 +189,17 @@ class DeliveryWorker:
             result.append(scheduled)
         return result
 
-    def _log(self, job: DeliveryJob, outcomes: Sequence[RecipientOutcome]) -> None:
+    def _log(self, job: DeliveryJob, outcomes: Sequence[RecipientOutcome], attempt_s: float) -> None:
+        """One line per recipient and attempt, like Postfix's smtp(8): `delay` is the time since
+        the message arrived, `attempt_s` how long this attempt took."""
         by_id = {r.id: r for r in job.recipients}
+        delay = (self.clock.now() - job.message.created_at).total_seconds()
         for outcome in outcomes:
             rcpt = by_id[outcome.recipient_id]
             status = {RecipientStatus.PENDING: "deferred"}.get(outcome.status, outcome.status.value)
             emit(log, job.message.id, to=f"<{rcpt.address}>", relay=outcome.remote_host or "none",
-                 attempts=rcpt.attempts + 1, status=status, reply=outcome.reply)
+                 delay=round(delay, 2), attempt_s=round(attempt_s, 3), attempts=rcpt.attempts + 1,
+                 status=status, reply=outcome.reply)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -6,6 +6,7 @@ checking one version row in SQL is much cheaper than loading Alembic to do it.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,9 @@ VERSION_TABLE = "alembic_version"  # Alembic's default
 
 # pg_advisory_xact_lock key: "mailprim" as an integer, so nodes starting together migrate once.
 _PG_MIGRATION_LOCK = int.from_bytes(b"mailprim", "big") & 0x7FFFFFFFFFFFFFFF
+# Alembic's migration context is process-global (alembic.context): two upgrades running at once
+# in one process, even on different databases, corrupt each other. Serialise them here.
+_ALEMBIC_LOCK = threading.Lock()
 
 
 def alembic_config() -> Config:
@@ -52,4 +56,5 @@ def upgrade_to_head(engine: Engine) -> None:
 
         cfg = alembic_config()
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        with _ALEMBIC_LOCK:
+            command.upgrade(cfg, "head")
