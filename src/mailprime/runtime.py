@@ -42,6 +42,7 @@ from mailprime.services.directory_cache import CachedDirectory
 from mailprime.services.inbound import InboundConfig, InboundService
 from mailprime.services.inject import Injector
 from mailprime.storage.ports import Store
+from mailprime.storage.recent import RecentContent
 from mailprime.storage.sql import open_store
 
 log = logging.getLogger("mailprime.runtime")
@@ -115,6 +116,7 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
     except BaseException:
         await store.close()
         raise
+    recent = RecentContent()
     directory = CachedDirectory(store, ttl=settings.server.directory_cache_seconds)
     injector = Injector(store, directory=directory)
     d = settings.delivery
@@ -127,6 +129,7 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
                             per_destination=d.per_destination_connections,
                             poll_interval=d.poll_interval, delay_warning=d.delay_warning,
                             lease_seconds=max(900.0, d.command_timeout * 3)),
+        recent=recent,
     )
     injector.on_queued = worker.wake
     server = Server(settings, store, worker)
@@ -141,7 +144,7 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
                 store,
                 InboundConfig(hostname=settings.server.hostname, role=lst.role.value,
                               sender_policy=settings.submission.sender_policy),
-                clock, on_queued=worker.wake, directory=directory)
+                clock, on_queued=worker.wake, directory=directory, recent=recent)
             server.listeners[lst.name] = await serve_smtp(
                 service, name=lst.name, host=lst.address, port=lst.port, tls_mode=lst.tls.value,
                 ssl_context=ssl_ctx, capabilities=_capabilities(settings, lst), limits=limits,

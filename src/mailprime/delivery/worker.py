@@ -35,6 +35,7 @@ from mailprime.domain.mail import (
 )
 from mailprime.logline import emit
 from mailprime.storage.ports import Store
+from mailprime.storage.recent import RecentContent
 
 log = logging.getLogger("mailprime.delivery")
 
@@ -54,8 +55,10 @@ class WorkerConfig:
 
 class DeliveryWorker:
     def __init__(self, store: Store, transport: Transport, *, schedule: RetrySchedule, clock: Clock,
-                 injector: MailInjector, config: WorkerConfig) -> None:
+                 injector: MailInjector, config: WorkerConfig,
+                 recent: RecentContent | None = None) -> None:
         self.store = store
+        self.recent = recent  # content of messages this process just accepted
         self.transport = transport
         self.schedule = schedule
         self.clock = clock
@@ -152,8 +155,12 @@ class DeliveryWorker:
             started = time.monotonic()
             try:
                 # Streamed from the store (the spool file stays open for the whole attempt).
-                async with self.store.open_blob(job.message.blob_id) as content:
-                    outcomes = list(await self.transport.deliver(job, content))
+                cached = self.recent.get(job.message.id) if self.recent is not None else None
+                if cached is not None:
+                    outcomes = list(await self.transport.deliver(job, cached))
+                else:
+                    async with self.store.open_blob(job.message.blob_id) as content:
+                        outcomes = list(await self.transport.deliver(job, content))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug or storage fault must not lose the job

@@ -46,6 +46,7 @@ from mailprime.services.inject import Injector
 from mailprime.services.passwords import verify_password
 from mailprime.services.recipients import owns_address, resolve_recipient
 from mailprime.storage.ports import DirectoryStore, SpoolWriter, Store
+from mailprime.storage.recent import RecentContent
 
 log = logging.getLogger("mailprime.smtpd")
 
@@ -82,10 +83,12 @@ class _Transaction:
 class InboundService:
     """Satisfies net.smtp_handler.SmtpHandler for one listener."""
 
-    def __init__(self, store: Store, config: InboundConfig, clock: Clock,
+    def __init__(self, store: Store, config: InboundConfig, clock: Clock, *,
                  on_queued: Callable[[], None] | None = None,
-                 directory: DirectoryStore | None = None) -> None:
+                 directory: DirectoryStore | None = None,
+                 recent: RecentContent | None = None) -> None:
         self.store = store
+        self.recent = recent
         # Look-ups per RCPT go through `directory` (runtime passes a CachedDirectory).
         self.directory: DirectoryStore = directory if directory is not None else store
         self.config = config
@@ -266,8 +269,11 @@ class InboundSession:
         finally:
             if tx.spool is not None:
                 await tx.spool.discard()  # deletes the file unless the accept adopted it
-        if tx.remote and self.service.on_queued is not None:
-            self.service.on_queued()
+        if tx.remote:
+            if self.service.recent is not None and isinstance(content, bytes):
+                self.service.recent.put(queue_id, content)  # first delivery skips a DB read
+            if self.service.on_queued is not None:
+                self.service.on_queued()
         self.messages += 1
         self.recipients += len(tx.rcpt_addresses)
         emit(log, queue_id, listener=self.peer.listener, client=self._client(),
