@@ -509,7 +509,9 @@ class LineEndNormaliser:
             data, self._held_cr = b"\r" + data, False
         if data.endswith(b"\r"):
             data, self._held_cr = data[:-1], True
-        if b"\r" in data or b"\n" in data:
+        crlf = data.count(b"\r\n")
+        # Fast path (C-speed counts): content we stored is already CRLF-only, nothing to change.
+        if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
             data = _LINE_END.sub(b"\r\n", data)
         return data
 
