@@ -144,7 +144,7 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
                 store,
                 InboundConfig(hostname=settings.server.hostname, role=lst.role.value,
                               sender_policy=settings.submission.sender_policy),
-                clock, on_queued=worker.wake, directory=directory, recent=recent)
+                clock, on_queued=worker.wake, directory=directory, recent=recent, handoff=worker)
             server.listeners[lst.name] = await serve_smtp(
                 service, name=lst.name, host=lst.address, port=lst.port, tls_mode=lst.tls.value,
                 ssl_context=ssl_ctx, capabilities=_capabilities(settings, lst), limits=limits,

@@ -8,8 +8,12 @@ lifetime is over — and records all outcomes (which appends the events). Then t
 (delivery.notifications) sends the RFC 3464 DSNs the outcomes call for: failed, relayed to a
 next hop without DSN, or delayed, per the recipients' NOTIFY (RFC 3461). Between rounds the loop
 sleeps until woken (new mail queued, `wake()`), the next due time, or the poll interval,
-whichever is first. `stop()` stops claiming, lets in-flight jobs finish within a grace period,
-cancels the rest and hands their leases back.
+whichever is first. Mail this process has just accepted can skip the claim: the inbound service
+asks `direct_lease_owner()` (our owner id, or None when every slot is taken or we are stopping:
+then the queue and a later claim take it, as before), the store writes the recipients already
+leased to us, and `submit(jobs)` starts them like claimed jobs — they still wait for the
+concurrency slots and their destination's cap. `stop()` stops claiming, lets in-flight jobs
+finish within a grace period, cancels the rest and hands their leases back.
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ class DeliveryWorker:
         self._slots = asyncio.Semaphore(config.concurrency)
         self._per_domain: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(config.per_destination))
+        self.claimed_jobs = 0  # jobs taken by claim_due
+        self.direct_jobs = 0  # jobs handed over at accept, leased already (no claim)
 
     async def reclaim_orphaned_leases(self) -> int:
         """Hands back leases held by dead processes of this machine (a SIGKILL or a crash leaves
@@ -94,6 +100,28 @@ class DeliveryWorker:
         self._wake.set()
 
     @property
+    def lease_seconds(self) -> float:
+        return self.config.lease_seconds
+
+    def direct_lease_owner(self) -> str | None:
+        """The owner to lease just-accepted recipients to, or None to leave them to the queue:
+        while stopping (nobody would run them), or with every concurrency slot busy (they would
+        only wait here, leased, while a free worker elsewhere could claim them)."""
+        if self._stopping or len(self._tasks) >= self.config.concurrency:
+            return None
+        return self.owner
+
+    def submit(self, jobs: Sequence[DeliveryJob]) -> None:
+        """Starts jobs already leased to us (by the accept that wrote them). Several sessions
+        may have asked `direct_lease_owner()` at once, so this can run past `concurrency` by a
+        few tasks: those wait for a slot, and the claim loop takes nothing until tasks end."""
+        if self._stopping:  # stop() hands our leases back; the queue keeps them
+            return
+        for job in jobs:
+            self._start(job)
+        self.direct_jobs += len(jobs)
+
+    @property
     def in_flight(self) -> int:
         return len(self._tasks)
 
@@ -113,10 +141,14 @@ class DeliveryWorker:
         jobs = await self.store.claim_due(self.clock.now(), free, self.owner,
                                           self.config.lease_seconds)
         for job in jobs:
-            task = asyncio.create_task(self._run_job(job))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(job)
+        self.claimed_jobs += len(jobs)
         return len(jobs)
+
+    def _start(self, job: DeliveryJob) -> None:
+        task = asyncio.create_task(self._run_job(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _sleep_until_due(self) -> None:
         timeout = self.config.poll_interval

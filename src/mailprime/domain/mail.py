@@ -221,6 +221,15 @@ class DeliveryJob:
 
 
 @dataclass(frozen=True, slots=True)
+class AcceptResult:
+    """What `MailStore.accept` hands back. `jobs`: when the caller asked for a lease at accept,
+    the remote recipients as delivery jobs (one per destination domain), already leased to it,
+    so the local worker can run them without a claim transaction; empty otherwise."""
+
+    jobs: tuple[DeliveryJob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RecipientOutcome:
     """What happened to one recipient in one attempt."""
 

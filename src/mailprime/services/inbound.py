@@ -11,7 +11,8 @@ file beyond it), so a session's memory stays bounded whatever the message size; 
 section is kept aside. At the end the service prepends a Received header (and Message-ID/Date on
 submission when missing) without copying the body, then `MailStore.accept` commits it durably
 (adopting the spool file) before the 250 is returned. An aborted or refused body's file is
-deleted at once.
+deleted at once. Remote recipients go to the local delivery worker (`DeliveryHandoff`) already
+leased in that same accept, when it has room: no claim transaction for them.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from mailprime.domain.address import Address
 from mailprime.domain.clock import Clock
@@ -29,6 +31,7 @@ from mailprime.domain.errors import DomainError, InvalidAddress
 from mailprime.domain.ids import QueueId, new_queue_id
 from mailprime.domain.mail import (
     Acceptance,
+    DeliveryJob,
     DsnNotify,
     DsnRet,
     EnvelopeRecipient,
@@ -53,6 +56,21 @@ log = logging.getLogger("mailprime.smtpd")
 # The body octets kept in memory for the header checks: header_section() reads at most
 # MAX_HEADER_SECTION + 2 (RFC 5322 2.2 header section, limit set in message.headers).
 _HEAD_MAX = MAX_HEADER_SECTION + 2
+
+
+class DeliveryHandoff(Protocol):
+    """The local delivery worker, as the inbound service hands it just-accepted mail."""
+
+    @property
+    def lease_seconds(self) -> float: ...
+
+    def direct_lease_owner(self) -> str | None:
+        """Whom to lease the remote recipients to at accept; None: queue them unleased."""
+        ...
+
+    def submit(self, jobs: Sequence[DeliveryJob]) -> None:
+        """Runs jobs the accept leased to `direct_lease_owner()`."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +104,11 @@ class InboundService:
     def __init__(self, store: Store, config: InboundConfig, clock: Clock, *,
                  on_queued: Callable[[], None] | None = None,
                  directory: DirectoryStore | None = None,
-                 recent: RecentContent | None = None) -> None:
+                 recent: RecentContent | None = None,
+                 handoff: DeliveryHandoff | None = None) -> None:
         self.store = store
         self.recent = recent
+        self.handoff = handoff
         # Look-ups per RCPT go through `directory` (runtime passes a CachedDirectory).
         self.directory: DirectoryStore = directory if directory is not None else store
         self.config = config
@@ -260,9 +280,13 @@ class InboundSession:
             source=self.peer.listener,
             client=self._client(),
         )
+        handoff = self.service.handoff
+        lease_to = handoff.direct_lease_owner() if handoff is not None and tx.remote else None
         started = time.monotonic()
         try:
-            await self.service.store.accept(acceptance)
+            accepted = await self.service.store.accept(
+                acceptance, lease_to=lease_to,
+                lease_seconds=handoff.lease_seconds if handoff is not None else 0.0)
         except DomainError as exc:
             emit(log, queue_id, logging.ERROR, status="not accepted", reason=exc.message)
             return Reply(451, "Local error in processing; try again later", "4.3.0")
@@ -272,7 +296,9 @@ class InboundSession:
         if tx.remote:
             if self.service.recent is not None and isinstance(content, bytes):
                 self.service.recent.put(queue_id, content)  # first delivery skips a DB read
-            if self.service.on_queued is not None:
+            if accepted.jobs and handoff is not None:
+                handoff.submit(accepted.jobs)  # leased to it already: waking it would only claim nothing
+            elif self.service.on_queued is not None:
                 self.service.on_queued()
         self.messages += 1
         self.recipients += len(tx.rcpt_addresses)

@@ -16,6 +16,7 @@ from typing import Protocol
 from mailprime.domain.ids import AccountId, BlobId, QueueId, RecipientId
 from mailprime.domain.mail import (
     Acceptance,
+    AcceptResult,
     Account,
     Alias,
     DeliveryJob,
@@ -105,10 +106,16 @@ class MailStore(Protocol):
         """A writer for one incoming body (no I/O until the body outgrows memory)."""
         ...
 
-    async def accept(self, acceptance: Acceptance) -> None:
+    async def accept(self, acceptance: Acceptance, *, lease_to: str | None = None,
+                     lease_seconds: float = 0.0) -> AcceptResult:
         """Stores the content once, files it into every local mailbox, queues every remote
         recipient and appends the events, in one transaction. Returns after the commit is
-        durable. Concurrent calls share one commit (group commit). Raises StorageError."""
+        durable. Concurrent calls share one commit (group commit). Raises StorageError.
+
+        With `lease_to`, the remote recipients are written already leased to that owner until
+        now + lease_seconds, and returned as `AcceptResult.jobs` (one per destination domain):
+        the caller's worker runs them directly, with no claim. If the owner dies, the lease
+        expires (or is reclaimed) like one taken by `claim_due`."""
         ...
 
     async def read_blob(self, blob_id: BlobId) -> bytes:

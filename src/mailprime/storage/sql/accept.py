@@ -4,13 +4,18 @@ Runs on the writer thread inside the group-commit transaction (committer.py). Fo
 issues one multi-row INSERT per table — blobs, mailbox messages, queue messages, queue
 recipients, events — plus one SELECT (FOR UPDATE on PostgreSQL) and one UPDATE for the mailboxes
 whose UIDs it allocates, so the per-message cost is building a few dicts.
+
+An acceptance may ask for its remote recipients to be leased at once (`AcceptRecord.lease`): the
+recipient rows are then written with the lease already on them, their ids come back from the
+INSERT (RETURNING), and the writer fills `AcceptRecord.jobs` with the delivery jobs, so the local
+worker starts them without a claim transaction.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, insert, select, tuple_, update
@@ -18,8 +23,16 @@ from sqlalchemy.engine import Connection
 
 from mailprime.domain.clock import Clock
 from mailprime.domain.errors import StorageError
-from mailprime.domain.ids import AccountId
-from mailprime.domain.mail import Acceptance, EventKind, RecipientStatus, SpooledContent
+from mailprime.domain.ids import AccountId, BlobId, RecipientId
+from mailprime.domain.mail import (
+    Acceptance,
+    DeliveryJob,
+    EventKind,
+    QueuedMessage,
+    QueueRecipient,
+    RecipientStatus,
+    SpooledContent,
+)
 from mailprime.storage.sql.folders import SPECIAL_USE, UidValidityClock, mailbox_name
 from mailprime.storage.sql.schema import (
     blobs,
@@ -33,12 +46,26 @@ from mailprime.storage.sql.schema import (
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """Lease the acceptance's remote recipients to `owner` for `seconds`, in the accept itself."""
+
+    owner: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class AcceptRecord:
     """One acceptance as queued for the writer: its content is already in the spool when
-    `spool_path` is set (and must then not be written inline; a SpooledContent's prefix is)."""
+    `spool_path` is set (and must then not be written inline; a SpooledContent's prefix is).
+
+    `jobs` is the writer's answer for a record with a `lease`: the group committer returns
+    nothing per bulk payload, so the writer fills this list (cleared first: a failed batch is
+    retried item by item, and only the committed attempt's jobs may remain)."""
 
     acceptance: Acceptance
     spool_path: str | None = None
+    lease: Lease | None = None
+    jobs: list[DeliveryJob] = field(default_factory=list)
 
     def blob_row(self, now: datetime) -> dict[str, object]:
         content = self.acceptance.content
@@ -62,6 +89,9 @@ _INSERT_BLOBS = insert(blobs).returning(blobs.c.id, sort_by_parameter_order=True
 _INSERT_MAILBOX_MESSAGES = insert(mailbox_messages)
 _INSERT_QUEUE_MESSAGES = insert(queue_messages)
 _INSERT_RECIPIENTS = insert(queue_recipients)
+# Only batches with a leased acceptance need the new recipient ids back.
+_INSERT_RECIPIENTS_RETURNING = insert(queue_recipients).returning(
+    queue_recipients.c.id, sort_by_parameter_order=True)
 _INSERT_EVENTS = insert(events)
 _SET_UIDNEXT = (
     update(mailboxes)
@@ -108,7 +138,9 @@ class AcceptWriter:
         qmsgs: list[dict[str, object]] = []
         rcpts: list[dict[str, object]] = []
         evts: list[dict[str, object]] = []
+        leased: list[tuple[AcceptRecord, BlobId, int]] = []  # record, blob, its first row in rcpts
         for rec, blob_id in zip(records, blob_ids, strict=True):
+            rec.jobs.clear()
             a = rec.acceptance
             size = a.size
             for ld in a.local:
@@ -130,12 +162,16 @@ class AcceptWriter:
                               "body_8bit": a.body_8bit, "source": a.source, "client": a.client})
                 attrs = json.dumps({"sender": a.sender, "size": str(size), "source": a.source,
                                     "client": a.client})
+                owner, until = None, None
+                if rec.lease is not None:
+                    owner, until = rec.lease.owner, now + timedelta(seconds=rec.lease.seconds)
+                    leased.append((rec, BlobId(blob_id), len(rcpts)))
                 for rcpt in a.remote:
                     rcpts.append({"queue_id": a.queue_id, "address": rcpt.address,
                                   "domain": recipient_domain(rcpt.address), "status": _PENDING,
                                   "attempts": 0, "next_attempt_at": now, "last_reply": "",
                                   "notify": notify_text(rcpt.notify), "orcpt": rcpt.orcpt,
-                                  "lease_owner": None, "lease_until": None})
+                                  "lease_owner": owner, "lease_until": until})
                     evts.append({"at": now, "kind": _QUEUED, "queue_id": a.queue_id,
                                  "recipient": rcpt.address, "detail": "", "attrs": attrs})
 
@@ -144,7 +180,13 @@ class AcceptWriter:
             conn.execute(_SET_UIDNEXT, [{"b_id": box[0], "b_uidnext": box[1]} for box in boxes.values()])
         if qmsgs:
             conn.execute(_INSERT_QUEUE_MESSAGES, qmsgs)
-            conn.execute(_INSERT_RECIPIENTS, rcpts)
+            if leased:
+                ids = conn.execute(_INSERT_RECIPIENTS_RETURNING, rcpts).scalars().all()
+                for rec, blob_id, first in leased:
+                    rec.jobs.extend(_jobs(rec.acceptance, blob_id, now, expires,
+                                          ids[first:first + len(rec.acceptance.remote)]))
+            else:
+                conn.execute(_INSERT_RECIPIENTS, rcpts)
         if evts:
             conn.execute(_INSERT_EVENTS, evts)
 
@@ -161,3 +203,22 @@ class AcceptWriter:
             if any(k not in boxes for k in missing):
                 raise StorageError("mailbox vanished while delivering")
         return boxes
+
+
+def _jobs(a: Acceptance, blob_id: BlobId, now: datetime, expires: datetime,
+          ids: Sequence[int]) -> list[DeliveryJob]:
+    """The delivery jobs of a just-written acceptance, grouped by domain in first-seen order,
+    built from what was written (the same values `claim_due` would read back)."""
+    message = QueuedMessage(id=a.queue_id, sender=a.sender, blob_id=blob_id, size=a.size,
+                            priority=a.priority, created_at=now, expires_at=expires,
+                            dsn_ret=a.dsn_ret, dsn_envid=a.dsn_envid, smtputf8=a.smtputf8,
+                            body_8bit=a.body_8bit)
+    groups: dict[str, list[QueueRecipient]] = {}
+    for rcpt, rid in zip(a.remote, ids, strict=True):
+        domain = recipient_domain(rcpt.address)
+        groups.setdefault(domain, []).append(QueueRecipient(
+            id=RecipientId(rid), queue_id=a.queue_id, address=rcpt.address, domain=domain,
+            status=RecipientStatus.PENDING, attempts=0, next_attempt_at=now,
+            notify=frozenset(rcpt.notify), orcpt=rcpt.orcpt))
+    return [DeliveryJob(message=message, domain=domain, recipients=tuple(rs))
+            for domain, rs in groups.items()]

@@ -25,6 +25,7 @@ from mailprime.domain.errors import DomainError, NotFound, StorageError
 from mailprime.domain.ids import AccountId, BlobId, QueueId
 from mailprime.domain.mail import (
     Acceptance,
+    AcceptResult,
     Account,
     Alias,
     DeliveryJob,
@@ -39,7 +40,7 @@ from mailprime.domain.mail import (
 )
 from mailprime.storage.ports import BlobReader, SpoolWriter, Store
 from mailprime.storage.sql import directory, mailstore, queue
-from mailprime.storage.sql.accept import AcceptRecord, AcceptWriter
+from mailprime.storage.sql.accept import AcceptRecord, AcceptWriter, Lease
 from mailprime.storage.sql.committer import CommitStats, GroupCommitter, as_storage_error
 from mailprime.storage.sql.engines import reader_engine, writer_engine
 from mailprime.storage.sql.folders import UidValidityClock
@@ -168,7 +169,8 @@ class SqlStore:
     def new_spool_writer(self) -> SpoolWriter:
         return BufferedSpoolWriter(self._spool, self._inline_max, self._io)
 
-    async def accept(self, acceptance: Acceptance) -> None:
+    async def accept(self, acceptance: Acceptance, *, lease_to: str | None = None,
+                     lease_seconds: float = 0.0) -> AcceptResult:
         content = acceptance.content
         spool_path = None
         # Durable on disk before the row naming it can commit (see spool.py): a streamed body
@@ -179,12 +181,16 @@ class SqlStore:
                 content.ticket, acceptance.queue_id, content.body_size))
         elif len(content) > self._inline_max:
             spool_path = await self._io(lambda: self._spool.write(acceptance.queue_id, content))
+        lease = Lease(lease_to, lease_seconds) if lease_to and acceptance.remote else None
+        record = AcceptRecord(acceptance, spool_path, lease)
         try:
-            await self._writer.submit(AcceptRecord(acceptance, spool_path))
+            await self._writer.submit(record)
         except DomainError:
             if spool_path is not None:  # never committed: the file is garbage now
                 self._spool.remove(spool_path)
             raise
+        # Filled by the writer thread before the commit that resolved our future.
+        return AcceptResult(jobs=tuple(record.jobs))
 
     async def read_blob(self, blob_id: BlobId) -> bytes:
         def read(conn: Connection) -> bytes:
