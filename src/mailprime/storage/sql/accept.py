@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from mailprime.domain.clock import Clock
@@ -93,6 +93,23 @@ _INSERT_RECIPIENTS = insert(queue_recipients)
 _INSERT_RECIPIENTS_RETURNING = insert(queue_recipients).returning(
     queue_recipients.c.id, sort_by_parameter_order=True)
 _INSERT_EVENTS = insert(events)
+
+
+def _insert_with_ids(conn: Connection, table: Table, returning: object, rows: list[dict[str, object]],
+                     ) -> list[int]:
+    """Inserts rows and returns their ids in row order.
+
+    SQLite cannot promise the order of a multi-row RETURNING, so SQLAlchemy falls back to one
+    INSERT per row there (py-spy: ~13 % of the accept path). The writer holds SQLite's write lock
+    for the whole transaction (BEGIN IMMEDIATE, one writer thread, the cross-process lock), so
+    nobody else can insert meanwhile: we number the rows ourselves from max(id) and insert them in
+    one executemany. PostgreSQL keeps the ordered RETURNING."""
+    if conn.dialect.name != "sqlite":
+        return list(conn.execute(returning, rows).scalars().all())  # type: ignore[call-overload]
+    first = int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()) + 1
+    ids = list(range(first, first + len(rows)))
+    conn.execute(insert(table), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+    return ids
 _SET_UIDNEXT = (
     update(mailboxes)
     .where(mailboxes.c.id == bindparam("b_id"))
@@ -128,7 +145,7 @@ class AcceptWriter:
         now = self._clock.now()
         expires = now + self._lifetime
 
-        blob_ids = conn.execute(_INSERT_BLOBS, [r.blob_row(now) for r in records]).scalars().all()
+        blob_ids = _insert_with_ids(conn, blobs, _INSERT_BLOBS, [r.blob_row(now) for r in records])
 
         keys = sorted({(ld.account_id, mailbox_name(ld.mailbox))
                        for r in records for ld in r.acceptance.local})
@@ -181,7 +198,7 @@ class AcceptWriter:
         if qmsgs:
             conn.execute(_INSERT_QUEUE_MESSAGES, qmsgs)
             if leased:
-                ids = conn.execute(_INSERT_RECIPIENTS_RETURNING, rcpts).scalars().all()
+                ids = _insert_with_ids(conn, queue_recipients, _INSERT_RECIPIENTS_RETURNING, rcpts)
                 for rec, blob_id, first in leased:
                     rec.jobs.extend(_jobs(rec.acceptance, blob_id, now, expires,
                                           ids[first:first + len(rec.acceptance.remote)]))
