@@ -17,6 +17,9 @@ from mailprime.storage.ports import Store
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Path to mailprime.toml.",
                                         default_factory=config_option)]
 
+PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin",
+                                                help="Read the password from standard input.")]
+
 domain_app = typer.Typer(help="Manage the local domains mail is accepted for.", no_args_is_help=True)
 account_app = typer.Typer(help="Manage mail accounts (mailboxes that can log in).", no_args_is_help=True)
 alias_app = typer.Typer(help="Manage aliases (forwarding addresses and catch-alls).", no_args_is_help=True)
@@ -37,6 +40,16 @@ def _alias_source(text: str) -> str:
         return "@" + normalize_domain(text[1:])
     except InvalidAddress as exc:
         fail(f"{text!r}: {exc.message}", 2)
+
+
+def _new_password(from_stdin: bool) -> str:
+    return read_password_stdin() if from_stdin else generate_password()
+
+
+def _show_generated(password: str, from_stdin: bool) -> None:
+    """A generated password is printed once; one the operator typed is never echoed."""
+    if not from_stdin:
+        console.print(f"password: [bold]{password}[/]  (shown once)")
 
 
 @domain_app.command("add")
@@ -92,12 +105,11 @@ def domain_remove(name: str, config: ConfigOpt) -> None:
 def account_add(
     address: str,
     config: ConfigOpt,
-    password_stdin: Annotated[bool, typer.Option("--password-stdin",
-                                                 help="Read the password from standard input.")] = False,
+    password_stdin: PasswordStdinOpt = False,
 ) -> None:
     """Create an account ADDRESS; prints a generated password unless --password-stdin."""
     addr = _address(address)
-    password = read_password_stdin() if password_stdin else generate_password()
+    password = _new_password(password_stdin)
 
     async def act(store: Store, _: Settings) -> None:
         if not await store.is_local_domain(addr.domain):
@@ -106,8 +118,7 @@ def account_add(
 
     run_with_store(config, act)
     console.print(f"account [bold]{addr}[/] created")
-    if not password_stdin:
-        console.print(f"password: [bold]{password}[/]  (shown once)")
+    _show_generated(password, password_stdin)
 
 
 @account_app.command("list")
@@ -128,20 +139,18 @@ def account_list(config: ConfigOpt) -> None:
 def account_passwd(
     address: str,
     config: ConfigOpt,
-    password_stdin: Annotated[bool, typer.Option("--password-stdin",
-                                                 help="Read the password from standard input.")] = False,
+    password_stdin: PasswordStdinOpt = False,
 ) -> None:
     """Set a new password for ADDRESS (generated and printed unless --password-stdin)."""
     addr = _address(address)
-    password = read_password_stdin() if password_stdin else generate_password()
+    password = _new_password(password_stdin)
 
     async def act(store: Store, _: Settings) -> None:
         await store.set_password(addr.key, hash_password(password))
 
     run_with_store(config, act)
     console.print(f"password of [bold]{addr}[/] changed")
-    if not password_stdin:
-        console.print(f"password: [bold]{password}[/]  (shown once)")
+    _show_generated(password, password_stdin)
 
 
 @account_app.command("remove")
