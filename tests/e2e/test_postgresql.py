@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import secrets
 import signal
 import smtplib
 import subprocess
@@ -33,10 +32,6 @@ from pathlib import Path
 import pytest
 import tomli_w
 import trustme
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
 
 from mailprime.config import Settings, load_settings
 from mailprime.domain.mail import EventKind, RecipientStatus
@@ -54,18 +49,11 @@ from tests.support.instance import (
     simple_message,
     submit,
 )
+from tests.support.postgres import PG_SKIP, PgDatabases, admin_url
 
 pytestmark = pytest.mark.slow  # starts servers or runs the real command
 
-# Same candidates as the storage contract suite (tests/storage/conftest.py).
-PG_CANDIDATES = (
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-    "postgresql+psycopg://root@127.0.0.1:5432/test",
-    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-    "postgresql+psycopg://root@127.0.0.1:5432/postgres",
-)
-PG_SKIP = ("PostgreSQL not reachable at 127.0.0.1:5432 (trust auth, user postgres or root): "
-           "the end-to-end PostgreSQL tests need it")
+PG_SKIP_E2E = PG_SKIP + ": the end-to-end PostgreSQL tests need it"
 
 ALICE = "alice@a.test"
 DAVE = "dave@a.test"
@@ -76,59 +64,12 @@ DEADLINE = 30.0  # for a subprocess to start, accept or stop
 
 # PostgreSQL databases ---------------------------------------------------------------------
 
-class PgDatabases:
-    """Creates throw-away databases and drops every one of them at the end (WITH (FORCE): a
-    server process killed by a failing test may still hold a connection)."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
-        self.engine = create_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-        self.created: list[str] = []
-
-    def create(self) -> str:
-        """A new, empty database, as an operator would write its URL ("postgresql://...")."""
-        name = f"mailprime_e2e_{secrets.token_hex(6)}"
-        with self.engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        self.created.append(name)
-        url = make_url(self.admin_url).set(drivername="postgresql", database=name)
-        return url.render_as_string(hide_password=False)
-
-    def count(self, url: str, sql: str) -> int:
-        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1),
-                               poolclass=NullPool)
-        try:
-            with engine.connect() as conn:
-                return int(conn.execute(text(sql)).scalar_one())
-        finally:
-            engine.dispose()
-
-    def drop_all(self) -> None:
-        with self.engine.connect() as conn:
-            for name in self.created:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        self.engine.dispose()
-
-
-def _admin_url() -> str | None:
-    for candidate in PG_CANDIDATES:
-        engine = create_engine(candidate, poolclass=NullPool, connect_args={"connect_timeout": 3})
-        try:
-            with engine.connect():
-                return candidate
-        except OperationalError:
-            continue
-        finally:
-            engine.dispose()
-    return None
-
-
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgDatabases]:
-    admin = _admin_url()
+    admin = admin_url()
     if admin is None:
-        pytest.skip(PG_SKIP)
-    dbs = PgDatabases(admin)
+        pytest.skip(PG_SKIP_E2E)
+    dbs = PgDatabases(admin, prefix="mailprime_e2e")
     try:
         yield dbs
     finally:
@@ -171,7 +112,7 @@ async def _with_nodes(tmp: Path, ca: trustme.CA, dns: DnsTestServer, pg_url: str
 
 def test_submission_is_delivered_by_mx_and_filed_locally_on_postgresql(
         tmp_path: Path, ca: trustme.CA, dns_server: DnsTestServer, pg: PgDatabases) -> None:
-    pg_url = pg.create()
+    pg_url = pg.create(driver="postgresql")
 
     async def scenario(n: Nodes) -> None:
         # Submitted with AUTH on A, delivered by MX to B.
@@ -209,7 +150,7 @@ def test_submission_is_delivered_by_mx_and_filed_locally_on_postgresql(
 
 def test_bounce_dsn_deferral_and_queue_cli_on_postgresql(
         tmp_path: Path, ca: trustme.CA, dns_server: DnsTestServer, pg: PgDatabases) -> None:
-    pg_url = pg.create()
+    pg_url = pg.create(driver="postgresql")
 
     async def scenario(n: Nodes) -> None:
         nobody = "nobody@b.test"
@@ -296,7 +237,7 @@ def _tail(log: Path) -> str:
 
 def test_two_worker_processes_share_postgresql_without_loss_or_duplicate(
         tmp_path: Path, pg: PgDatabases) -> None:
-    pg_url = pg.create()
+    pg_url = pg.create(driver="postgresql")
     port = free_port()
     log = tmp_path / "mail.log"
     config = tmp_path / "mailprime.toml"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,20 +19,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from mailprime.storage.sql import SqlStore, open_store
 from mailprime.storage.sql.schema import ALL_TABLES
-
-PG_CANDIDATES = (
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-    "postgresql+psycopg://root@127.0.0.1:5432/test",
-    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-    "postgresql+psycopg://root@127.0.0.1:5432/postgres",
-)
-PG_SKIP = "PostgreSQL not reachable at 127.0.0.1:5432"
+from tests.support.postgres import PG_SKIP, PgDatabases, admin_url
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -81,44 +71,9 @@ class Backend:
             await store.close()
 
 
-def _admin_url() -> str | None:
-    for candidate in PG_CANDIDATES:
-        engine = create_engine(candidate, poolclass=NullPool, connect_args={"connect_timeout": 3})
-        try:
-            with engine.connect():
-                return candidate
-        except OperationalError:
-            continue
-        finally:
-            engine.dispose()
-    return None
-
-
-class PgDatabases:
-    """Creates databases for the session and drops every one of them at the end."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.engine = create_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-        self.admin_url = admin_url
-        self.created: list[str] = []
-
-    def create(self) -> str:
-        name = f"mailprime_t_{secrets.token_hex(6)}"
-        with self.engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        self.created.append(name)
-        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
-
-    def drop_all(self) -> None:
-        with self.engine.connect() as conn:
-            for name in self.created:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        self.engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def pg_databases() -> Iterator[PgDatabases | None]:
-    admin = _admin_url()
+    admin = admin_url()
     if admin is None:
         yield None
         return
