@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.postfix import free_port, smtp_sink
+from tests.support.serve import serving
 
 from bench.smtp_source import Load, Measurement, send
 from mailprime.config import load_settings
 from mailprime.domain.mail import RecipientStatus
 from mailprime.storage.sql import open_store
 
-CLI = [sys.executable, "-c", "from mailprime.cli.main import main; main()"]
 WORKERS = int(os.environ.get("MAILPRIME_BENCH_WORKERS", "0"))  # 0: one per core
 
 
@@ -88,25 +85,9 @@ async def _pending(config: Path) -> int:
 
 @contextmanager
 def _serve(config: Path) -> Iterator[None]:
-    ready = config.parent / "run" / "ready.json"
-    ready.unlink(missing_ok=True)
-    with open(config.parent / "serve.log", "ab") as log:
-        proc = subprocess.Popen([*CLI, "serve", "--config", str(config)], stdout=log, stderr=log)
-        try:
-            deadline = time.monotonic() + 30
-            while not ready.exists():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mailprime did not start; see {config.parent / 'serve.log'}")
-                time.sleep(0.05)
-            time.sleep(0.3)  # let every worker process bind (SO_REUSEPORT) before the load
-            yield
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with serving(config):
+        time.sleep(0.3)  # let every worker process bind (SO_REUSEPORT) before the load
+        yield
 
 
 def mailprime_accept(workdir: Path, load: Load) -> Measurement:

@@ -12,15 +12,10 @@ from __future__ import annotations
 import asyncio
 import email
 import json
-import os
 import signal
 import smtplib
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,9 +26,9 @@ from mailprime.services.passwords import hash_password
 from mailprime.storage.sql import open_store
 from tests.support.dns_server import DnsTestServer
 from tests.support.instance import free_port
+from tests.support.serve import serving
 
 PASSWORD = "crash-test-password"
-CLI = [sys.executable, "-c", "from mailprime.cli.main import main; main()"]
 
 
 def write_config(data: Path, *, hostname: str, submission_port: int, mx_port: int,
@@ -82,31 +77,6 @@ async def provision(config: Path, domain: str, accounts: list[str]) -> None:
             await store.add_account(address, hash_password(PASSWORD))
     finally:
         await store.close()
-
-
-@contextmanager
-def node(config: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    ready = config.parent / "run" / "ready.json"
-    ready.unlink(missing_ok=True)
-    log = open(config.parent / "serve.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen([*CLI, "serve", "--config", str(config)], stdout=log, stderr=log,
-                            env={**os.environ, **(env or {})})
-    try:
-        deadline = time.monotonic() + 20
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"node did not start: {(config.parent / 'serve.log').read_text()}")
-            time.sleep(0.05)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
 
 
 def sender_thread(port: int, index: int, count: int, acked: list[str], stop: threading.Event) -> None:
@@ -179,7 +149,7 @@ def test_sigkill_while_sending_loses_nothing_and_duplicates_nothing(tmp_path: Pa
         # Phase 1: send from 4 clients, SIGKILL node A mid-stream.
         acked: list[str] = []
         stop = threading.Event()
-        with node(a_config) as proc_a:
+        with serving(a_config) as proc_a:
             threads = [threading.Thread(target=sender_thread, args=(a_port, i, 200, acked, stop))
                        for i in range(4)]
             for t in threads:
@@ -201,7 +171,7 @@ def test_sigkill_while_sending_loses_nothing_and_duplicates_nothing(tmp_path: Pa
         assert pending == total
 
         # Phase 2: B up, A restarted with the real MX port; wait for the queue to drain.
-        with node(b_config), node(a_config, {"MAILPRIME_DELIVERY_MX_PORT": str(b_mx)}):
+        with serving(b_config), serving(a_config, {"MAILPRIME_DELIVERY_MX_PORT": str(b_mx)}):
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 pending, delivered, total = asyncio.run(queue_state(a_config))
