@@ -79,6 +79,9 @@ class Mailbox:
     uidvalidity: int
     uidnext: int
     special_use: str | None = None
+    subscribed: bool = True
+    # RFC 7162 CONDSTORE: raised by every change in the mailbox (append, flags, expunge).
+    highestmodseq: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,54 @@ class StoredMessage:
     size: int
     internal_date: datetime
     flags: frozenset[str] = frozenset()
+    modseq: int = 1  # the mailbox's highestmodseq when this message last changed (RFC 7162)
+
+
+class FlagMode(enum.Enum):
+    """How STORE changes flags (RFC 3501 6.4.6): FLAGS, +FLAGS, -FLAGS."""
+
+    REPLACE = "replace"
+    ADD = "add"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStatus:
+    """What STATUS, SELECT and POP3 STAT report about one mailbox, read in one transaction."""
+
+    mailbox: Mailbox
+    messages: int
+    unseen: int  # messages without \Seen
+    deleted: int  # messages with \Deleted
+    size: int  # octets of all messages (RFC 8438 STATUS SIZE)
+    # Highest modseq of an expunge in this mailbox (0: none yet); a session that saw an older
+    # value must re-read the UID list to learn what vanished.
+    expunged_modseq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FlagChange:
+    """Result of a flag store: messages whose flags changed (with their new modseq), and the
+    UIDs refused because they changed after UNCHANGEDSINCE (RFC 7162 3.1.3)."""
+
+    changed: tuple[StoredMessage, ...]
+    modified: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    """RFC 4315 COPYUID: the destination's UIDVALIDITY and source->destination UID pairs."""
+
+    uidvalidity: int
+    uid_pairs: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUsage:
+    """RFC 9208 QUOTA resources of one account: STORAGE in octets, MESSAGE count."""
+
+    storage: int
+    messages: int
 
 
 @dataclass(frozen=True, slots=True)

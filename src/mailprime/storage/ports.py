@@ -13,16 +13,21 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
-from mailprime.domain.ids import AccountId, BlobId, QueueId, RecipientId
+from mailprime.domain.ids import AccountId, BlobId, MailboxId, QueueId, RecipientId
 from mailprime.domain.mail import (
     Acceptance,
     AcceptResult,
     Account,
+    AccountUsage,
     Alias,
+    CopyResult,
     DeliveryJob,
     Event,
     EventKind,
+    FlagChange,
+    FlagMode,
     Mailbox,
+    MailboxStatus,
     MessageContent,
     QueuedMessage,
     QueueRecipient,
@@ -132,6 +137,71 @@ class MailStore(Protocol):
         ...
 
 
+class MailboxStore(Protocol):
+    """Mailboxes as IMAP and POP3 see them (RFC 3501/9051 data model, RFC 7162 modseqs).
+
+    Names are Unicode strings with "/" as the hierarchy delimiter; "INBOX" is case-insensitive.
+    Every write is one durable transaction (fsynced before it returns, like `accept`) and raises
+    the mailbox's `highestmodseq`; after the commit the store wakes `wait_for_change` waiters in
+    this process. Errors: NotFound (no such mailbox/message), AlreadyExists, StorageError.
+    """
+
+    async def create_mailbox(self, account_id: AccountId, name: str,
+                             special_use: str | None = None) -> Mailbox:
+        """Creates `name` (not its missing parents: the caller creates those first)."""
+        ...
+
+    async def delete_mailbox(self, account_id: AccountId, name: str) -> None:
+        """Deletes the mailbox and its messages (the caller refuses INBOX and \\Noselect rules)."""
+        ...
+
+    async def rename_mailbox(self, account_id: AccountId, old: str, new: str) -> None:
+        """Renames `old` and every `old/...` child (new UIDVALIDITY is not needed: UIDs stay).
+        Renaming INBOX moves its messages into a new mailbox `new` and leaves INBOX empty
+        (RFC 3501 6.3.5)."""
+        ...
+
+    async def set_subscribed(self, account_id: AccountId, name: str, subscribed: bool) -> None: ...
+
+    async def mailbox_status(self, mailbox_id: MailboxId) -> MailboxStatus: ...
+
+    async def messages(self, mailbox_id: MailboxId, *, changed_since: int = 0) -> Sequence[StoredMessage]:
+        """Messages in UID order; with `changed_since`, only those whose modseq is greater."""
+        ...
+
+    async def append_message(self, mailbox_id: MailboxId, content: MessageContent, *,
+                     flags: frozenset[str] = frozenset(), internal_date: datetime | None = None
+                     ) -> StoredMessage:
+        """Stores one message (bytes, or spooled content from `new_spool_writer`) durably."""
+        ...
+
+    async def store_flags(self, mailbox_id: MailboxId, uids: Sequence[int], mode: FlagMode,
+                          flags: frozenset[str], *, unchanged_since: int | None = None) -> FlagChange:
+        """Changes the flags of the given UIDs that exist (others are ignored). Messages whose
+        flags end up the same are not in `changed` and keep their modseq."""
+        ...
+
+    async def expunge(self, mailbox_id: MailboxId, uids: Sequence[int] | None = None, *,
+                      only_deleted: bool = True) -> Sequence[int]:
+        """Removes messages (those flagged \\Deleted, limited to `uids` if given; POP3 passes
+        only_deleted=False) and returns the UIDs removed, ascending."""
+        ...
+
+    async def copy_messages(self, source: MailboxId, uids: Sequence[int], target: MailboxId, *,
+                            move: bool = False) -> CopyResult:
+        """Copies (or, with move, moves in one transaction) the given UIDs, keeping flags and
+        internal dates; the content is shared, not duplicated."""
+        ...
+
+    async def account_usage(self, account_id: AccountId) -> AccountUsage: ...
+
+    async def wait_for_change(self, mailbox_id: MailboxId, known_modseq: int, timeout: float) -> int:
+        """Returns the mailbox's highestmodseq as soon as it exceeds `known_modseq` (at once if it
+        already does), or after `timeout` seconds with the current value. Changes made in this
+        process wake waiters at once; changes by another process are seen by polling."""
+        ...
+
+
 class QueueStore(Protocol):
     """The outbound queue. Claims are leases so several workers (or nodes) never share a job."""
 
@@ -178,7 +248,7 @@ class EventLog(Protocol):
         ...
 
 
-class Store(DirectoryStore, MailStore, QueueStore, EventLog, Protocol):
+class Store(DirectoryStore, MailStore, MailboxStore, QueueStore, EventLog, Protocol):
     """All storage ports in one object; the composition root builds one and passes it down."""
 
     async def close(self) -> None: ...
@@ -189,6 +259,7 @@ __all__ = [
     "DirectoryStore",
     "EventLog",
     "MailStore",
+    "MailboxStore",
     "QueueStore",
     "RecipientId",
     "SpoolWriter",

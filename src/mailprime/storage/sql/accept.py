@@ -66,6 +66,9 @@ class AcceptRecord:
     spool_path: str | None = None
     lease: Lease | None = None
     jobs: list[DeliveryJob] = field(default_factory=list)
+    # (mailbox id, its new highestmodseq) for each mailbox this record filed into, filled by the
+    # writer like `jobs`, so the store can wake IMAP sessions waiting on those mailboxes.
+    filed: list[tuple[int, int]] = field(default_factory=list)
 
     def blob_row(self, now: datetime) -> dict[str, object]:
         content = self.acceptance.content
@@ -113,7 +116,7 @@ def _insert_with_ids(conn: Connection, table: Table, returning: object, rows: li
 _SET_UIDNEXT = (
     update(mailboxes)
     .where(mailboxes.c.id == bindparam("b_id"))
-    .values(uidnext=bindparam("b_uidnext"))
+    .values(uidnext=bindparam("b_uidnext"), highestmodseq=bindparam("b_modseq"))
 )
 _PENDING = RecipientStatus.PENDING.value
 _QUEUED = EventKind.QUEUED.value
@@ -131,15 +134,18 @@ class AcceptWriter:
         self._create_mailboxes = insert_ignoring_conflicts(dialect_name, mailboxes, "account_id", "name")
 
     def lock_mailboxes(self, conn: Connection, keys: Sequence[MailboxKey]) -> dict[MailboxKey, list[int]]:
-        """{(account, name): [mailbox id, uidnext]}, rows locked until commit on PostgreSQL.
-        Locked in id order so two nodes' batches cannot deadlock on each other."""
+        """{(account, name): [mailbox id, uidnext, modseq of this batch]}, rows locked until
+        commit on PostgreSQL. Locked in id order so two nodes' batches cannot deadlock on each
+        other. Every message the batch files into a mailbox shares the batch's one new modseq."""
         stmt = (
-            select(mailboxes.c.id, mailboxes.c.account_id, mailboxes.c.name, mailboxes.c.uidnext)
+            select(mailboxes.c.id, mailboxes.c.account_id, mailboxes.c.name, mailboxes.c.uidnext,
+                   mailboxes.c.highestmodseq)
             .where(tuple_(mailboxes.c.account_id, mailboxes.c.name).in_(keys))
             .order_by(mailboxes.c.id)
             .with_for_update()
         )
-        return {(AccountId(r.account_id), r.name): [r.id, r.uidnext] for r in conn.execute(stmt)}
+        return {(AccountId(r.account_id), r.name): [r.id, r.uidnext, r.highestmodseq + 1]
+                for r in conn.execute(stmt)}
 
     def __call__(self, conn: Connection, records: Sequence[AcceptRecord]) -> None:
         now = self._clock.now()
@@ -158,6 +164,7 @@ class AcceptWriter:
         leased: list[tuple[AcceptRecord, BlobId, int]] = []  # record, blob, its first row in rcpts
         for rec, blob_id in zip(records, blob_ids, strict=True):
             rec.jobs.clear()
+            rec.filed.clear()
             a = rec.acceptance
             size = a.size
             for ld in a.local:
@@ -165,8 +172,9 @@ class AcceptWriter:
                 box = boxes[(ld.account_id, name)]
                 uid = box[1]
                 box[1] = uid + 1
+                rec.filed.append((box[0], box[2]))
                 stored.append({"mailbox_id": box[0], "uid": uid, "blob_id": blob_id, "size": size,
-                               "internal_date": now, "flags": ""})
+                               "internal_date": now, "flags": "", "modseq": box[2]})
                 evts.append({"at": now, "kind": _STORED, "queue_id": a.queue_id,
                              "recipient": ld.recipient, "detail": "",
                              "attrs": json.dumps({"mailbox": name, "uid": str(uid),
@@ -194,7 +202,8 @@ class AcceptWriter:
 
         if stored:
             conn.execute(_INSERT_MAILBOX_MESSAGES, stored)
-            conn.execute(_SET_UIDNEXT, [{"b_id": box[0], "b_uidnext": box[1]} for box in boxes.values()])
+            conn.execute(_SET_UIDNEXT, [{"b_id": box[0], "b_uidnext": box[1], "b_modseq": box[2]}
+                                        for box in boxes.values()])
         if qmsgs:
             conn.execute(_INSERT_QUEUE_MESSAGES, qmsgs)
             if leased:

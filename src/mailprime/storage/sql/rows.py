@@ -31,13 +31,15 @@ def to_account(r: Row[Any]) -> Account:
 
 def to_mailbox(r: Row[Any]) -> Mailbox:
     return Mailbox(id=MailboxId(r.id), account_id=AccountId(r.account_id), name=r.name,
-                   uidvalidity=int(r.uidvalidity), uidnext=int(r.uidnext), special_use=r.special_use)
+                   uidvalidity=int(r.uidvalidity), uidnext=int(r.uidnext), special_use=r.special_use,
+                   subscribed=bool(r.subscribed), highestmodseq=int(r.highestmodseq))
 
 
 def to_stored_message(r: Row[Any]) -> StoredMessage:
     return StoredMessage(mailbox_id=MailboxId(r.mailbox_id), uid=int(r.uid), blob_id=BlobId(r.blob_id),
                          size=int(r.size), internal_date=r.internal_date,
-                         flags=frozenset(r.flags.split()) if r.flags else frozenset())
+                         flags=frozenset(r.flags.split()) if r.flags else frozenset(),
+                         modseq=int(r.modseq))
 
 
 def to_queued_message(r: Row[Any]) -> QueuedMessage:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -151,6 +152,10 @@ mailboxes = Table(
     Column("uidvalidity", BigInteger, nullable=False),
     Column("uidnext", BigInteger, nullable=False),
     Column("special_use", String(32), nullable=True),
+    # Migration 0003: IMAP subscriptions and RFC 7162 modification sequences.
+    Column("subscribed", Boolean, nullable=False, default=True, server_default=true()),
+    Column("highestmodseq", BigInteger, nullable=False, default=1, server_default="1"),
+    Column("expunged_modseq", BigInteger, nullable=False, default=0, server_default="0"),
     UniqueConstraint("account_id", "name"),
 )
 
@@ -163,8 +168,10 @@ mailbox_messages = Table(
     Column("size", BigInteger, nullable=False),
     Column("internal_date", UtcDateTime(), nullable=False),
     Column("flags", Text, nullable=False, default=""),  # space-separated, sorted
+    Column("modseq", BigInteger, nullable=False, default=1, server_default="1"),  # migration 0003
     UniqueConstraint("mailbox_id", "uid"),
     Index(None, "blob_id"),
+    Index(None, "mailbox_id", "modseq"),
 )
 
 # ---- outbound queue ------------------------------------------------------------------------

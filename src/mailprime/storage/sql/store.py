@@ -22,16 +22,22 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailprime.domain.clock import Clock, SystemClock
 from mailprime.domain.errors import DomainError, NotFound, StorageError
-from mailprime.domain.ids import AccountId, BlobId, QueueId
+from mailprime.domain.ids import AccountId, BlobId, MailboxId, QueueId, new_queue_id
 from mailprime.domain.mail import (
     Acceptance,
     AcceptResult,
     Account,
+    AccountUsage,
     Alias,
+    CopyResult,
     DeliveryJob,
     Event,
     EventKind,
+    FlagChange,
+    FlagMode,
     Mailbox,
+    MailboxStatus,
+    MessageContent,
     QueuedMessage,
     QueueRecipient,
     RecipientOutcome,
@@ -39,13 +45,14 @@ from mailprime.domain.mail import (
     StoredMessage,
 )
 from mailprime.storage.ports import BlobReader, SpoolWriter, Store
-from mailprime.storage.sql import directory, mailstore, queue
+from mailprime.storage.sql import directory, mailbox_writes, mailstore, queue
 from mailprime.storage.sql.accept import AcceptRecord, AcceptWriter, Lease
+from mailprime.storage.sql.changes import MailboxChanges
 from mailprime.storage.sql.committer import CommitStats, GroupCommitter, as_storage_error
 from mailprime.storage.sql.engines import reader_engine, writer_engine
 from mailprime.storage.sql.folders import UidValidityClock
 from mailprime.storage.sql.migrate import upgrade_to_head
-from mailprime.storage.sql.schema import blobs
+from mailprime.storage.sql.schema import blobs, mailboxes
 from mailprime.storage.sql.spool import Spool
 from mailprime.storage.sql.streams import (
     BufferedSpoolWriter,
@@ -109,6 +116,7 @@ class SqlStore:
         # messages moving at once never queue the database reads behind them.
         self._io_pool = ThreadPoolExecutor(max_workers=spool_threads,
                                            thread_name_prefix="mailprime-spool")
+        self._changes = MailboxChanges()
         self._closed = False
 
     @property
@@ -190,6 +198,8 @@ class SqlStore:
                 self._spool.remove(spool_path)
             raise
         # Filled by the writer thread before the commit that resolved our future.
+        for mailbox_id, modseq in record.filed:
+            self._changes.changed(MailboxId(mailbox_id), modseq)
         return AcceptResult(jobs=tuple(record.jobs))
 
     async def read_blob(self, blob_id: BlobId) -> bytes:
@@ -225,6 +235,103 @@ class SqlStore:
         referenced = await self._read(
             lambda c: set(c.execute(select(blobs.c.path).where(blobs.c.path.is_not(None))).scalars()))
         return await self._io(lambda: self._spool.sweep(referenced, older_than.total_seconds()))
+
+    # ---- MailboxStore --------------------------------------------------------------------
+
+    async def create_mailbox(self, account_id: AccountId, name: str,
+                             special_use: str | None = None) -> Mailbox:
+        now = self._clock.now()
+        return await self._writer.run(lambda c: mailbox_writes.create_mailbox(
+            c, account_id, name, special_use, now=now, uidvalidity=self._uidvalidity))
+
+    async def delete_mailbox(self, account_id: AccountId, name: str) -> None:
+        await self._unlink(await self._writer.run(
+            lambda c: mailbox_writes.delete_mailbox(c, account_id, name)))
+
+    async def rename_mailbox(self, account_id: AccountId, old: str, new: str) -> None:
+        now = self._clock.now()
+        await self._writer.run(lambda c: mailbox_writes.rename_mailbox(
+            c, account_id, old, new, now=now, uidvalidity=self._uidvalidity))
+
+    async def set_subscribed(self, account_id: AccountId, name: str, subscribed: bool) -> None:
+        await self._writer.run(lambda c: mailbox_writes.set_subscribed(c, account_id, name, subscribed))
+
+    async def mailbox_status(self, mailbox_id: MailboxId) -> MailboxStatus:
+        return await self._read(lambda c: mailbox_writes.mailbox_status(c, mailbox_id))
+
+    async def messages(self, mailbox_id: MailboxId, *, changed_since: int = 0) -> Sequence[StoredMessage]:
+        return await self._read(lambda c: mailbox_writes.messages(c, mailbox_id, changed_since))
+
+    async def append_message(self, mailbox_id: MailboxId, content: MessageContent, *,
+                     flags: frozenset[str] = frozenset(), internal_date: datetime | None = None
+                     ) -> StoredMessage:
+        now = self._clock.now()
+        hint = new_queue_id()  # names the spool file only
+        spool_path: str | None = None
+        if isinstance(content, SpooledContent):
+            spool_path = await self._io(lambda: self._spool.adopt(content.ticket, hint,
+                                                                  content.body_size))
+            row: dict[str, object] = {"size": content.size, "data": None, "path": spool_path,
+                                      "prefix": content.prefix or None, "created_at": now}
+            size = content.size
+        else:
+            if len(content) > self._inline_max:
+                spool_path = await self._io(lambda: self._spool.write(hint, content))
+            row = {"size": len(content), "data": None if spool_path else content,
+                   "path": spool_path, "prefix": None, "created_at": now}
+            size = len(content)
+        try:
+            stored = await self._writer.run(lambda c: mailbox_writes.append(
+                c, mailbox_id, row, size, flags=flags, internal_date=internal_date or now))
+        except DomainError:
+            if spool_path is not None:
+                self._spool.remove(spool_path)
+            raise
+        self._changes.changed(mailbox_id, stored.modseq)
+        return stored
+
+    async def store_flags(self, mailbox_id: MailboxId, uids: Sequence[int], mode: FlagMode,
+                          flags: frozenset[str], *, unchanged_since: int | None = None) -> FlagChange:
+        change = await self._writer.run(lambda c: mailbox_writes.store_flags(
+            c, mailbox_id, uids, mode, flags, unchanged_since=unchanged_since))
+        if change.changed:
+            self._changes.changed(mailbox_id, change.changed[0].modseq)
+        return change
+
+    async def expunge(self, mailbox_id: MailboxId, uids: Sequence[int] | None = None, *,
+                      only_deleted: bool = True) -> Sequence[int]:
+        removed, paths = await self._writer.run(
+            lambda c: mailbox_writes.expunge(c, mailbox_id, uids, only_deleted))
+        await self._unlink(paths)
+        if removed:
+            self._changes.changed(mailbox_id, await self._highestmodseq(mailbox_id))
+        return removed
+
+    async def copy_messages(self, source: MailboxId, uids: Sequence[int], target: MailboxId, *,
+                            move: bool = False) -> CopyResult:
+        result = await self._writer.run(
+            lambda c: mailbox_writes.copy_messages(c, source, uids, target, move=move))
+        if result.uid_pairs:
+            self._changes.changed(target, await self._highestmodseq(target))
+            if move:
+                self._changes.changed(source, await self._highestmodseq(source))
+        return result
+
+    async def account_usage(self, account_id: AccountId) -> AccountUsage:
+        return await self._read(lambda c: mailbox_writes.account_usage(c, account_id))
+
+    async def wait_for_change(self, mailbox_id: MailboxId, known_modseq: int, timeout: float) -> int:
+        return await self._changes.wait(mailbox_id, known_modseq, timeout,
+                                        lambda: self._highestmodseq(mailbox_id))
+
+    async def _highestmodseq(self, mailbox_id: MailboxId) -> int:
+        def read(conn: Connection) -> int:
+            value = conn.execute(select(mailboxes.c.highestmodseq)
+                                 .where(mailboxes.c.id == mailbox_id)).scalar()
+            if value is None:
+                raise NotFound("no such mailbox")
+            return int(value)
+        return await self._read(read)
 
     # ---- DirectoryStore ------------------------------------------------------------------
 
