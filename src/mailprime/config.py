@@ -24,6 +24,8 @@ from mailprime.domain.errors import ConfigError
 class Role(enum.StrEnum):
     MX = "mx"  # port 25: mail for local domains only, never a relay
     SUBMISSION = "submission"  # 587/465: authenticated clients send anywhere
+    POP3 = "pop3"  # 110/995: POP3 access to each account's INBOX (RFC 1939)
+    IMAP = "imap"  # 143/993: IMAP4rev1 + IMAP4rev2 access to every mailbox (RFC 3501, RFC 9051)
 
 
 class TlsMode(enum.StrEnum):
@@ -112,6 +114,25 @@ class LimitSettings:
 
 
 @dataclass(slots=True)
+class Pop3Settings:
+    idle_timeout: float = 600.0  # RFC 1939 3: the autologout timer is at least 10 minutes
+    max_auth_failures: int = 3  # failed logins in one connection, then it is closed
+    auth_failure_delay: float = 1.0  # seconds before answering a failed login; doubles each time
+
+
+@dataclass(slots=True)
+class ImapSettings:
+    idle_timeout: float = 1800.0  # RFC 9051 5.4: the autologout timer is at least 30 minutes
+    max_sessions_per_account: int = 20  # authenticated sessions per account and process (0: no cap)
+    max_connections_per_ip: int = 20  # then the greeting is * BYE
+    quota_bytes: int = 0  # RFC 9208 STORAGE per account, octets; 0: unlimited
+    quota_messages: int = 0  # RFC 9208 MESSAGE per account; 0: unlimited
+    max_auth_failures: int = 3  # failed logins in one connection, then * BYE
+    auth_failure_delay: float = 1.0  # seconds before answering a failed login; doubles each time
+    idle_poll: float = 1.5  # seconds between checks for other processes' changes while IDLE
+
+
+@dataclass(slots=True)
 class LogSettings:
     format: str = "text"  # or "json"
     level: str = "INFO"
@@ -123,6 +144,10 @@ def _default_listeners() -> list[ListenerSettings]:
         ListenerSettings(name="mx", role=Role.MX, port=2525, tls=TlsMode.STARTTLS),
         ListenerSettings(name="submission", role=Role.SUBMISSION, port=2587, tls=TlsMode.STARTTLS),
         ListenerSettings(name="submissions", role=Role.SUBMISSION, port=2465, tls=TlsMode.IMPLICIT),
+        ListenerSettings(name="pop3", role=Role.POP3, port=2110, tls=TlsMode.STARTTLS),
+        ListenerSettings(name="pop3s", role=Role.POP3, port=2995, tls=TlsMode.IMPLICIT),
+        ListenerSettings(name="imap", role=Role.IMAP, port=2143, tls=TlsMode.STARTTLS),
+        ListenerSettings(name="imaps", role=Role.IMAP, port=2993, tls=TlsMode.IMPLICIT),
     ]
 
 
@@ -136,6 +161,8 @@ class Settings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    pop3: Pop3Settings = field(default_factory=Pop3Settings)
+    imap: ImapSettings = field(default_factory=ImapSettings)
     log: LogSettings = field(default_factory=LogSettings)
     config_path: str = ""
 
@@ -246,6 +273,8 @@ _SECTIONS: dict[str, type] = {
     "delivery": DeliverySettings,
     "submission": SubmissionSettings,
     "limits": LimitSettings,
+    "pop3": Pop3Settings,
+    "imap": ImapSettings,
     "log": LogSettings,
 }
 
@@ -315,6 +344,18 @@ def validate(settings: Settings) -> None:
         raise ConfigError("[delivery] retry_factor: must be at least 1")
     if settings.limits.max_recipients < 100:
         raise ConfigError("[limits] max_recipients: RFC 5321 4.5.3.1.8 requires at least 100")
+    if settings.pop3.idle_timeout < 600:
+        raise ConfigError("[pop3] idle_timeout: RFC 1939 3 requires at least 600 seconds")
+    if settings.pop3.max_auth_failures < 1 or settings.pop3.auth_failure_delay < 0:
+        raise ConfigError("[pop3] max_auth_failures must be at least 1, auth_failure_delay not negative")
+    imap = settings.imap
+    if imap.idle_timeout < 1800:
+        raise ConfigError("[imap] idle_timeout: RFC 9051 5.4 requires at least 1800 seconds")
+    if imap.max_auth_failures < 1 or imap.auth_failure_delay < 0 or imap.idle_poll <= 0:
+        raise ConfigError("[imap] max_auth_failures must be at least 1, auth_failure_delay not "
+                          "negative, idle_poll positive")
+    if min(imap.quota_bytes, imap.quota_messages, imap.max_sessions_per_account) < 0:
+        raise ConfigError("[imap] quota_bytes, quota_messages, max_sessions_per_account: 0 or more")
     for ns in settings.dns.nameservers:
         _host, _, port = ns.rpartition(":") if ns.count(":") == 1 else (ns, "", "53")
         if port and not port.isdigit():

@@ -2,11 +2,12 @@
 and shuts down gracefully.
 
 Theory of operation. `run_server` starts `workers` processes (1: this one) that each run
-`serve_forever`: open the store, build one InboundService per listener and bind it with
-SO_REUSEPORT (so the kernel spreads connections over the processes), start the delivery worker,
-and write `<data>/run/ready.json` with the bound ports. SIGTERM or SIGINT starts the drain: stop
-accepting, give open SMTP sessions a grace period (then 421), let in-flight deliveries finish or
-hand their leases back, close the store, exit 0.
+`serve_forever`: open the store, build one InboundService per SMTP listener (a Pop3Service per
+POP3 one, one ImapService shared by the IMAP ones) and bind it with SO_REUSEPORT (so the kernel
+spreads connections over the processes), start the delivery worker, and write
+`<data>/run/ready.json` with the bound ports. SIGTERM or SIGINT starts the drain: stop
+accepting, give open sessions a grace period (then SMTP 421, POP3 -ERR [SYS/TEMP], IMAP BYE),
+let in-flight deliveries finish or hand their leases back, close the store, exit 0.
 """
 
 from __future__ import annotations
@@ -35,12 +36,22 @@ from mailprime.domain.clock import SystemClock
 from mailprime.domain.errors import ConfigError
 from mailprime.logsetup import setup_logging
 from mailprime.net.dns import DnsResolver
+from mailprime.net.imap_server import ImapListener, serve_imap
+from mailprime.net.pop3_server import Pop3Listener, serve_pop3
 from mailprime.net.smtp_server import SmtpListener, serve_smtp
 from mailprime.net.tls import client_context, server_context
+from mailprime.proto.imap.types import Limits as ImapLimits
+from mailprime.proto.pop3.types import Pop3Capabilities, Pop3Limits
 from mailprime.proto.smtp.types import ServerCapabilities, ServerLimits
 from mailprime.services.directory_cache import CachedDirectory
+from mailprime.services.imap.auth import FailurePolicy
+from mailprime.services.imap.content import MessageContentCache
+from mailprime.services.imap.context import ImapConfig
+from mailprime.services.imap.handler import ImapService
+from mailprime.services.imap.quota import QuotaLimits
 from mailprime.services.inbound import InboundConfig, InboundService
 from mailprime.services.inject import Injector
+from mailprime.services.pop3 import Pop3Config, Pop3Service
 from mailprime.storage.ports import Store
 from mailprime.storage.recent import RecentContent
 from mailprime.storage.sql import open_store
@@ -55,7 +66,7 @@ class Server:
     settings: Settings
     store: Store
     worker: DeliveryWorker
-    listeners: dict[str, SmtpListener] = field(default_factory=dict)
+    listeners: dict[str, SmtpListener | Pop3Listener | ImapListener] = field(default_factory=dict)
     worker_task: asyncio.Task[None] | None = None
 
     @property
@@ -138,19 +149,28 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
         ssl_ctx = server_context(str(settings.cert_path), str(settings.key_path))
     limits = ServerLimits(max_message_size=settings.limits.max_message_size,
                           max_recipients=settings.limits.max_recipients)
+    imap: ImapService | None = None  # one per process: its caches and session counts are shared
     try:
         for lst in settings.listeners:
-            service = InboundService(
-                store,
-                InboundConfig(hostname=settings.server.hostname, role=lst.role.value,
-                              sender_policy=settings.submission.sender_policy),
-                clock, on_queued=worker.wake, directory=directory, recent=recent, handoff=worker)
-            server.listeners[lst.name] = await serve_smtp(
-                service, name=lst.name, host=lst.address, port=lst.port, tls_mode=lst.tls.value,
-                ssl_context=ssl_ctx, capabilities=_capabilities(settings, lst), limits=limits,
-                idle_timeout=settings.limits.idle_timeout, data_timeout=settings.limits.data_timeout,
-                max_connections_per_ip=settings.limits.max_connections_per_ip,
-                allow_plaintext_auth=lst.allow_plaintext_auth_on_loopback, reuse_port=reuse_port)
+            if lst.role is Role.IMAP:
+                imap = imap or _imap_service(settings, store, directory)
+                server.listeners[lst.name] = await _serve_imap(settings, lst, imap, ssl_ctx=ssl_ctx,
+                                                               reuse_port=reuse_port)
+            elif lst.role is Role.POP3:
+                server.listeners[lst.name] = await _serve_pop3(
+                    settings, lst, store, directory, ssl_ctx=ssl_ctx, reuse_port=reuse_port)
+            else:
+                service = InboundService(
+                    store,
+                    InboundConfig(hostname=settings.server.hostname, role=lst.role.value,
+                                  sender_policy=settings.submission.sender_policy),
+                    clock, on_queued=worker.wake, directory=directory, recent=recent, handoff=worker)
+                server.listeners[lst.name] = await serve_smtp(
+                    service, name=lst.name, host=lst.address, port=lst.port, tls_mode=lst.tls.value,
+                    ssl_context=ssl_ctx, capabilities=_capabilities(settings, lst), limits=limits,
+                    idle_timeout=settings.limits.idle_timeout, data_timeout=settings.limits.data_timeout,
+                    max_connections_per_ip=settings.limits.max_connections_per_ip,
+                    allow_plaintext_auth=lst.allow_plaintext_auth_on_loopback, reuse_port=reuse_port)
             log.info("listening: name=%s, role=%s, address=%s, port=%d, tls=%s", lst.name,
                      lst.role.value, lst.address, server.listeners[lst.name].port, lst.tls.value)
     except BaseException:
@@ -158,6 +178,45 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
         raise
     server.worker_task = asyncio.create_task(worker.run())
     return server
+
+
+async def _serve_pop3(settings: Settings, lst: ListenerSettings, store: Store,
+                      directory: CachedDirectory, *, ssl_ctx: ssl.SSLContext | None,
+                      reuse_port: bool) -> Pop3Listener:
+    service = Pop3Service(store, directory, Pop3Config(hostname=settings.server.hostname))
+    return await serve_pop3(
+        service, name=lst.name, host=lst.address, port=lst.port, tls_mode=lst.tls.value,
+        ssl_context=ssl_ctx, capabilities=Pop3Capabilities(settings.server.hostname),
+        limits=Pop3Limits(max_auth_failures=settings.pop3.max_auth_failures),
+        idle_timeout=settings.pop3.idle_timeout,
+        max_connections_per_ip=settings.limits.max_connections_per_ip,
+        allow_plaintext_auth=lst.allow_plaintext_auth_on_loopback,
+        auth_failure_delay=settings.pop3.auth_failure_delay, reuse_port=reuse_port)
+
+
+def _imap_service(settings: Settings, store: Store, directory: CachedDirectory) -> ImapService:
+    imap = settings.imap
+    config = ImapConfig(
+        hostname=settings.server.hostname,
+        max_append=settings.limits.max_message_size,
+        quota=QuotaLimits(storage=imap.quota_bytes, messages=imap.quota_messages),
+        max_sessions_per_account=imap.max_sessions_per_account,
+        failures=FailurePolicy(first_delay=imap.auth_failure_delay,
+                               max_delay=max(8.0, imap.auth_failure_delay),
+                               max_failures=imap.max_auth_failures),
+        idle_poll=imap.idle_poll,
+    )
+    return ImapService(store, config, cache=MessageContentCache(), directory=directory)
+
+
+async def _serve_imap(settings: Settings, lst: ListenerSettings, service: ImapService, *,
+                      ssl_ctx: ssl.SSLContext | None, reuse_port: bool) -> ImapListener:
+    return await serve_imap(
+        service, name=lst.name, host=lst.address, port=lst.port, tls_mode=lst.tls.value,
+        ssl_context=ssl_ctx, limits=ImapLimits(max_append=settings.limits.max_message_size),
+        idle_timeout=settings.imap.idle_timeout,
+        max_connections_per_ip=settings.imap.max_connections_per_ip,
+        allow_plaintext_login=lst.allow_plaintext_auth_on_loopback, reuse_port=reuse_port)
 
 
 def _write_ready(settings: Settings, server: Server) -> None:

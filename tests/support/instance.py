@@ -28,6 +28,7 @@ from mailprime.config import (
     DeliverySettings,
     DnsSettings,
     ListenerSettings,
+    Pop3Settings,
     Role,
     ServerSettings,
     Settings,
@@ -142,7 +143,7 @@ async def wait_for(check: Callable[[], Awaitable[T | None]], deadline: float = D
 def make_settings(tmp: Path, ca: trustme.CA, *, hostname: str, nameservers: list[str] | None = None,
                   mx_port: int = 25, sandbox: bool = False, storage_url: str = "",
                   max_queue_lifetime: int = 5 * 86400, retry_first: int = 1,
-                  sender_policy: str = "own") -> Settings:
+                  sender_policy: str = "own", pop3: Pop3Settings | None = None) -> Settings:
     tmp.mkdir(parents=True, exist_ok=True)
     cert = ca.issue_cert(hostname, "localhost", "127.0.0.1")
     cert.private_key_pem.write_to_path(str(tmp / "key.pem"))
@@ -159,6 +160,10 @@ def make_settings(tmp: Path, ca: trustme.CA, *, hostname: str, nameservers: list
                              tls=TlsMode.STARTTLS),
             ListenerSettings(name="submissions", role=Role.SUBMISSION, port=free_port(),
                              tls=TlsMode.IMPLICIT),
+            ListenerSettings(name="pop3", role=Role.POP3, port=free_port(), tls=TlsMode.STARTTLS),
+            ListenerSettings(name="pop3s", role=Role.POP3, port=free_port(), tls=TlsMode.IMPLICIT),
+            ListenerSettings(name="imap", role=Role.IMAP, port=free_port(), tls=TlsMode.STARTTLS),
+            ListenerSettings(name="imaps", role=Role.IMAP, port=free_port(), tls=TlsMode.IMPLICIT),
         ],
         tls=TlsSettings(cert=str(tmp / "cert.pem"), key=str(tmp / "key.pem")),
         dns=DnsSettings(nameservers=nameservers or [], timeout=2.0),
@@ -168,6 +173,7 @@ def make_settings(tmp: Path, ca: trustme.CA, *, hostname: str, nameservers: list
                                   max_queue_lifetime=max_queue_lifetime, poll_interval=0.2,
                                   connect_timeout=3.0, command_timeout=10.0),
         submission=SubmissionSettings(sender_policy=sender_policy),
+        pop3=pop3 or Pop3Settings(),
         config_path=str(tmp / "mailprime.toml"),
     )
 

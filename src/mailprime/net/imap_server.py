@@ -1,0 +1,453 @@
+"""asyncio driver of the IMAP server core: sockets, TLS, timeouts, IDLE and the per-IP cap.
+
+    listener = await serve_imap(handler, name="imap", host="127.0.0.1", port=0,
+                                tls_mode="starttls", ssl_context=ctx, limits=Limits(),
+                                idle_timeout=1800, max_connections_per_ip=20,
+                                allow_plaintext_login=False, reuse_port=False)
+    ... listener.port ...
+    await listener.drain(10.0)    # stop accepting, let sessions finish, then BYE the rest
+
+Theory of operation. Each accepted socket gets a `StreamChannel` and a task running
+`_Connection.run`: greet, then loop "take the core's next event; NEED_DATA: flush what is
+written and read more; else hand the event to the session and write each response it yields".
+Pipelined commands cost one read, and their answers one write. Responses go through
+`ServerConnection.send`; a `StreamedLiteral` segment (a large body) is copied from its source
+chunk by chunk, so memory stays bounded. The session's decisions reach the core here:
+  * after every event, the session's `state` and `utf8` are copied into the core;
+  * a literal inside a command (`LiteralRequest`) is accepted here: the core bounds its size;
+  * APPEND: the session's first Continuation accepts the literal (`accept_literal`), a Tagged
+    refuses it (`reject_literal`); nothing else may be sent in its place;
+  * AUTHENTICATE: a Continuation is a SASL challenge (`start_authenticate`), the Tagged ends
+    the exchange (`end_authenticate`);
+  * IDLE: after the "+ idling" Continuation the core expects DONE (`start_idle`) and the driver
+    waits for the client and for `session.wait_for_change()` at once, writing
+    `session.idle_updates()` whenever the latter fires (RFC 2177);
+  * STARTTLS: after a tagged OK the handshake runs on the same channel (bytes pipelined behind
+    the command were dropped by the core), then `starttls_done` and `session.on_tls`.
+A read waits at most `idle_timeout` (RFC 9051 5.4: at least 30 minutes), then `* BYE`.
+`drain` interrupts idle readers, which answer `* BYE` (RFC 9051 7.1.5); a session busy in a
+command finishes it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
+from collections import Counter
+from dataclasses import dataclass
+
+from mailprime.net.channel import StreamChannel
+from mailprime.net.imap_handler import ImapHandler, ImapSession, LiteralSource, PeerInfo
+from mailprime.proto.imap.server import ServerConnection
+from mailprime.proto.imap.types import (
+    NEED_DATA,
+    Append,
+    AppendEnd,
+    Authenticate,
+    AuthenticateData,
+    BadCommand,
+    CommandReceived,
+    ConnectionClosed,
+    Continuation,
+    Event,
+    Idle,
+    IdleDone,
+    Limits,
+    LiteralRequest,
+    Response,
+    ResponseCode,
+    ResponseStatus,
+    StartTls,
+    State,
+    StreamedLiteral,
+    Tagged,
+    bye,
+    no,
+)
+
+log = logging.getLogger(__name__)
+
+TLS_MODES = ("none", "starttls", "implicit")
+_FLUSH_AT = 64 * 1024  # buffered response octets written before the batch ends
+_STOP_GRACE = 5.0  # seconds a stopped session may still need to finish its command
+
+
+@dataclass(frozen=True, slots=True)
+class _Config:
+    name: str
+    implicit_tls: bool
+    ssl_context: ssl.SSLContext | None
+    starttls: bool  # STARTTLS offered (a "starttls" listener)
+    limits: Limits
+    idle_timeout: float
+    max_connections_per_ip: int
+    plaintext_login: bool  # allow_plaintext_login and a loopback listener
+
+
+class _Closing(Exception):
+    """The connection must end now (TLS handshake failed, a literal could not be streamed)."""
+
+
+class _Connection:
+    """One client: the event loop described in the module docstring."""
+
+    def __init__(self, config: _Config, channel: StreamChannel, session: ImapSession, tls: bool) -> None:
+        self._config = config
+        self._channel = channel
+        self._session = session
+        self._tls = tls
+        self._core = ServerConnection(config.limits)
+        self._out = bytearray()
+        self._stopping = False
+        self._idling = False
+        self._authenticating = ""  # the AUTHENTICATE tag while a SASL exchange runs
+        self.received = 0
+        self.sent = 0
+
+    def stop(self) -> None:
+        """Asks the session to end with `* BYE` as soon as it waits for the client."""
+        self._stopping = True
+        self._channel.interrupt()
+
+    async def run(self) -> None:
+        core, session = self._core, self._session
+        try:
+            await self._send(await session.greeting())
+            if session.state is not core.state:  # e.g. a PREAUTH greeting
+                core.set_state(session.state)
+            while session.state is not State.LOGOUT:
+                event = core.next_event()
+                if event is NEED_DATA:
+                    await self._flush()
+                    if not await self._receive():
+                        break
+                    continue
+                if isinstance(event, ConnectionClosed):
+                    break
+                await self._handle(event)
+        except _Closing as exc:
+            log.debug("imap %s: closing: %s", self._config.name, exc)
+        except Exception:
+            log.exception("imap %s: session failed", self._config.name)
+            with contextlib.suppress(Exception):
+                await self._send(bye("Internal server error, closing"))
+        finally:
+            try:
+                with contextlib.suppress(Exception):
+                    await self._flush()
+                await session.on_close(self.received, self.sent)
+            finally:
+                self._channel.close()
+
+    # Reading ----------------------------------------------------------------------------------
+
+    async def _receive(self) -> bool:
+        """Feeds the core what the client sends next; False when the session must end."""
+        if self._stopping:
+            await self._say_bye("Server shutting down")
+            return False
+        try:
+            async with asyncio.timeout(self._config.idle_timeout):
+                data = await (self._idle_read() if self._idling else self._channel.read())
+        except TimeoutError:  # RFC 9051 5.4: the autologout timer
+            await self._say_bye("Autologout; idle for too long")
+            return False
+        if self._session.state is State.LOGOUT:  # an IDLE update ended the session
+            await self._flush()
+            return False
+        if data is None or self._stopping:
+            await self._say_bye("Server shutting down")
+            return False
+        self.received += len(data)
+        self._core.receive_data(data)
+        return True
+
+    async def _idle_read(self) -> bytes | None:
+        """While IDLE: the client's next bytes, writing the session's updates meanwhile."""
+        read = asyncio.create_task(self._channel.read())
+        try:
+            while True:
+                change = asyncio.create_task(self._session.wait_for_change())
+                try:
+                    done, _ = await asyncio.wait({read, change}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not change.done():
+                        change.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await change
+                if read in done:
+                    return read.result()
+                async for response in self._session.idle_updates():
+                    await self._send(response)
+                await self._flush()
+                if self._session.state is State.LOGOUT:
+                    return b""
+        finally:
+            if not read.done():
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await read
+
+    # Writing ----------------------------------------------------------------------------------
+
+    async def _send(self, response: Response) -> None:
+        for segment in self._core.send(response):
+            if isinstance(segment, StreamedLiteral):
+                await self._flush()
+                await self._stream(segment)
+            else:
+                self._out += segment
+        if len(self._out) >= _FLUSH_AT:
+            await self._flush()
+
+    async def _stream(self, literal: StreamedLiteral) -> None:
+        source = literal.source
+        if not isinstance(source, LiteralSource):
+            raise TypeError(f"a StreamedLiteral source needs chunks(), not {type(source).__name__}")
+        remaining = literal.size
+        try:
+            async for chunk in source.chunks():
+                piece = chunk[:remaining]
+                await self._write(piece)
+                remaining -= len(piece)
+                if not remaining:
+                    break
+        except _Closing:
+            raise
+        except Exception as exc:  # e.g. the message was expunged and its blob released
+            raise _Closing(f"streamed literal failed after {literal.size - remaining} octets: {exc}") from exc
+        if remaining:  # the octet count is on the wire already: the stream cannot recover
+            raise _Closing(f"streamed literal ended {remaining} octets short")
+
+    async def _flush(self) -> None:
+        if self._out:
+            data = bytes(self._out)
+            self._out.clear()
+            await self._write(data)
+
+    async def _write(self, data: bytes) -> None:
+        """A write that waits at most `idle_timeout` for the client to read (a client that
+        stops reading must not hold a session, and a streamed body, forever)."""
+        try:
+            async with asyncio.timeout(self._config.idle_timeout):
+                await self._channel.write(data)
+        except TimeoutError as exc:
+            raise _Closing("the client stopped reading") from exc
+        self.sent += len(data)
+
+    async def _say_bye(self, text: str) -> None:
+        await self._send(bye(text))
+        await self._flush()
+
+    # Events -----------------------------------------------------------------------------------
+
+    async def _handle(self, event: Event) -> None:
+        core, session = self._core, self._session
+        if isinstance(event, LiteralRequest):
+            # A literal inside a command (a password, a search string): the core bounds its
+            # size (Limits.max_literal), so it is taken; the command is judged once complete.
+            self._out += core.accept_literal()
+            return
+        self._idling = False  # whatever the core reports while idling (DONE, BAD) ends IDLE
+        if isinstance(event, BadCommand):
+            self._authenticating = ""  # the core ended a SASL exchange on a bad line itself
+        command = event.command if isinstance(event, CommandReceived) else None
+        tag = _tag_of(event) or self._authenticating
+        append_pending = isinstance(command, Append)
+        continued = False
+        tagged: Tagged | None = None
+        try:
+            async for response in session.respond(event):
+                if append_pending and isinstance(response, Continuation | Tagged):
+                    append_pending = False
+                    if isinstance(response, Continuation):
+                        self._out += core.accept_literal(response.text or "Ready for literal data")
+                    else:
+                        self._out += core.reject_literal(response)
+                        tagged = response
+                    continue
+                if isinstance(response, Continuation):
+                    continued = True
+                elif isinstance(response, Tagged):
+                    tagged = response
+                    if self._authenticating:
+                        core.end_authenticate()
+                        self._authenticating = ""
+                await self._send(response)
+        except _Closing:
+            raise
+        except Exception:
+            log.exception("imap %s: the session failed on %s", self._config.name, type(event).__name__)
+            if tagged is None and tag:
+                answer = no(tag, "Internal server error", ResponseCode("SERVERBUG"))
+                if append_pending:
+                    append_pending = False
+                    self._out += core.reject_literal(answer)
+                else:
+                    await self._send(answer)
+        if append_pending:  # the session neither accepted nor refused: refuse (never hang)
+            self._out += core.reject_literal(no(tag, "APPEND not processed", ResponseCode("SERVERBUG")))
+        if session.utf8 and not core.utf8:
+            core.enable_utf8()
+        if session.state is not core.state:
+            core.set_state(session.state)
+        if continued and (isinstance(command, Authenticate) or isinstance(event, AuthenticateData)):
+            self._authenticating = tag
+            core.start_authenticate(tag)
+        elif continued and isinstance(command, Idle):
+            await self._flush()
+            core.start_idle(tag)
+            self._idling = True
+        elif isinstance(command, StartTls):
+            if tagged is not None and tagged.status is ResponseStatus.OK:
+                await self._flush()
+                await self._start_tls()
+            core.starttls_done()
+
+    async def _start_tls(self) -> None:
+        ctx = self._config.ssl_context
+        assert ctx is not None  # STARTTLS is only offered with a context
+        try:
+            await self._channel.start_tls(ctx, timeout=min(self._config.idle_timeout, 60.0))
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            raise _Closing(f"TLS handshake failed: {exc}") from exc
+        self._tls = True
+        await self._session.on_tls()
+
+
+def _tag_of(event: Event) -> str:
+    if isinstance(event, CommandReceived | AppendEnd | IdleDone):
+        return event.tag
+    return ""
+
+
+class ImapListener:
+    """A bound IMAP listener. `port` is the port actually bound (so port 0 works)."""
+
+    def __init__(self, config: _Config, handler: ImapHandler) -> None:
+        self._config = config
+        self._handler = handler
+        self._server: asyncio.Server | None = None
+        self._tasks: dict[asyncio.Task[None], _Connection] = {}
+        self._per_ip: Counter[str] = Counter()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def active_sessions(self) -> int:
+        return len(self._tasks)
+
+    async def _bind(self, host: str, port: int, reuse_port: bool) -> None:
+        loop = asyncio.get_running_loop()
+        implicit = self._config.implicit_tls
+        self._server = await loop.create_server(
+            lambda: StreamChannel(self._accept),
+            host,
+            port,
+            ssl=self._config.ssl_context if implicit else None,
+            ssl_handshake_timeout=min(self._config.idle_timeout, 60.0) if implicit else None,
+            reuse_port=reuse_port or None,
+        )
+
+    def _accept(self, channel: StreamChannel) -> None:
+        transport = channel.transport
+        assert transport is not None
+        peer = transport.get_extra_info("peername") or ("", 0)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        ip = str(peer[0])
+        if self._per_ip[ip] >= self._config.max_connections_per_ip:
+            # RFC 9051 7.1.5: BYE instead of a greeting refuses the connection.
+            transport.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
+            transport.close()
+            return
+        self._per_ip[ip] += 1
+        config = self._config
+        tls = config.implicit_tls
+        info = PeerInfo(ip=ip, port=int(peer[1]), listener=config.name,
+                        local_ip=str(local[0]), local_port=int(local[1]))
+        session = self._handler.new_session(info, tls, starttls=config.starttls,
+                                            plaintext_login=config.plaintext_login,
+                                            literal_plus=config.limits.literal_plus)
+        connection = _Connection(config, channel, session, tls)
+        task = asyncio.get_running_loop().create_task(connection.run())
+        self._tasks[task] = connection
+        task.add_done_callback(lambda t: self._finished(t, ip))
+
+    def _finished(self, task: asyncio.Task[None], ip: str) -> None:
+        self._tasks.pop(task, None)
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("imap %s: session task failed", self._config.name, exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Stops accepting new connections; open sessions go on (see `drain`)."""
+        if self._server is not None:
+            self._server.close()
+
+    async def drain(self, timeout: float) -> None:
+        """Ends every session: those waiting for their client at once with `* BYE` (IMAP
+        clients stay connected for hours, so waiting for them is pointless), those inside a
+        command once it completes, the rest after `timeout` seconds."""
+        await self.close()
+        for connection in list(self._tasks.values()):
+            connection.stop()
+        if self._tasks:
+            _, stuck = await asyncio.wait(set(self._tasks), timeout=max(timeout, _STOP_GRACE))
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve_imap(
+    handler: ImapHandler,
+    *,
+    name: str,
+    host: str,
+    port: int,
+    tls_mode: str,
+    ssl_context: ssl.SSLContext | None,
+    limits: Limits,
+    idle_timeout: float,
+    max_connections_per_ip: int,
+    allow_plaintext_login: bool,
+    reuse_port: bool,
+) -> ImapListener:
+    """Binds and starts an IMAP listener. `tls_mode` is "none", "starttls" (RFC 9051 6.2.1) or
+    "implicit" (RFC 8314, port 993 style). Passwords are taken after TLS, or in the clear only
+    when `allow_plaintext_login` and `host` is a loopback address."""
+    if tls_mode not in TLS_MODES:
+        raise ValueError(f"tls_mode must be one of {', '.join(TLS_MODES)}, not {tls_mode!r}")
+    if tls_mode != "none" and ssl_context is None:
+        raise ValueError(f"listener {name}: tls_mode {tls_mode!r} needs an ssl_context")
+    config = _Config(
+        name=name,
+        implicit_tls=tls_mode == "implicit",
+        ssl_context=ssl_context,
+        starttls=tls_mode == "starttls",
+        limits=limits,
+        idle_timeout=idle_timeout,
+        max_connections_per_ip=max_connections_per_ip,
+        plaintext_login=allow_plaintext_login and _is_loopback(host),
+    )
+    listener = ImapListener(config, handler)
+    await listener._bind(host, port, reuse_port)
+    return listener

@@ -1,0 +1,378 @@
+"""asyncio driver of the POP3 server core: sockets, TLS, timeouts, failed-login pacing and the
+per-IP cap.
+
+    listener = await serve_pop3(handler, name="pop3", host="127.0.0.1", port=0, tls_mode="starttls",
+                                ssl_context=ctx, capabilities=Pop3Capabilities("mail.example"),
+                                limits=Pop3Limits(), idle_timeout=600, max_connections_per_ip=20,
+                                allow_plaintext_auth=False, auth_failure_delay=1.0,
+                                reuse_port=False)
+    ... listener.port ...
+    await listener.drain(10.0)    # stop accepting, let sessions finish, then "-ERR [SYS/TEMP]"
+
+Theory of operation. Each accepted socket gets a `StreamChannel` and a task running
+`_Connection.run`: greet, then loop "read what arrived, feed `ServerConnection`, dispatch every
+event to the `Pop3Session`, write all responses of the batch in one write", so pipelined commands
+(RFC 2449 6.6) cost one read and one write per batch. RETR and TOP stream: the session reads the
+stored message in pieces and pushes them through a `_Sink`, which encodes them with the core and
+writes whenever 64 KiB are pending, waiting (bounded by the idle timeout) while the client is
+slow to read; memory stays bounded whatever the message size. A read waits at most
+`idle_timeout` (RFC 1939 3: at least 10 minutes); then the connection closes silently and, as
+after any other drop, nothing is deleted. A failed login is answered only after a pause that
+doubles with each failure (bounded by `_MAX_FAILURE_DELAY`), and the core closes after
+`max_auth_failures`. `drain` wakes idle readers, which answer "-ERR [SYS/TEMP] Server shutting
+down" and close without UPDATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import ssl
+from collections import Counter
+from dataclasses import dataclass
+
+from mailprime.domain.errors import DomainError
+from mailprime.net.channel import StreamChannel
+from mailprime.net.pop3_handler import PeerInfo, Pop3Handler, Pop3Session
+from mailprime.proto.pop3.server import (
+    NEED_DATA,
+    Authenticate,
+    ConnectionClosed,
+    Event,
+    ProtocolViolation,
+    Quit,
+    Retrieve,
+    ServerConnection,
+    StartTls,
+    State,
+    Update,
+)
+from mailprime.proto.pop3.types import CONTENT_FOLLOWS, Pop3Capabilities, Pop3Limits, Reply
+
+log = logging.getLogger(__name__)
+
+TLS_MODES = ("none", "starttls", "implicit")
+_STOP_GRACE = 5.0  # seconds a stopped session may still need to finish its handler call
+_FLUSH_AT = 64 * 1024  # encoded message octets gathered before a write
+_MAX_FAILURE_DELAY = 10.0  # seconds: the pause after a failed login doubles up to this
+_TOO_MANY = b"-ERR [SYS/TEMP] Too many connections from your address, try again later\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class _Config:
+    name: str
+    implicit_tls: bool
+    ssl_context: ssl.SSLContext | None
+    capabilities: Pop3Capabilities
+    limits: Pop3Limits
+    idle_timeout: float
+    max_connections_per_ip: int
+    plaintext_auth: bool  # allow_plaintext_auth and a loopback listener
+    auth_failure_delay: float
+
+    def auth_allowed(self, tls: bool) -> bool:
+        # RFC 2595 2.2 / RFC 8314 5.1: no passwords in the clear, except on loopback when configured.
+        return tls or self.plaintext_auth
+
+    def failure_delay(self, failures: int) -> float:
+        """The pause before answering the `failures`-th failed login (1-based)."""
+        return min(self.auth_failure_delay * (1 << max(failures - 1, 0)), _MAX_FAILURE_DELAY)
+
+
+class _Closing(Exception):
+    """The peer went away or stopped reading (TLS handshake failed, write timed out): just close."""
+
+
+class _Sink:
+    """Implements proto.pop3.types.ContentSink for one RETR or TOP response."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+        self.started = False
+
+    async def write(self, chunk: bytes) -> bool:
+        connection = self._connection
+        core = connection.core
+        if not self.started:
+            connection.out += core.send(CONTENT_FOLLOWS)
+            self.started = True
+        if core.content_complete:
+            return False
+        connection.out += core.send_content(chunk)
+        if len(connection.out) >= _FLUSH_AT:
+            await connection.flush()
+        return not core.content_complete
+
+
+class _Connection:
+    """One client: the read-feed-dispatch-write loop (see the module docstring)."""
+
+    def __init__(self, config: _Config, channel: StreamChannel, session: Pop3Session, tls: bool) -> None:
+        self._config = config
+        self._channel = channel
+        self._session = session
+        self._stopping = False
+        self.out = bytearray()  # responses of the current batch, written together
+        self.core = ServerConnection(config.capabilities, config.limits, tls_active=tls,
+                                     auth_allowed=config.auth_allowed(tls))
+
+    def stop(self) -> None:
+        """Asks the session to end with "-ERR [SYS/TEMP]" as soon as it is between commands."""
+        self._stopping = True
+        self._channel.interrupt()
+
+    async def run(self) -> None:
+        core, hostname = self.core, self._config.capabilities.hostname
+        try:
+            greeting = await self._session.on_connect()
+            await self._channel.write(core.send(greeting or Reply.positive(f"{hostname} POP3 server ready")))
+            while not core.must_close:
+                try:
+                    async with asyncio.timeout(self._config.idle_timeout):
+                        data = await self._channel.read()
+                except TimeoutError:  # RFC 1939 3: close without a response and without UPDATE
+                    log.debug("pop3 %s: idle timeout", self._config.name)
+                    break
+                if data is None or self._stopping:
+                    self.out += core.shutdown(Reply.negative("Server shutting down", "SYS/TEMP"))
+                    await self.flush()
+                    break
+                core.receive_data(data)
+                await self._process()
+                await self.flush()
+        except _Closing as exc:
+            log.debug("pop3 %s: closing: %s", self._config.name, exc)
+        except Exception:
+            log.exception("pop3 %s: session failed", self._config.name)
+            if not core.must_close and core.state is not State.CONTENT:
+                with contextlib.suppress(Exception):
+                    self.out += core.shutdown(Reply.negative("Local error, closing", "SYS/TEMP"))
+                    await self.flush()
+        finally:
+            try:
+                await self._session.on_close()
+            finally:
+                self._channel.close()
+
+    async def flush(self) -> None:
+        out = bytes(self.out)
+        self.out.clear()
+        if self._channel.lost:
+            raise _Closing("connection lost")
+        try:
+            # A client that stops reading must not hold the session (and an open message) forever.
+            async with asyncio.timeout(self._config.idle_timeout):
+                await self._channel.write(out)
+        except TimeoutError:
+            raise _Closing("the client stopped reading") from None
+
+    async def _process(self) -> None:
+        """Dispatches every event the received bytes produce; the responses collect in `out`."""
+        core = self.core
+        while True:
+            event = core.next_event()
+            if event is NEED_DATA or isinstance(event, ConnectionClosed):
+                break
+            try:
+                await self._dispatch(event)
+            except DomainError as exc:  # the service could not decide: storage down, say
+                if not core.awaiting_answer or core.must_close:
+                    raise
+                log.warning("pop3 %s: %s", self._config.name, exc.message)
+                self.out += core.send(Reply.negative("Temporary server error, try again later", "SYS/TEMP"))
+        self.out += core.data_to_send()
+
+    async def _dispatch(self, event: Event) -> None:
+        core, session = self.core, self._session
+        match event:
+            case StartTls():
+                self.out += core.send(Reply.positive("Begin TLS negotiation"))
+                if core.state is State.TLS:
+                    await self.flush()
+                    await self._start_tls()
+            case Authenticate():
+                answer = await session.on_login(event.mechanism, event.authzid, event.authcid,
+                                                event.password)
+                failures = core.auth_failures
+                self.out += core.send(answer)
+                if core.auth_failures > failures:
+                    # Slows password guessing; the answer waits, so does every command after it.
+                    await asyncio.sleep(self._config.failure_delay(core.auth_failures))
+            case Retrieve():
+                await self._retrieve(event)
+            case Update():
+                self.out += core.send(await session.on_update(event.deleted))
+            case ProtocolViolation(reply=reply):
+                log.debug("pop3 %s: %s", self._config.name, reply.to_bytes().decode().rstrip())
+            case Quit():
+                pass
+
+    async def _retrieve(self, event: Retrieve) -> None:
+        core, sink = self.core, _Sink(self)
+        try:
+            refusal = await self._session.on_retrieve(event.number, event.lines, sink)
+        except _Closing:
+            raise
+        except Exception as exc:
+            if not sink.started:
+                raise  # answered -ERR [SYS/TEMP] (DomainError) or logged as a bug by `run`
+            # Part of the message is out: only closing, unterminated, tells the client it is
+            # incomplete. The responses before it still go out first.
+            core.abort_content()
+            with contextlib.suppress(_Closing):
+                await self.flush()
+            if isinstance(exc, DomainError):
+                log.warning("pop3 %s: message %d failed mid-stream: %s", self._config.name,
+                            event.number, exc.message)
+                raise _Closing("message failed mid-stream") from exc
+            raise
+        if sink.started:
+            if refusal is not None:
+                core.abort_content()
+                raise _Closing("the session refused a message it had started to send")
+        elif refusal is not None:
+            self.out += core.send(refusal)
+            return
+        else:
+            self.out += core.send(CONTENT_FOLLOWS)  # an empty message
+        self.out += core.end_content()
+
+    async def _start_tls(self) -> None:
+        ctx = self._config.ssl_context
+        assert ctx is not None  # STLS is only offered with a context
+        try:
+            await self._channel.start_tls(ctx, timeout=min(self._config.idle_timeout, 60.0))
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            raise _Closing(f"TLS handshake failed: {exc}") from exc
+        self.core.tls_started(auth_allowed=self._config.auth_allowed(True))
+        await self._session.on_tls()
+
+
+class Pop3Listener:
+    """A bound POP3 listener. `port` is the port actually bound (so port 0 works)."""
+
+    def __init__(self, config: _Config, handler: Pop3Handler) -> None:
+        self._config = config
+        self._handler = handler
+        self._server: asyncio.Server | None = None
+        self._tasks: dict[asyncio.Task[None], _Connection] = {}
+        self._per_ip: Counter[str] = Counter()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def active_sessions(self) -> int:
+        return len(self._tasks)
+
+    async def _bind(self, host: str, port: int, reuse_port: bool) -> None:
+        loop = asyncio.get_running_loop()
+        implicit = self._config.implicit_tls
+        self._server = await loop.create_server(
+            lambda: StreamChannel(self._accept),
+            host,
+            port,
+            ssl=self._config.ssl_context if implicit else None,
+            ssl_handshake_timeout=min(self._config.idle_timeout, 60.0) if implicit else None,
+            reuse_port=reuse_port or None,
+        )
+
+    def _accept(self, channel: StreamChannel) -> None:
+        transport = channel.transport
+        assert transport is not None
+        peer = transport.get_extra_info("peername") or ("", 0)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        ip = str(peer[0])
+        if self._per_ip[ip] >= self._config.max_connections_per_ip:
+            transport.write(_TOO_MANY)  # RFC 3206 4: SYS/TEMP, a condition that will pass
+            transport.close()
+            return
+        self._per_ip[ip] += 1
+        tls = self._config.implicit_tls
+        info = PeerInfo(ip=ip, port=int(peer[1]), listener=self._config.name,
+                        local_ip=str(local[0]), local_port=int(local[1]))
+        connection = _Connection(self._config, channel, self._handler.new_session(info, tls), tls)
+        task = asyncio.get_running_loop().create_task(connection.run())
+        self._tasks[task] = connection
+        task.add_done_callback(lambda t: self._finished(t, ip))
+
+    def _finished(self, task: asyncio.Task[None], ip: str) -> None:
+        self._tasks.pop(task, None)
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pop3 %s: session task failed", self._config.name, exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Stops accepting new connections; open sessions go on (see `drain`)."""
+        if self._server is not None:
+            self._server.close()
+
+    async def drain(self, timeout: float) -> None:
+        """Waits up to `timeout` seconds for open sessions to end, then ends the rest."""
+        await self.close()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        for connection in list(self._tasks.values()):
+            connection.stop()
+        if self._tasks:
+            _, stuck = await asyncio.wait(set(self._tasks), timeout=_STOP_GRACE)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve_pop3(
+    handler: Pop3Handler,
+    *,
+    name: str,
+    host: str,
+    port: int,
+    tls_mode: str,
+    ssl_context: ssl.SSLContext | None,
+    capabilities: Pop3Capabilities,
+    limits: Pop3Limits,
+    idle_timeout: float,
+    max_connections_per_ip: int,
+    allow_plaintext_auth: bool,
+    auth_failure_delay: float,
+    reuse_port: bool,
+) -> Pop3Listener:
+    """Binds and starts a POP3 listener. `tls_mode` is "none", "starttls" (STLS, RFC 2595) or
+    "implicit" (RFC 8314, port 995). USER, PASS and AUTH are offered after TLS, or in the clear
+    only when `allow_plaintext_auth` and `host` is a loopback address."""
+    if tls_mode not in TLS_MODES:
+        raise ValueError(f"tls_mode must be one of {', '.join(TLS_MODES)}, not {tls_mode!r}")
+    if tls_mode != "none" and ssl_context is None:
+        raise ValueError(f"listener {name}: tls_mode {tls_mode!r} needs an ssl_context")
+    config = _Config(
+        name=name,
+        implicit_tls=tls_mode == "implicit",
+        ssl_context=ssl_context,
+        capabilities=dataclasses.replace(capabilities, stls=tls_mode == "starttls"),
+        limits=limits,
+        idle_timeout=idle_timeout,
+        max_connections_per_ip=max_connections_per_ip,
+        plaintext_auth=allow_plaintext_auth and _is_loopback(host),
+        auth_failure_delay=auth_failure_delay,
+    )
+    listener = Pop3Listener(config, handler)
+    await listener._bind(host, port, reuse_port)
+    return listener

@@ -1,0 +1,1 @@
+"""The IMAP server's use cases: sessions, FETCH assembly, SEARCH evaluation, message content."""

@@ -1,0 +1,203 @@
+"""The POP3 maildrop service: the Pop3Handler behind the POP3 listeners (satisfies
+net.pop3_handler without importing net).
+
+Theory of operation. One `Pop3Session` per connection. A login (USER/PASS or SASL, checked by
+`mail_auth`) snapshots the account's INBOX: the mailbox status, then its messages in UID order,
+numbered 1..n for the whole session (RFC 1939 5). The protocol core keeps the deletion marks;
+only RETR/TOP and the UPDATE come here:
+
+* RETR/TOP stream the stored content from the blob store in pieces (`open_blob`), so memory stays
+  bounded whatever the size. IMAP may expunge a message meanwhile: before each retrieval the
+  session compares the mailbox's `expunged_modseq` with the one it last saw and, if an expunge
+  happened, re-reads the UID list; a message gone from it gets "-ERR Message was removed". (A
+  blob still readable at that moment is sent: BlobReader stays readable once opened.)
+* QUIT (UPDATE) expunges exactly the UIDs marked with DELE, through
+  `MailboxStore.expunge(inbox, uids, only_deleted=False)`, in one durable transaction, and then
+  sets \\Seen on the messages retrieved in full and kept, as Dovecot does, so that an IMAP client
+  of the same account sees them as read. A connection that ends without QUIT changes nothing.
+
+Why no [IN-USE] lock (RFC 2449 8.1.1 allows refusing a second session): each session acts only
+on the UIDs of its own snapshot, expunges by UID, and the store ignores UIDs already gone, so two
+POP3 sessions, or POP3 and IMAP, cannot corrupt each other; at worst a message is deleted by one
+and reported removed to the other. A lock would also have to be held in the database to work
+across worker processes, and would lock out a client whose previous connection died until the
+lock expired. Dovecot makes the same choice by default (pop3_lock_session = no).
+
+Unique ids: "<uidvalidity>.<uid>". The UID alone is unique for the life of the mailbox (and the
+same number IMAP shows); with UIDVALIDITY in front it also stays unique if the mailbox is ever
+re-created (an account removed and added again restarts UIDs at 1), so a client that "leaves
+mail on the server" never mistakes a new message for one it already has (RFC 1939 7: a unique
+id is never reused).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mailprime.domain.errors import DomainError, NotFound
+from mailprime.domain.ids import MailboxId, new_queue_id
+from mailprime.domain.mail import Account, FlagMode, StoredMessage
+from mailprime.logline import emit
+from mailprime.proto.pop3.types import ContentSink, LoginAccepted, MessageInfo, Reply
+from mailprime.proto.smtp.types import PeerInfo
+from mailprime.services.mail_auth import check_login
+from mailprime.storage.ports import DirectoryStore, MailboxStore, MailStore
+
+log = logging.getLogger("mailprime.pop3d")
+
+_SEEN = frozenset({"\\Seen"})
+
+
+class MaildropStore(MailStore, MailboxStore, Protocol):
+    """What a POP3 session reads and writes: INBOX, its messages and their content."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pop3Config:
+    hostname: str
+
+
+class Pop3Service:
+    """Satisfies net.pop3_handler.Pop3Handler for one listener."""
+
+    def __init__(self, store: MaildropStore, directory: DirectoryStore, config: Pop3Config) -> None:
+        self.store = store
+        self.directory = directory  # runtime passes a CachedDirectory
+        self.config = config
+
+    def new_session(self, peer: PeerInfo, tls: bool) -> Pop3Session:
+        return Pop3Session(self, peer, tls)
+
+
+@dataclass(slots=True)
+class _Maildrop:
+    """The INBOX snapshot taken at login."""
+
+    mailbox_id: MailboxId
+    uidvalidity: int
+    messages: tuple[StoredMessage, ...]
+    expunged_modseq: int  # the last value seen; a newer one means re-read `present`
+    present: set[int] | None = None  # UIDs still in the mailbox, once an expunge was noticed
+
+
+@dataclass(slots=True)
+class _Counts:
+    retrieved: int = 0  # RETR
+    tops: int = 0  # TOP
+    octets: int = 0  # stored octets of the messages retrieved with RETR
+    deleted: int = 0  # removed at QUIT
+    retrieved_uids: set[int] = field(default_factory=set)
+
+
+class Pop3Session:
+    """Satisfies net.pop3_handler.Pop3Session; see the module docstring."""
+
+    def __init__(self, service: Pop3Service, peer: PeerInfo, tls: bool) -> None:
+        self.service = service
+        self.peer = peer
+        self.tls = tls
+        self.account: Account | None = None
+        self.maildrop: _Maildrop | None = None
+        self.counts = _Counts()
+        self.quit = False
+        self.started = time.monotonic()
+        self.session_id = new_queue_id()
+
+    async def on_connect(self) -> Reply | None:
+        return None
+
+    async def on_tls(self) -> None:
+        self.tls = True
+
+    async def on_login(self, mechanism: str, authzid: str, authcid: str,
+                       password: str) -> LoginAccepted | Reply:
+        check = await check_login(self.service.directory, authzid, authcid, password)
+        emit(log, self.session_id, listener=self.peer.listener, client=self._client(),
+             sasl_method=mechanism, sasl_username=authcid, result="ok" if check.ok else "failed",
+             reason=check.failure.value if check.failure else None)
+        if check.account is None:
+            return Reply.negative("Authentication failed", "AUTH")  # RFC 3206 5
+        store = self.service.store
+        inbox = await store.get_mailbox(check.account.id, "INBOX")
+        if inbox is None:
+            return Reply.negative("This account has no INBOX", "SYS/PERM")
+        status = await store.mailbox_status(inbox.id)  # before the list: see _still_there
+        messages = tuple(await store.messages(inbox.id))
+        self.account = check.account
+        self.maildrop = _Maildrop(inbox.id, status.mailbox.uidvalidity, messages,
+                                  status.expunged_modseq)
+        return LoginAccepted(tuple(MessageInfo(m.size, f"{status.mailbox.uidvalidity}.{m.uid}")
+                                   for m in messages))
+
+    async def on_retrieve(self, number: int, lines: int | None, sink: ContentSink) -> Reply | None:
+        maildrop = self._maildrop()
+        message = maildrop.messages[number - 1]
+        if not await self._still_there(maildrop, message.uid):
+            return Reply.negative("Message was removed by another session")
+        try:
+            async with self.service.store.open_blob(message.blob_id) as blob:
+                async for chunk in blob.chunks():
+                    if not await sink.write(chunk):
+                        break
+        except NotFound:  # its last copy was expunged between the check and the open
+            return Reply.negative("Message was removed by another session")
+        if lines is None:
+            self.counts.retrieved += 1
+            self.counts.octets += message.size
+            self.counts.retrieved_uids.add(message.uid)
+        else:
+            self.counts.tops += 1
+        return None
+
+    async def on_update(self, deleted: Sequence[int]) -> Reply:
+        maildrop = self._maildrop()
+        store = self.service.store
+        self.quit = True
+        uids = [maildrop.messages[n - 1].uid for n in deleted]
+        try:
+            removed = await store.expunge(maildrop.mailbox_id, uids, only_deleted=False) if uids else []
+        except DomainError as exc:
+            emit(log, self.session_id, logging.ERROR, status="update failed", reason=exc.message)
+            return Reply.negative("Some deleted messages not removed", "SYS/TEMP")  # RFC 1939 6
+        self.counts.deleted = len(removed)
+        kept_seen = sorted(self.counts.retrieved_uids.difference(uids))
+        if kept_seen:
+            try:
+                await store.store_flags(maildrop.mailbox_id, kept_seen, FlagMode.ADD, _SEEN)
+            except DomainError as exc:  # the deletions are done; \Seen is a courtesy
+                emit(log, self.session_id, logging.WARNING, status="seen flags failed",
+                     reason=exc.message)
+        left = len(maildrop.messages) - len(deleted)
+        state = f"{left} messages left" if left else "maildrop empty"
+        return Reply.positive(f"{self.service.config.hostname} POP3 server signing off ({state})")
+
+    async def on_close(self) -> None:
+        counts = self.counts
+        emit(log, self.session_id, listener=self.peer.listener, client=self._client(),
+             tls="yes" if self.tls else "no", user=self.account.address if self.account else None,
+             retr=counts.retrieved, top=counts.tops, octets=counts.octets, deleted=counts.deleted,
+             quit="yes" if self.quit else "no", duration_s=round(time.monotonic() - self.started, 3),
+             status="disconnect")
+
+    # Helpers ------------------------------------------------------------------------------
+    def _maildrop(self) -> _Maildrop:
+        if self.maildrop is None:
+            raise RuntimeError("no maildrop before login")  # the protocol core prevents this
+        return self.maildrop
+
+    async def _still_there(self, maildrop: _Maildrop, uid: int) -> bool:
+        """False if an expunge since the snapshot removed `uid` (one cheap status read when
+        nothing was expunged; the UID list only when something was)."""
+        store = self.service.store
+        status = await store.mailbox_status(maildrop.mailbox_id)
+        if status.expunged_modseq != maildrop.expunged_modseq:
+            maildrop.present = {m.uid for m in await store.messages(maildrop.mailbox_id)}
+            maildrop.expunged_modseq = status.expunged_modseq
+        return maildrop.present is None or uid in maildrop.present
+
+    def _client(self) -> str:
+        return f"[{self.peer.ip}]:{self.peer.port}"
