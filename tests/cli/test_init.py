@@ -23,7 +23,8 @@ def test_init_creates_config_database_certificate_and_postmaster(data_dir: DataD
     assert settings.data_path == root.resolve()
     assert [(lst.role, lst.tls) for lst in settings.listeners] == [
         (Role.MX, TlsMode.STARTTLS), (Role.SUBMISSION, TlsMode.STARTTLS),
-        (Role.SUBMISSION, TlsMode.IMPLICIT)]
+        (Role.SUBMISSION, TlsMode.IMPLICIT), (Role.IMAP, TlsMode.STARTTLS),
+        (Role.IMAP, TlsMode.IMPLICIT), (Role.POP3, TlsMode.STARTTLS), (Role.POP3, TlsMode.IMPLICIT)]
     assert "BEGIN CERTIFICATE" in (root / "tls/cert.pem").read_text()
 
     # The password is printed exactly once, and it is the one stored (hashed) for postmaster.

@@ -182,3 +182,30 @@ async def test_wait_for_change_wakes_at_once_and_times_out(backend: Backend) -> 
         assert await asyncio.wait_for(waiter, 10) == stored.modseq
         # Already newer than known: at once.
         assert await store.wait_for_change(inbox, known, 30) == stored.modseq
+
+
+async def test_ids_of_deleted_rows_are_never_reused(backend: Backend) -> None:
+    """A session or cache holding an id must never find another account's data under it."""
+    async with backend.open() as store:
+        account, inbox = await _inbox(store)
+        first = await store.append_message(inbox, MSG)
+        await store.expunge(inbox, [first.uid], only_deleted=False)
+        other = await store.add_account("eve@example.com", "x")
+        box = await store.get_mailbox(other.id, "INBOX")
+        assert box is not None
+        second = await store.append_message(box.id, MSG)
+        assert second.blob_id != first.blob_id
+        # The same through the batched accept path.
+        await store.accept(Acceptance(queue_id=new_queue_id(), content=MSG, sender="a@example.org",
+                                      local=(LocalDelivery(other.id, "eve@example.com", "INBOX"),)))
+        await store.expunge(box.id, None, only_deleted=False)
+        third = await store.append_message(box.id, MSG)
+        assert third.blob_id > second.blob_id
+        # Mailboxes and accounts too.
+        gone = await store.create_mailbox(account, "Temp")
+        await store.delete_mailbox(account, "Temp")
+        again = await store.create_mailbox(account, "Temp2")
+        assert again.id != gone.id
+        await store.remove_account("eve@example.com")
+        newcomer = await store.add_account("mallory@example.com", "x")
+        assert newcomer.id != other.id

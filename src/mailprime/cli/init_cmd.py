@@ -45,11 +45,16 @@ def init(
              "tls": "starttls"},
             {"name": "submissions", "role": "submission", "address": "127.0.0.1", "port": 2465,
              "tls": "implicit"},
+            {"name": "imap", "role": "imap", "address": "127.0.0.1", "port": 2143, "tls": "starttls"},
+            {"name": "imaps", "role": "imap", "address": "127.0.0.1", "port": 2993, "tls": "implicit"},
+            {"name": "pop3", "role": "pop3", "address": "127.0.0.1", "port": 2110, "tls": "starttls"},
+            {"name": "pop3s", "role": "pop3", "address": "127.0.0.1", "port": 2995, "tls": "implicit"},
         ],
     }
     header = (
         "# mailprime configuration — see docs/configuration.md for every key.\n"
-        "# Production: set the listeners' ports to 25 / 587 / 465 and address to 0.0.0.0.\n\n"
+        "# Production: set the listeners' ports to 25 / 587 / 465 (SMTP), 143 / 993 (IMAP) and\n"
+        "# 110 / 995 (POP3), and their address to 0.0.0.0.\n\n"
     )
     config_path.write_text(header + tomli_w.dumps(document), encoding="utf-8")
     settings = load_settings(config_path)

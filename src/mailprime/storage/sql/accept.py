@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, column, func, insert, select, table, tuple_, update
 from sqlalchemy.engine import Connection
 
 from mailprime.domain.clock import Clock
@@ -109,10 +109,17 @@ def _insert_with_ids(conn: Connection, table: Table, returning: object, rows: li
     one executemany. PostgreSQL keeps the ordered RETURNING."""
     if conn.dialect.name != "sqlite":
         return list(conn.execute(returning, rows).scalars().all())  # type: ignore[call-overload]
-    first = int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()) + 1
+    # AUTOINCREMENT (migration 0004): never below the high-water mark of deleted rows either;
+    # inserting explicit ids raises sqlite_sequence to the largest of them.
+    highest = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
+    mark = conn.execute(select(_SQLITE_SEQUENCE.c.seq)
+                        .where(_SQLITE_SEQUENCE.c.name == table.name)).scalar()
+    first = max(int(highest), int(mark or 0)) + 1
     ids = list(range(first, first + len(rows)))
     conn.execute(insert(table), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
     return ids
+# SQLite's own table of AUTOINCREMENT high-water marks.
+_SQLITE_SEQUENCE = table("sqlite_sequence", column("name"), column("seq"))
 _SET_UIDNEXT = (
     update(mailboxes)
     .where(mailboxes.c.id == bindparam("b_id"))

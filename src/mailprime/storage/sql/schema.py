@@ -120,6 +120,7 @@ accounts = Table(
     Column("password_hash", Text, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
+    sqlite_autoincrement=True,  # migration 0004: ids never reused
 )
 
 aliases = Table(
@@ -142,6 +143,7 @@ blobs = Table(
     # With `path`: octets that come before the file's content (the trace headers of a body that
     # was streamed to the spool before they were known). Migration 0002.
     Column("prefix", LargeBinary, nullable=True),
+    sqlite_autoincrement=True,  # migration 0004: ids never reused
 )
 
 mailboxes = Table(
@@ -157,6 +159,7 @@ mailboxes = Table(
     Column("highestmodseq", BigInteger, nullable=False, default=1, server_default="1"),
     Column("expunged_modseq", BigInteger, nullable=False, default=0, server_default="0"),
     UniqueConstraint("account_id", "name"),
+    sqlite_autoincrement=True,  # migration 0004: ids never reused
 )
 
 mailbox_messages = Table(
@@ -214,6 +217,7 @@ queue_recipients = Table(
     Index(None, "status", "next_attempt_at"),
     Index(None, "queue_id", "domain"),
     Index(None, "lease_owner"),
+    sqlite_autoincrement=True,  # migration 0004: ids never reused
 )
 
 # ---- event log (append-only; no foreign key: events outlive the messages they describe) -----
