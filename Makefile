@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 bench: $(STAMP) peers
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --case all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
