@@ -96,6 +96,49 @@ def test_envelope_and_bodystructure_parse(server: ImapServer) -> None:
         client.logout()
 
 
+EIGHT_BIT = (
+    "From: Jörg <jorg@example.org>\r\n"
+    "To: José <jose@a.test>, bob@a.test, \"Zoë\" <zoe@a.test>\r\n"
+    "Subject: 8-bit lists\r\n"
+    "MIME-Version: 1.0\r\n"
+    "Content-Type: multipart/mixed; boundary=b2\r\n"
+    "\r\n"
+    "--b2\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "\r\n"
+    "x\r\n"
+    "--b2\r\n"
+    "Content-Type: application/pdf; name=\"relevé.pdf\"\r\n"
+    "\r\n"
+    "y\r\n"
+    "--b2--\r\n"
+).encode()
+
+
+@pytest.mark.parametrize("rev2", [False, True], ids=["imap4rev1", "imap4rev2"])
+def test_8bit_address_lists_and_parameters_parse(server: ImapServer, rev2: bool) -> None:
+    """Raw UTF-8 in a list of several addresses and in a multipart's part parameters: literals
+    (IMAP4rev1) or UTF-8 quoted strings (IMAP4rev2) inside lists written back to back."""
+    subject = f"8-bit lists {'rev2' if rev2 else 'rev1'}".encode()
+    server.deliver(BOB, EIGHT_BIT.replace(b"8-bit lists", subject))
+    with implicit(server, BOB) as client:
+        if rev2:
+            assert client.enable("IMAP4rev2") == [b"IMAP4rev2"]
+        # The newest UID rather than SEARCH: IMAPClient reads no ESEARCH, which an IMAP4rev2
+        # client gets for a plain SEARCH (RFC 9051 6.4.4).
+        uid = client.select_folder("INBOX")[b"UIDNEXT"] - 1
+        data = client.fetch([uid], ["ENVELOPE", "BODYSTRUCTURE"])[uid]
+        assert data[b"ENVELOPE"].subject == subject
+        to = data[b"ENVELOPE"].to
+        assert [(a.name, a.mailbox) for a in to] == [
+            ("José".encode(), b"jose"), (None, b"bob"), ("Zoë".encode(), b"zoe")]
+        structure = data[b"BODYSTRUCTURE"]
+        assert structure.is_multipart and structure[1] == b"mixed"
+        text, pdf = structure[0]
+        assert text[:2] == (b"text", b"plain")
+        assert pdf[:3] == (b"application", b"pdf", (b"name", "relevé.pdf".encode()))
+
+
 def test_condstore_move_copy_and_folders(server: ImapServer) -> None:
     with implicit(server) as client:
         assert client.has_capability("CONDSTORE") and client.has_capability("MOVE")

@@ -16,6 +16,7 @@ from mailprime.proto.imap.types import (
     DateTime,
     FetchItem,
     Flag,
+    Juxtaposed,
     Literal,
     MailboxName,
     ParenList,
@@ -158,6 +159,32 @@ def test_long_strings_become_literals() -> None:
 def test_binary_literal8() -> None:
     item = ParenList((Atom("BINARY[1]"), Literal(b"\x00\x01", binary=True)))
     assert wire(Untagged((1, Atom("FETCH"), item))) == b"* 1 FETCH (BINARY[1] ~{2}\r\n\x00\x01)\r\n"
+
+
+def test_juxtaposed_lists_are_written_back_to_back() -> None:
+    """RFC 3501 9: body-type-mpart = 1*body SP media-subtype, env-to = "(" 1*address ")"."""
+    a = ParenList((NIL, NIL, String("a"), String("x.org")))
+    b = ParenList((String(b"Jos\xc3\xa9"), NIL, String("b"), String("x.org")))
+    envelope_to = Untagged((Atom("X"), ParenList((Juxtaposed((a, b)),))))
+    assert wire(envelope_to) == b'* X ((NIL NIL "a" "x.org")({5}\r\nJos\xc3\xa9 NIL "b" "x.org"))\r\n'
+    assert wire(envelope_to, utf8=True) == (
+        b'* X ((NIL NIL "a" "x.org")("Jos\xc3\xa9" NIL "b" "x.org"))\r\n')
+    one = ParenList((Juxtaposed((a,)),))
+    assert wire(Untagged((one,))) == b'* ((NIL NIL "a" "x.org"))\r\n'
+    part = ParenList((String("text"), String("plain"), NIL))
+    multipart = ParenList((Juxtaposed((part, part)), String("mixed")))
+    assert wire(Untagged((multipart,))) == b'* (("text" "plain" NIL)("text" "plain" NIL) "mixed")\r\n'
+    nested = ParenList((Juxtaposed((multipart, part)), String("related")))
+    assert wire(Untagged((nested,))) == (
+        b'* ((("text" "plain" NIL)("text" "plain" NIL) "mixed")("text" "plain" NIL) "related")\r\n')
+
+
+def test_juxtaposed_refuses_what_the_grammar_cannot_hold() -> None:
+    conn = ServerConnection()
+    with pytest.raises(LocalProtocolError):
+        conn.send(Untagged((ParenList((Juxtaposed(()),)),)))  # 1*address: never empty
+    with pytest.raises(LocalProtocolError):
+        conn.send(Untagged((Juxtaposed((Atom("A"), Atom("B"))),)))  # type: ignore[arg-type]
 
 
 def test_streamed_literals_split_the_segments() -> None:

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailprime.domain.errors import NotFound, StorageError
 from mailprime.domain.ids import MailboxId
 from mailprime.domain.mail import FlagMode, StoredMessage
+from mailprime.message.imap_values import ImapValue, render
 from mailprime.proto.imap.serializer import serialize
 from mailprime.proto.imap.types import (
     NIL,
@@ -43,6 +46,7 @@ from mailprime.services.imap.fetch import (
     UnknownCte,
     fetch_items,
     needs_content,
+    response_value,
     sets_seen,
 )
 from mailprime.storage.sql import SqlStore, open_store
@@ -267,7 +271,6 @@ def test_8bit_header_text_goes_in_a_literal_unless_utf8_mode(tmp_path: Path) -> 
                 + b" ((" + b"{%d}\r\n%s NIL \"jose\" \"example.org\"))" % (len(name), name)
                 + b" ((" + b"{%d}\r\n%s NIL \"jose\" \"example.org\"))" % (len(name), name)
                 + b" NIL NIL NIL NIL NIL))\r\n")
-            items = await fetch(store, message, FetchItem.ENVELOPE, utf8=True)
             assert wire(items, utf8=True) == (
                 '* 1 FETCH (ENVELOPE (NIL "café" (("José" NIL "jose" "example.org"))'
                 ' (("José" NIL "jose" "example.org")) (("José" NIL "jose" "example.org"))'
@@ -275,17 +278,127 @@ def test_8bit_header_text_goes_in_a_literal_unless_utf8_mode(tmp_path: Path) -> 
     run(scenario())
 
 
-def test_8bit_address_lists_fall_back_to_spaced_items(tmp_path: Path) -> None:
-    """Known limit (see fetch._list_items): with 8-bit text in a list of several addresses the
-    response model cannot write them back to back; they come separated by a space."""
+def test_8bit_display_names_in_an_address_list_stay_back_to_back(tmp_path: Path) -> None:
+    """RFC 3501 9 env-to = "(" 1*address ")": the addresses are juxtaposed whatever their text
+    needs, a literal (IMAP4rev1) or a UTF-8 quoted string (UTF-8 mode)."""
     async def scenario() -> None:
         async with mailbox(tmp_path) as (store, box):
-            raw = "To: José <jose@example.org>, b@example.org\r\n\r\nx\r\n".encode()
+            raw = ("To: José <jose@example.org>, b@example.org, \"Zoë \\\"Z\\\"\" <z@example.org>\r\n"
+                   "\r\nx\r\n").encode()
             message = await store.append_message(box, raw)
-            items = await fetch(store, message, FetchItem.ENVELOPE, utf8=True)
-            assert b'(("Jos\xc3\xa9" NIL "jose" "example.org") (NIL NIL "b" "example.org"))' in wire(
-                items, utf8=True)
+            items = await fetch(store, message, FetchItem.ENVELOPE)
+            jose, zoe = "José".encode(), 'Zoë "Z"'.encode()
+            assert wire(items) == (
+                b"* 1 FETCH (ENVELOPE (NIL NIL NIL NIL NIL"
+                b" (({%d}\r\n%s NIL \"jose\" \"example.org\")" % (len(jose), jose)
+                + b"(NIL NIL \"b\" \"example.org\")"
+                + b"({%d}\r\n%s NIL \"z\" \"example.org\"))" % (len(zoe), zoe)
+                + b" NIL NIL NIL NIL))\r\n")
+            assert wire(items, utf8=True) == (
+                '* 1 FETCH (ENVELOPE (NIL NIL NIL NIL NIL'
+                ' (("José" NIL "jose" "example.org")(NIL NIL "b" "example.org")'
+                '("Zoë \\"Z\\"" NIL "z" "example.org"))'
+                ' NIL NIL NIL NIL))\r\n').encode()
     run(scenario())
+
+
+EIGHT_BIT_MULTI = (
+    "From: a@example.org\r\n"
+    "MIME-Version: 1.0\r\n"
+    "Content-Type: multipart/mixed; boundary=XX; charset=\"é\"\r\n"
+    "\r\n"
+    "--XX\r\n"
+    "Content-Type: text/plain; charset=utf-8; format=flowed\r\n"
+    "Content-Transfer-Encoding: 8bit\r\n"
+    "\r\n"
+    "café\r\n"
+    "--XX\r\n"
+    "Content-Type: application/pdf; name=\"relevé.pdf\"\r\n"
+    "Content-Disposition: attachment; filename=\"relevé.pdf\"\r\n"
+    "Content-Transfer-Encoding: base64\r\n"
+    "\r\n"
+    "AAEC\r\n"
+    "--XX--\r\n"
+).encode()
+
+
+def test_multipart_with_8bit_parameters_keeps_its_bodies_back_to_back(tmp_path: Path) -> None:
+    """RFC 3501 9 body-type-mpart = 1*body SP media-subtype: no space between the bodies, even
+    when 8-bit parameter values make them hold literals."""
+    async def scenario() -> None:
+        async with mailbox(tmp_path) as (store, box):
+            message = await store.append_message(box, EIGHT_BIT_MULTI)
+            items = await fetch(store, message, FetchItem.BODY, FetchItem.BODYSTRUCTURE)
+            name, e = "relevé.pdf".encode(), "é".encode()
+            assert wire(items) == (
+                b'* 1 FETCH (BODY (("text" "plain" ("charset" "utf-8" "format" "flowed") NIL NIL "8bit" 5 0)'
+                b'("application" "pdf" ("name" {%d}\r\n%s) NIL NIL "base64" 4) "mixed")'
+                % (len(name), name)
+                + b' BODYSTRUCTURE (("text" "plain" ("charset" "utf-8" "format" "flowed") NIL NIL "8bit" 5 0'
+                b' NIL NIL NIL NIL)'
+                b'("application" "pdf" ("name" {%d}\r\n%s) NIL NIL "base64" 4 NIL'
+                b' ("attachment" ("filename" {%d}\r\n%s)) NIL NIL)' % (len(name), name, len(name), name)
+                + b' "mixed" ("boundary" "XX" "charset" {%d}\r\n%s) NIL NIL NIL))\r\n' % (len(e), e))
+            assert wire(items, utf8=True) == (
+                '* 1 FETCH (BODY (("text" "plain" ("charset" "utf-8" "format" "flowed") NIL NIL "8bit" 5 0)'
+                '("application" "pdf" ("name" "relevé.pdf") NIL NIL "base64" 4) "mixed")'
+                ' BODYSTRUCTURE (("text" "plain" ("charset" "utf-8" "format" "flowed") NIL NIL "8bit" 5 0'
+                ' NIL NIL NIL NIL)'
+                '("application" "pdf" ("name" "relevé.pdf") NIL NIL "base64" 4 NIL'
+                ' ("attachment" ("filename" "relevé.pdf")) NIL NIL)'
+                ' "mixed" ("boundary" "XX" "charset" "é") NIL NIL NIL))\r\n').encode()
+    run(scenario())
+
+
+GLOBAL = (
+    b"From: a@example.org\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: message/global\r\n"
+    b"\r\n"
+    b"Subject: inner\r\n"
+    b"\r\n"
+    b"hi\r\n"
+)
+
+
+def test_message_global_is_described_like_rfc822_only_for_imap4rev2(tmp_path: Path) -> None:
+    """RFC 9051 9 body-type-msg covers MESSAGE/GLOBAL; RFC 3501's grammar does not, so an
+    IMAP4rev1 client gets it as a basic body."""
+    async def scenario() -> None:
+        async with mailbox(tmp_path) as (store, box):
+            message = await store.append_message(box, GLOBAL)
+            size = len(GLOBAL.split(b"\r\n\r\n", 1)[1])
+            rev1 = await fetch(store, message, FetchItem.BODY)
+            assert wire(rev1) == b'* 1 FETCH (BODY ("message" "global" NIL NIL NIL "7bit" %d))\r\n' % size
+            rev2 = await fetch(store, message, FetchItem.BODY, rev2=True)
+            assert wire(rev2, utf8=True) == (
+                b'* 1 FETCH (BODY ("message" "global" NIL NIL NIL "7bit" %d'
+                b' (NIL "inner" NIL NIL NIL NIL NIL NIL NIL NIL)'
+                b' ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 4 1) 3))\r\n' % size)
+    run(scenario())
+
+
+def _containers(children: st.SearchStrategy[ImapValue]) -> st.SearchStrategy[ImapValue]:
+    """A parenthesised list whose items may include a back-to-back run of parenthesised lists."""
+    paren = st.lists(children, max_size=4).map(tuple)
+    back_to_back = st.lists(paren, min_size=1, max_size=3)
+    items: st.SearchStrategy[ImapValue] = st.one_of(children, back_to_back)
+    return st.lists(items, max_size=4).map(tuple)
+
+
+_LEAVES = st.one_of(st.none(), st.integers(0, 2**32), st.binary(max_size=40))
+_STRUCTURES = st.recursive(_LEAVES, _containers, max_leaves=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_STRUCTURES, st.booleans())
+def test_response_values_write_what_the_reference_writer_writes(value: ImapValue, utf8: bool) -> None:
+    """Whatever the shape (nesting, back-to-back runs, 8-bit, CR/LF or NUL strings), the response
+    model and its serializer write exactly what imap_values.render, the grammar's reference
+    checked against Dovecot, writes."""
+    line = b"".join(s for s in serialize(Untagged((response_value(value),)), utf8=utf8)
+                    if isinstance(s, bytes))
+    assert line == b"* " + render(value, utf8=utf8) + b"\r\n"
 
 
 # BODY[section] -----------------------------------------------------------------------------------
@@ -366,8 +479,8 @@ def test_8bit_and_nul_bodies_are_literals(tmp_path: Path) -> None:
         async with mailbox(tmp_path) as (store, box):
             raw = b"Subject: x\r\n\r\ncaf\xc3\xa9 \x00 \xff\r\n"
             message = await store.append_message(box, raw)
+            items = await fetch(store, message, body(Section(text="TEXT"), peek=True))
             for utf8 in (False, True):
-                items = await fetch(store, message, body(Section(text="TEXT"), peek=True), utf8=utf8)
                 expected = b"* 1 FETCH (BODY[TEXT] {11}\r\ncaf\xc3\xa9 \x00 \xff\r\n)\r\n"
                 assert wire(items, utf8=utf8) == expected
     run(scenario())

@@ -179,9 +179,24 @@ def test_logout_and_storage_failures_become_tagged_answers(tmp_path: Path) -> No
             await e.store.close()  # storage is gone: every command must still be answered
             assert await client.text(Select("Trash")) == (
                 "* OK [CLOSED] Previous mailbox closed\r\n"
-                "a3 NO [UNAVAILABLE] Server error; try again later\r\n")
+                "a3 NO [UNAVAILABLE] Storage temporarily unavailable; try again later\r\n")
             assert await client.text(Noop()) == "a4 OK NOOP completed\r\n"
             assert await client.text(Logout()) == "* BYE Logging out\r\na5 OK LOGOUT completed\r\n"
             assert client.state is State.LOGOUT
+
+    run(scenario())
+
+
+def test_a_second_login_is_answered_from_the_login_cache(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with env(tmp_path) as e:
+            logins = e.service.resources.logins
+            first, second = e.client(), e.client()
+            await first.login()
+            await second.ok(Authenticate("PLAIN", plain(ALICE, PASSWORD)))
+            assert logins.hits == 1 and len(logins) == 1
+            assert (await e.client().text(Login(ALICE, "not-it"))).startswith(
+                "a1 NO [AUTHENTICATIONFAILED]")
+            assert logins.hits == 1
 
     run(scenario())

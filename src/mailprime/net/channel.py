@@ -6,8 +6,7 @@ Why our own asyncio.Protocol rather than asyncio's StreamReader: STARTTLS/STLS m
 plaintext received after the command (CVE-2011-0411), which StreamReader can only do through its
 internals; `loop.start_tls` (what `StreamWriter.start_tls` wraps) then upgrades the same channel.
 Flow control works both ways: past `_HIGH_WATER` unread octets the socket stops reading, and a
-writer waits for `resume_writing`. Used by the POP3 driver; the SMTP driver has the same class
-privately (net.smtp_server._Channel).
+writer waits for `resume_writing`. Used by the SMTP, POP3 and IMAP drivers.
 """
 
 from __future__ import annotations

@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import ssl
-from collections import Counter
 from dataclasses import dataclass
 
 from mailprime.net.channel import StreamChannel
 from mailprime.net.imap_handler import ImapHandler, ImapSession, LiteralSource, PeerInfo
+from mailprime.net.listener import Listener, check_tls_mode, is_loopback
 from mailprime.proto.imap.server import ServerConnection
 from mailprime.proto.imap.types import (
     NEED_DATA,
@@ -70,9 +69,7 @@ from mailprime.proto.imap.types import (
 
 log = logging.getLogger(__name__)
 
-TLS_MODES = ("none", "starttls", "implicit")
 _FLUSH_AT = 64 * 1024  # buffered response octets written before the batch ends
-_STOP_GRACE = 5.0  # seconds a stopped session may still need to finish its command
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,97 +321,8 @@ def _tag_of(event: Event) -> str:
     return ""
 
 
-class ImapListener:
-    """A bound IMAP listener. `port` is the port actually bound (so port 0 works)."""
-
-    def __init__(self, config: _Config, handler: ImapHandler) -> None:
-        self._config = config
-        self._handler = handler
-        self._server: asyncio.Server | None = None
-        self._tasks: dict[asyncio.Task[None], _Connection] = {}
-        self._per_ip: Counter[str] = Counter()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None and self._server.sockets
-        return int(self._server.sockets[0].getsockname()[1])
-
-    @property
-    def active_sessions(self) -> int:
-        return len(self._tasks)
-
-    async def _bind(self, host: str, port: int, reuse_port: bool) -> None:
-        loop = asyncio.get_running_loop()
-        implicit = self._config.implicit_tls
-        self._server = await loop.create_server(
-            lambda: StreamChannel(self._accept),
-            host,
-            port,
-            ssl=self._config.ssl_context if implicit else None,
-            ssl_handshake_timeout=min(self._config.idle_timeout, 60.0) if implicit else None,
-            reuse_port=reuse_port or None,
-        )
-
-    def _accept(self, channel: StreamChannel) -> None:
-        transport = channel.transport
-        assert transport is not None
-        peer = transport.get_extra_info("peername") or ("", 0)
-        local = transport.get_extra_info("sockname") or ("", 0)
-        ip = str(peer[0])
-        if self._per_ip[ip] >= self._config.max_connections_per_ip:
-            # RFC 9051 7.1.5: BYE instead of a greeting refuses the connection.
-            transport.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
-            transport.close()
-            return
-        self._per_ip[ip] += 1
-        config = self._config
-        tls = config.implicit_tls
-        info = PeerInfo(ip=ip, port=int(peer[1]), listener=config.name,
-                        local_ip=str(local[0]), local_port=int(local[1]))
-        session = self._handler.new_session(info, tls, starttls=config.starttls,
-                                            plaintext_login=config.plaintext_login,
-                                            literal_plus=config.limits.literal_plus)
-        connection = _Connection(config, channel, session, tls)
-        task = asyncio.get_running_loop().create_task(connection.run())
-        self._tasks[task] = connection
-        task.add_done_callback(lambda t: self._finished(t, ip))
-
-    def _finished(self, task: asyncio.Task[None], ip: str) -> None:
-        self._tasks.pop(task, None)
-        self._per_ip[ip] -= 1
-        if self._per_ip[ip] <= 0:
-            del self._per_ip[ip]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("imap %s: session task failed", self._config.name, exc_info=task.exception())
-
-    async def close(self) -> None:
-        """Stops accepting new connections; open sessions go on (see `drain`)."""
-        if self._server is not None:
-            self._server.close()
-
-    async def drain(self, timeout: float) -> None:
-        """Ends every session: those waiting for their client at once with `* BYE` (IMAP
-        clients stay connected for hours, so waiting for them is pointless), those inside a
-        command once it completes, the rest after `timeout` seconds."""
-        await self.close()
-        for connection in list(self._tasks.values()):
-            connection.stop()
-        if self._tasks:
-            _, stuck = await asyncio.wait(set(self._tasks), timeout=max(timeout, _STOP_GRACE))
-            for task in stuck:
-                task.cancel()
-            await asyncio.gather(*stuck, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+ImapListener = Listener
+"""What `serve_imap` returns: `port`, `active_sessions`, `close()`, `drain(timeout)`."""
 
 
 async def serve_imap(
@@ -434,10 +342,7 @@ async def serve_imap(
     """Binds and starts an IMAP listener. `tls_mode` is "none", "starttls" (RFC 9051 6.2.1) or
     "implicit" (RFC 8314, port 993 style). Passwords are taken after TLS, or in the clear only
     when `allow_plaintext_login` and `host` is a loopback address."""
-    if tls_mode not in TLS_MODES:
-        raise ValueError(f"tls_mode must be one of {', '.join(TLS_MODES)}, not {tls_mode!r}")
-    if tls_mode != "none" and ssl_context is None:
-        raise ValueError(f"listener {name}: tls_mode {tls_mode!r} needs an ssl_context")
+    check_tls_mode(name, tls_mode, ssl_context)
     config = _Config(
         name=name,
         implicit_tls=tls_mode == "implicit",
@@ -446,8 +351,23 @@ async def serve_imap(
         limits=limits,
         idle_timeout=idle_timeout,
         max_connections_per_ip=max_connections_per_ip,
-        plaintext_login=allow_plaintext_login and _is_loopback(host),
+        plaintext_login=allow_plaintext_login and is_loopback(host),
     )
-    listener = ImapListener(config, handler)
-    await listener._bind(host, port, reuse_port)
+    tls = config.implicit_tls
+
+    def start(channel: StreamChannel, peer: PeerInfo) -> _Connection:
+        session = handler.new_session(peer, tls, starttls=config.starttls,
+                                      plaintext_login=config.plaintext_login,
+                                      literal_plus=config.limits.literal_plus)
+        return _Connection(config, channel, session, tls)
+
+    listener = Listener(
+        protocol="imap", name=name, start=start, max_connections_per_ip=max_connections_per_ip,
+        # RFC 9051 7.1.5: BYE instead of a greeting refuses the connection.
+        refusal=b"* BYE [UNAVAILABLE] Too many connections from your address\r\n", log=log,
+        # IMAP clients stay connected for hours: waiting for them to leave is pointless.
+        stop_at_once=True,
+    )
+    await listener.bind(host, port, implicit_tls=ssl_context if tls else None,
+                        handshake_timeout=min(idle_timeout, 60.0), reuse_port=reuse_port)
     return listener

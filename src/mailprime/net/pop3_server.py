@@ -28,14 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import ssl
-from collections import Counter
 from dataclasses import dataclass
 
 from mailprime.domain.errors import DomainError
 from mailprime.net.channel import StreamChannel
+from mailprime.net.listener import Listener, check_tls_mode, is_loopback
 from mailprime.net.pop3_handler import PeerInfo, Pop3Handler, Pop3Session
 from mailprime.proto.pop3.server import (
     NEED_DATA,
@@ -54,10 +53,9 @@ from mailprime.proto.pop3.types import CONTENT_FOLLOWS, Pop3Capabilities, Pop3Li
 
 log = logging.getLogger(__name__)
 
-TLS_MODES = ("none", "starttls", "implicit")
-_STOP_GRACE = 5.0  # seconds a stopped session may still need to finish its handler call
 _FLUSH_AT = 64 * 1024  # encoded message octets gathered before a write
 _MAX_FAILURE_DELAY = 10.0  # seconds: the pause after a failed login doubles up to this
+# RFC 3206 4: SYS/TEMP, a condition that will pass.
 _TOO_MANY = b"-ERR [SYS/TEMP] Too many connections from your address, try again later\r\n"
 
 
@@ -251,92 +249,8 @@ class _Connection:
         await self._session.on_tls()
 
 
-class Pop3Listener:
-    """A bound POP3 listener. `port` is the port actually bound (so port 0 works)."""
-
-    def __init__(self, config: _Config, handler: Pop3Handler) -> None:
-        self._config = config
-        self._handler = handler
-        self._server: asyncio.Server | None = None
-        self._tasks: dict[asyncio.Task[None], _Connection] = {}
-        self._per_ip: Counter[str] = Counter()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None and self._server.sockets
-        return int(self._server.sockets[0].getsockname()[1])
-
-    @property
-    def active_sessions(self) -> int:
-        return len(self._tasks)
-
-    async def _bind(self, host: str, port: int, reuse_port: bool) -> None:
-        loop = asyncio.get_running_loop()
-        implicit = self._config.implicit_tls
-        self._server = await loop.create_server(
-            lambda: StreamChannel(self._accept),
-            host,
-            port,
-            ssl=self._config.ssl_context if implicit else None,
-            ssl_handshake_timeout=min(self._config.idle_timeout, 60.0) if implicit else None,
-            reuse_port=reuse_port or None,
-        )
-
-    def _accept(self, channel: StreamChannel) -> None:
-        transport = channel.transport
-        assert transport is not None
-        peer = transport.get_extra_info("peername") or ("", 0)
-        local = transport.get_extra_info("sockname") or ("", 0)
-        ip = str(peer[0])
-        if self._per_ip[ip] >= self._config.max_connections_per_ip:
-            transport.write(_TOO_MANY)  # RFC 3206 4: SYS/TEMP, a condition that will pass
-            transport.close()
-            return
-        self._per_ip[ip] += 1
-        tls = self._config.implicit_tls
-        info = PeerInfo(ip=ip, port=int(peer[1]), listener=self._config.name,
-                        local_ip=str(local[0]), local_port=int(local[1]))
-        connection = _Connection(self._config, channel, self._handler.new_session(info, tls), tls)
-        task = asyncio.get_running_loop().create_task(connection.run())
-        self._tasks[task] = connection
-        task.add_done_callback(lambda t: self._finished(t, ip))
-
-    def _finished(self, task: asyncio.Task[None], ip: str) -> None:
-        self._tasks.pop(task, None)
-        self._per_ip[ip] -= 1
-        if self._per_ip[ip] <= 0:
-            del self._per_ip[ip]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("pop3 %s: session task failed", self._config.name, exc_info=task.exception())
-
-    async def close(self) -> None:
-        """Stops accepting new connections; open sessions go on (see `drain`)."""
-        if self._server is not None:
-            self._server.close()
-
-    async def drain(self, timeout: float) -> None:
-        """Waits up to `timeout` seconds for open sessions to end, then ends the rest."""
-        await self.close()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
-        for connection in list(self._tasks.values()):
-            connection.stop()
-        if self._tasks:
-            _, stuck = await asyncio.wait(set(self._tasks), timeout=_STOP_GRACE)
-            for task in stuck:
-                task.cancel()
-            await asyncio.gather(*stuck, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+Pop3Listener = Listener
+"""What `serve_pop3` returns: `port`, `active_sessions`, `close()`, `drain(timeout)`."""
 
 
 async def serve_pop3(
@@ -358,10 +272,7 @@ async def serve_pop3(
     """Binds and starts a POP3 listener. `tls_mode` is "none", "starttls" (STLS, RFC 2595) or
     "implicit" (RFC 8314, port 995). USER, PASS and AUTH are offered after TLS, or in the clear
     only when `allow_plaintext_auth` and `host` is a loopback address."""
-    if tls_mode not in TLS_MODES:
-        raise ValueError(f"tls_mode must be one of {', '.join(TLS_MODES)}, not {tls_mode!r}")
-    if tls_mode != "none" and ssl_context is None:
-        raise ValueError(f"listener {name}: tls_mode {tls_mode!r} needs an ssl_context")
+    check_tls_mode(name, tls_mode, ssl_context)
     config = _Config(
         name=name,
         implicit_tls=tls_mode == "implicit",
@@ -370,9 +281,18 @@ async def serve_pop3(
         limits=limits,
         idle_timeout=idle_timeout,
         max_connections_per_ip=max_connections_per_ip,
-        plaintext_auth=allow_plaintext_auth and _is_loopback(host),
+        plaintext_auth=allow_plaintext_auth and is_loopback(host),
         auth_failure_delay=auth_failure_delay,
     )
-    listener = Pop3Listener(config, handler)
-    await listener._bind(host, port, reuse_port)
+    tls = config.implicit_tls
+
+    def start(channel: StreamChannel, peer: PeerInfo) -> _Connection:
+        return _Connection(config, channel, handler.new_session(peer, tls), tls)
+
+    listener = Listener(
+        protocol="pop3", name=name, start=start, max_connections_per_ip=max_connections_per_ip,
+        refusal=_TOO_MANY, log=log,
+    )
+    await listener.bind(host, port, implicit_tls=ssl_context if tls else None,
+                        handshake_timeout=min(idle_timeout, 60.0), reuse_port=reuse_port)
     return listener

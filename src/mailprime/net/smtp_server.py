@@ -8,16 +8,15 @@
     await listener.close()        # stop accepting
     await listener.drain(10.0)    # let sessions finish, then 421 4.3.2 the rest
 
-Theory of operation. Each accepted socket gets a `_Channel` (an asyncio Protocol with its own input
-buffer and flow control both ways) and a task running `_Connection.run`: greet, then loop "read
-what arrived, feed `ServerConnection`, dispatch every event to the `SmtpSession`, write all replies
-of the batch in one write". Pipelined commands therefore cost one read and one write per batch
-(RFC 2920). The channel is our own rather than asyncio's StreamReader because STARTTLS must drop
-any plaintext received after the STARTTLS line (CVE-2011-0411), which StreamReader can only do
-through its internals; `loop.start_tls` (what `StreamWriter.start_tls` wraps) then upgrades the
-same channel. A read waits at most `idle_timeout` for a command (RFC 5321 4.5.3.2.7) or
-`data_timeout` inside a body, then the session gets 421 4.4.2. `drain` wakes idle readers so that
-they answer 421 4.3.2; a session busy in the handler answers it once the handler returns.
+Theory of operation. Each accepted socket gets a `StreamChannel` (net.channel: our own asyncio
+Protocol, so that STARTTLS can drop any plaintext received after the STARTTLS line,
+CVE-2011-0411) and a task running `_Connection.run` (net.listener accepts, caps connections per
+IP and drains): greet, then loop "read what arrived, feed `ServerConnection`, dispatch every
+event to the `SmtpSession`, write all replies of the batch in one write". Pipelined commands
+therefore cost one read and one write per batch (RFC 2920). A read waits at most `idle_timeout`
+for a command (RFC 5321 4.5.3.2.7) or `data_timeout` inside a body, then the session gets 421
+4.4.2. `drain` lets sessions finish, then wakes idle readers so that they answer 421 4.3.2; a
+session busy in the handler answers it once the handler returns.
 """
 
 from __future__ import annotations
@@ -25,14 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import ssl
-from collections import Counter
 from dataclasses import dataclass
-from typing import cast
 
 from mailprime.domain.errors import DomainError
+from mailprime.net.channel import StreamChannel
+from mailprime.net.listener import Listener, check_tls_mode, is_loopback
 from mailprime.net.smtp_handler import PeerInfo, SmtpHandler, SmtpSession
 from mailprime.proto.smtp.server import (
     GO_AHEAD,
@@ -59,113 +57,6 @@ from mailprime.proto.smtp.types import Reply, ServerCapabilities, ServerLimits
 
 log = logging.getLogger(__name__)
 
-TLS_MODES = ("none", "starttls", "implicit")
-_HIGH_WATER = 256 * 1024  # input buffered before the socket is paused (flow control)
-_STOP_GRACE = 5.0  # seconds a stopped session may still need to finish its handler call
-
-
-class _Channel(asyncio.Protocol):
-    """Bytes in and out of one socket. `read` returns what arrived (b"" at EOF, None when
-    interrupted by `interrupt`); `write` waits while the socket's send buffer is full."""
-
-    def __init__(self, listener: SmtpListener) -> None:
-        self._listener = listener
-        self._loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._eof = False
-        self._lost = False
-        self._interrupted = False
-        self._read_paused = False
-        self._write_paused = False
-        self._read_waiter: asyncio.Future[None] | None = None
-        self._drain_waiter: asyncio.Future[None] | None = None
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self._listener._accept(self)
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        if len(self._buf) >= _HIGH_WATER and not self._read_paused and self.transport is not None:
-            self._read_paused = True
-            self.transport.pause_reading()
-        self._wake_reader()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._wake_reader()
-        # Keep a plain socket half-open so the replies to what came before the EOF still go
-        # out; asyncio's TLS transport cannot do that and would only log a warning.
-        return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = self._eof = True
-        self._wake_reader()
-        self._wake_writer()
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._wake_writer()
-
-    # used by _Connection
-    async def read(self) -> bytes | None:
-        while not self._buf and not self._eof and not self._interrupted:
-            self._read_waiter = self._loop.create_future()
-            try:
-                await self._read_waiter
-            finally:
-                self._read_waiter = None
-        if self._interrupted:
-            return None
-        data = bytes(self._buf)
-        self._buf.clear()
-        if self._read_paused and self.transport is not None and not self._lost:
-            self._read_paused = False
-            self.transport.resume_reading()
-        return data
-
-    async def write(self, data: bytes) -> None:
-        if not data or self._lost or self.transport is None or self.transport.is_closing():
-            return
-        self.transport.write(data)
-        while self._write_paused and not self._lost:
-            self._drain_waiter = self._loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
-
-    async def start_tls(self, ctx: ssl.SSLContext, timeout: float) -> None:
-        assert self.transport is not None
-        self._buf.clear()  # CVE-2011-0411: plaintext sent after STARTTLS is never a command
-        new = await self._loop.start_tls(
-            self.transport, self, ctx, server_side=True, ssl_handshake_timeout=timeout
-        )
-        if new is None:
-            raise ConnectionError("connection closed during the TLS handshake")
-        self.transport = new
-
-    def interrupt(self) -> None:
-        self._interrupted = True
-        self._wake_reader()
-
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def _wake_reader(self) -> None:
-        if self._read_waiter is not None and not self._read_waiter.done():
-            self._read_waiter.set_result(None)
-
-    def _wake_writer(self) -> None:
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
-
 
 @dataclass(frozen=True, slots=True)
 class _Config:
@@ -191,7 +82,7 @@ class _Closing(Exception):
 class _Connection:
     """One client: the read-feed-dispatch-write loop (see the module docstring)."""
 
-    def __init__(self, config: _Config, channel: _Channel, session: SmtpSession, tls: bool) -> None:
+    def __init__(self, config: _Config, channel: StreamChannel, session: SmtpSession, tls: bool) -> None:
         self._config = config
         self._channel = channel
         self._session = session
@@ -323,92 +214,8 @@ class _Connection:
         return b""
 
 
-class SmtpListener:
-    """A bound SMTP listener. `port` is the port actually bound (so port 0 works)."""
-
-    def __init__(self, config: _Config, handler: SmtpHandler) -> None:
-        self._config = config
-        self._handler = handler
-        self._server: asyncio.Server | None = None
-        self._tasks: dict[asyncio.Task[None], _Connection] = {}
-        self._per_ip: Counter[str] = Counter()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None and self._server.sockets
-        return int(self._server.sockets[0].getsockname()[1])
-
-    @property
-    def active_sessions(self) -> int:
-        return len(self._tasks)
-
-    async def _bind(self, host: str, port: int, reuse_port: bool) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Channel(self),
-            host,
-            port,
-            ssl=self._config.ssl_context if self._config.implicit_tls else None,
-            ssl_handshake_timeout=min(self._config.idle_timeout, 60.0) if self._config.implicit_tls else None,
-            reuse_port=reuse_port or None,
-        )
-
-    def _accept(self, channel: _Channel) -> None:
-        transport = channel.transport
-        assert transport is not None
-        peer = transport.get_extra_info("peername") or ("", 0)
-        local = transport.get_extra_info("sockname") or ("", 0)
-        ip = str(peer[0])
-        if self._per_ip[ip] >= self._config.max_connections_per_ip:
-            # RFC 5321 3.8 / 4.2.2: 421 tells the client to come back later.
-            transport.write(b"421 4.7.0 Too many connections from your address, try again later\r\n")
-            transport.close()
-            return
-        self._per_ip[ip] += 1
-        tls = self._config.implicit_tls
-        info = PeerInfo(ip=ip, port=int(peer[1]), listener=self._config.name,
-                        local_ip=str(local[0]), local_port=int(local[1]))
-        connection = _Connection(self._config, channel, self._handler.new_session(info, tls), tls)
-        task = asyncio.get_running_loop().create_task(connection.run())
-        self._tasks[task] = connection
-        task.add_done_callback(lambda t: self._finished(t, ip))
-
-    def _finished(self, task: asyncio.Task[None], ip: str) -> None:
-        self._tasks.pop(task, None)
-        self._per_ip[ip] -= 1
-        if self._per_ip[ip] <= 0:
-            del self._per_ip[ip]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("smtp %s: session task failed", self._config.name, exc_info=task.exception())
-
-    async def close(self) -> None:
-        """Stops accepting new connections; open sessions go on (see `drain`)."""
-        if self._server is not None:
-            self._server.close()
-
-    async def drain(self, timeout: float) -> None:
-        """Waits up to `timeout` seconds for open sessions to end, then ends the rest with 421 4.3.2."""
-        await self.close()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
-        for connection in list(self._tasks.values()):
-            connection.stop()
-        if self._tasks:
-            _, stuck = await asyncio.wait(set(self._tasks), timeout=_STOP_GRACE)
-            for task in stuck:
-                task.cancel()
-            await asyncio.gather(*stuck, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+SmtpListener = Listener
+"""What `serve_smtp` returns: `port`, `active_sessions`, `close()`, `drain(timeout)`."""
 
 
 async def serve_smtp(
@@ -431,10 +238,7 @@ async def serve_smtp(
     (`config.TlsMode` values); STARTTLS is offered only in "starttls" mode and only when
     `capabilities.starttls` is set. AUTH is offered after TLS, or in the clear only when
     `allow_plaintext_auth` and `host` is a loopback address."""
-    if tls_mode not in TLS_MODES:
-        raise ValueError(f"tls_mode must be one of {', '.join(TLS_MODES)}, not {tls_mode!r}")
-    if tls_mode != "none" and ssl_context is None:
-        raise ValueError(f"listener {name}: tls_mode {tls_mode!r} needs an ssl_context")
+    check_tls_mode(name, tls_mode, ssl_context)
     caps = dataclasses.replace(capabilities, starttls=capabilities.starttls and tls_mode == "starttls")
     config = _Config(
         name=name,
@@ -445,8 +249,18 @@ async def serve_smtp(
         idle_timeout=idle_timeout,
         data_timeout=data_timeout,
         max_connections_per_ip=max_connections_per_ip,
-        plaintext_auth=allow_plaintext_auth and _is_loopback(host),
+        plaintext_auth=allow_plaintext_auth and is_loopback(host),
     )
-    listener = SmtpListener(config, handler)
-    await listener._bind(host, port, reuse_port)
+    tls = config.implicit_tls
+
+    def start(channel: StreamChannel, peer: PeerInfo) -> _Connection:
+        return _Connection(config, channel, handler.new_session(peer, tls), tls)
+
+    listener = Listener(
+        protocol="smtp", name=name, start=start, max_connections_per_ip=max_connections_per_ip,
+        # RFC 5321 3.8 / 4.2.2: 421 tells the client to come back later.
+        refusal=b"421 4.7.0 Too many connections from your address, try again later\r\n", log=log,
+    )
+    await listener.bind(host, port, implicit_tls=ssl_context if tls else None,
+                        handshake_timeout=min(idle_timeout, 60.0), reuse_port=reuse_port)
     return listener

@@ -44,7 +44,7 @@ from mailprime.domain.mail import Account, FlagMode, StoredMessage
 from mailprime.logline import emit
 from mailprime.proto.pop3.types import ContentSink, LoginAccepted, MessageInfo, Reply
 from mailprime.proto.smtp.types import PeerInfo
-from mailprime.services.mail_auth import check_login
+from mailprime.services.mail_auth import LoginCache, check_login
 from mailprime.storage.ports import DirectoryStore, MailboxStore, MailStore
 
 log = logging.getLogger("mailprime.pop3d")
@@ -64,10 +64,12 @@ class Pop3Config:
 class Pop3Service:
     """Satisfies net.pop3_handler.Pop3Handler for one listener."""
 
-    def __init__(self, store: MaildropStore, directory: DirectoryStore, config: Pop3Config) -> None:
+    def __init__(self, store: MaildropStore, directory: DirectoryStore, config: Pop3Config, *,
+                 logins: LoginCache | None = None) -> None:
         self.store = store
         self.directory = directory  # runtime passes a CachedDirectory
         self.config = config
+        self.logins = logins if logins is not None else LoginCache()  # may be shared with IMAP
 
     def new_session(self, peer: PeerInfo, tls: bool) -> Pop3Session:
         return Pop3Session(self, peer, tls)
@@ -115,7 +117,8 @@ class Pop3Session:
 
     async def on_login(self, mechanism: str, authzid: str, authcid: str,
                        password: str) -> LoginAccepted | Reply:
-        check = await check_login(self.service.directory, authzid, authcid, password)
+        check = await check_login(self.service.directory, authzid, authcid, password,
+                                  cache=self.service.logins)
         emit(log, self.session_id, listener=self.peer.listener, client=self._client(),
              sasl_method=mechanism, sasl_username=authcid, result="ok" if check.ok else "failed",
              reason=check.failure.value if check.failure else None)

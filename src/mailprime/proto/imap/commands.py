@@ -238,14 +238,8 @@ def _list(r: Reader, uid: bool) -> Command:
         r.sp()
     reference = r.list_mailbox()
     r.sp()
-    patterns: list[str] = []
-    if r.maybe_char(b"("):
-        patterns.append(r.list_mailbox())
-        while not r.maybe_char(b")"):
-            r.sp()
-            patterns.append(r.list_mailbox())
-    else:
-        patterns.append(r.list_mailbox())
+    several = r.peek() == ord("(")  # RFC 5258 3: "(" mbox-or-pat *(SP mbox-or-pat) ")"
+    patterns = r.paren_list(r.list_mailbox, empty=False) if several else [r.list_mailbox()]
     returns = ListReturn()
     if r.maybe_sp():
         r.expect_keyword("RETURN")
@@ -354,15 +348,13 @@ def _setquota(r: Reader, uid: bool) -> Command:
     r.sp()
     root = r.astring_str("quota root")
     r.sp()
-    r.char(b"(")
-    limits: list[tuple[str, int]] = []
-    while not r.maybe_char(b")"):
-        if limits:
-            r.sp()
+
+    def limit() -> tuple[str, int]:
         resource = r.keyword()
         r.sp()
-        limits.append((resource, r.number64()))
-    return SetQuota(root, tuple(limits))
+        return resource, r.number64()
+
+    return SetQuota(root, tuple(r.paren_list(limit)))
 
 
 # Selected -------------------------------------------------------------------------------------
@@ -392,11 +384,8 @@ def _fetch(r: Reader, uid: bool) -> Command:
     sequence = r.sequence_set()
     r.sp()
     attributes: list[FetchAttribute] = []
-    if r.maybe_char(b"("):
-        attributes.append(_fetch_att(r))
-        while not r.maybe_char(b")"):
-            r.sp()
-            attributes.append(_fetch_att(r))
+    if r.peek() == ord("("):
+        attributes = r.paren_list(lambda: _fetch_att(r), empty=False)
     else:
         start = r.pos
         word = r.keyword() if r.peek() not in (None, ord("(")) else ""
@@ -465,12 +454,7 @@ def _section(r: Reader) -> Section:
     fields: tuple[str, ...] = ()
     if word in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
         r.sp()
-        r.char(b"(")
-        names = [r.astring_str("header name")]
-        while not r.maybe_char(b")"):
-            r.sp()
-            names.append(r.astring_str("header name"))
-        fields = tuple(names)
+        fields = tuple(r.paren_list(lambda: r.astring_str("header name"), empty=False))
     elif word not in ("HEADER", "TEXT", "MIME") or (word == "MIME" and not parts):
         raise ParseError("invalid section")
     r.char(b"]")

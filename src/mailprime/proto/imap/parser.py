@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import binascii
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from typing import TypeVar
 
 from mailprime.proto.imap import mutf7
 from mailprime.proto.imap.response_types import ResponseCode, ResponseStatus
 from mailprime.proto.imap.sequence_set import SeqRange, SequenceSet
+
+T = TypeVar("T")
 
 # RFC 3501 9: atom-specials = "(" / ")" / "{" / SP / CTL / list-wildcards / quoted-specials /
 # resp-specials. ATOM-CHAR is any other CHAR (7-bit); ASTRING-CHAR adds "]".
@@ -319,29 +323,27 @@ class Reader:
             return SYSTEM_FLAGS.get(name.upper(), RECENT if name.upper() == "\\RECENT" else name)
         return self.atom("flag")
 
+    def paren_list(self, item: Callable[[], T], *, empty: bool = True) -> list[T]:
+        """"(" item *(SP item) ")", the shape of every list in the grammar; "()" too when
+        `empty` (flag-list, option lists), not where it says 1*item (fetch attributes, header
+        names, search keys)."""
+        self.char(b"(")
+        items: list[T] = []
+        if empty and self.maybe_char(b")"):
+            return items
+        while True:
+            items.append(item())
+            if self.maybe_char(b")"):
+                return items
+            self.sp()
+
     def flag_list(self) -> list[str]:
         """"(" [flag *(SP flag)] ")"."""
-        self.char(b"(")
-        flags: list[str] = []
-        if self.maybe_char(b")"):
-            return flags
-        while True:
-            flags.append(self.flag())
-            if self.maybe_char(b")"):
-                return flags
-            self.sp()
+        return self.paren_list(self.flag)
 
     def paren_atoms(self) -> list[str]:
         """"(" [atom *(SP atom)] ")" in upper case (option lists)."""
-        self.char(b"(")
-        words: list[str] = []
-        if self.maybe_char(b")"):
-            return words
-        while True:
-            words.append(self.keyword())
-            if self.maybe_char(b")"):
-                return words
-            self.sp()
+        return self.paren_list(self.keyword)
 
     def sequence_set(self) -> SequenceSet:
         """sequence-set (RFC 3501 9): ("*" / nz-number) [":" ...] *("," ...)."""

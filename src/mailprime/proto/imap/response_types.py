@@ -67,6 +67,20 @@ class ParenList:
 
 
 @dataclass(frozen=True, slots=True)
+class Juxtaposed:
+    """Parenthesised lists written back to back, with no separator and no parentheses of their
+    own: "(...)(...)". RFC 3501 9 (and RFC 9051 9) juxtapose in two places: the bodies of a
+    multipart, body-type-mpart = 1*body SP media-subtype, and the addresses of an envelope
+    field, "(" 1*address ")". It stands as one item of the enclosing ParenList, so
+    ParenList((Juxtaposed((a, b)), String("mixed"))) is "((a)(b) "mixed")".
+
+    Only parenthesised lists: atoms or numbers back to back would run into one another. The
+    grammar wants at least one (1*body, 1*address), so an empty one is refused when written."""
+
+    items: tuple[ParenList, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxName:
     """A mailbox name: modified UTF-7 (RFC 3501 5.1.3) or UTF-8 (RFC 9051, RFC 6855) per mode."""
 
@@ -87,7 +101,8 @@ class DateTime:
     value: datetime
 
 
-Value = Atom | String | Literal | StreamedLiteral | NilType | int | ParenList | MailboxName | Flag | DateTime
+Value = (Atom | String | Literal | StreamedLiteral | NilType | int | ParenList | Juxtaposed | MailboxName
+         | Flag | DateTime)
 
 
 # Responses ------------------------------------------------------------------------------------

@@ -112,11 +112,7 @@ def _key(r: Reader, depth: int) -> SearchKey:
         raise ParseError("search keys nested too deeply")
     nxt = r.peek()
     if nxt == ord("("):
-        r.pos += 1
-        keys = [_key(r, depth + 1)]
-        while not r.maybe_char(b")"):
-            r.sp()
-            keys.append(_key(r, depth + 1))
+        keys = r.paren_list(lambda: _key(r, depth + 1), empty=False)
         return keys[0] if len(keys) == 1 else SearchAnd(tuple(keys))
     if nxt is not None and (ord("0") <= nxt <= ord("9") or nxt == ord("*")):
         return SearchSeq(r.sequence_set())

@@ -17,6 +17,7 @@ from mailprime.proto.imap.response_types import (
     Continuation,
     DateTime,
     Flag,
+    Juxtaposed,
     Literal,
     MailboxName,
     NilType,
@@ -142,6 +143,13 @@ def _value(out: _Out, value: Value, utf8: bool) -> None:
                 out.write(b" ")
             _value(out, item, utf8)
         out.write(b")")
+    elif isinstance(value, Juxtaposed):
+        if not value.items:  # RFC 3501 9: 1*body, 1*address
+            raise LocalProtocolError("a back-to-back list needs at least one item")
+        for item in value.items:
+            if not isinstance(item, ParenList):  # two atoms back to back would read as one
+                raise LocalProtocolError(f"only parenthesised lists stand back to back, not {item!r}")
+            _value(out, item, utf8)
     elif isinstance(value, MailboxName):
         _mailbox(out, value.name, utf8)
     elif isinstance(value, DateTime):

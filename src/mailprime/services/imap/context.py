@@ -1,6 +1,6 @@
 """What every IMAP command handler works with: the shared resources of the service (storage,
-content cache, configuration, the per-account session registry) and the state of one session
-(who is logged in, the selected mailbox's view, the extensions it enabled)."""
+content cache, configuration, the per-account session registry, the login cache) and the state
+of one session (who is logged in, the selected mailbox's view, the extensions it enabled)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mailprime.services.imap.auth import AccountSessions, FailurePolicy
 from mailprime.services.imap.content import MessageContentCache
 from mailprime.services.imap.quota import QuotaLimits
 from mailprime.services.imap.view import MailboxView, SyncOptions
+from mailprime.services.mail_auth import LoginCache
 from mailprime.storage.ports import DirectoryStore, MailboxStore, MailStore
 
 Responses = AsyncIterator[Response]
@@ -47,6 +48,7 @@ class Resources:
     cache: MessageContentCache
     config: ImapConfig
     sessions: AccountSessions
+    logins: LoginCache  # recent good passwords (mail_auth); runtime may share one with POP3
 
 
 class CommandFailed(Exception):

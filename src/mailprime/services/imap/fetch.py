@@ -27,7 +27,7 @@ from mailprime.domain.errors import DomainError, StorageError
 from mailprime.domain.ids import BlobId
 from mailprime.domain.mail import StoredMessage
 from mailprime.message import imap_fetch
-from mailprime.message.imap_values import ImapValue, render
+from mailprime.message.imap_values import ImapValue
 from mailprime.proto.imap.types import (
     NIL,
     Atom,
@@ -38,6 +38,7 @@ from mailprime.proto.imap.types import (
     FetchAttribute,
     FetchItem,
     Flag,
+    Juxtaposed,
     Literal,
     ParenList,
     Partial,
@@ -88,7 +89,7 @@ def needs_content(attributes: Sequence[FetchAttribute]) -> bool:
 
 
 async def fetch_items(message: StoredMessage, attributes: Sequence[FetchAttribute], *,
-                      cache: MessageContentCache, store: MailStore, utf8: bool = False,
+                      cache: MessageContentCache, store: MailStore, rev2: bool = False,
                       include_uid: bool = False, include_modseq: bool = False) -> tuple[Value, ...]:
     """The flat name/value list inside "* n FETCH (...)" for `message`.
 
@@ -97,9 +98,11 @@ async def fetch_items(message: StoredMessage, attributes: Sequence[FetchAttribut
     the order requested; an attribute asked twice is answered once. FLAGS are `message.flags`:
     the caller passes the message as it is after any implicit \\Seen.
 
-    `utf8` is whether UTF-8 mode is on (RFC 9051, RFC 6855); it only changes how pre-written
-    ENVELOPE/BODYSTRUCTURE strings are quoted (see `_structure`). Raises NotFound when the
-    message's content is gone (expunged meanwhile), UnknownCte for BINARY of an unknown encoding.
+    `rev2` is whether the client enabled IMAP4rev2: its BODYSTRUCTURE then describes a
+    message/global part like message/rfc822 (RFC 9051 9 body-type-msg). How strings go on the
+    wire (quoted, UTF-8 or literal) is the serializer's choice for the connection's mode.
+    Raises NotFound when the message's content is gone (expunged meanwhile), UnknownCte for
+    BINARY of an unknown encoding.
     """
     ordered = _ordered(attributes, include_uid=include_uid, include_modseq=include_modseq)
     content: ParsedMessage | None = None
@@ -118,7 +121,7 @@ async def fetch_items(message: StoredMessage, attributes: Sequence[FetchAttribut
             items.append(_row_value(message, attribute))
         else:
             assert content is not None  # needs_content() said so
-            items.append(_content_value(content, attribute, utf8))
+            items.append(_content_value(content, attribute, rev2))
     return tuple(items)
 
 
@@ -161,7 +164,7 @@ def _row_value(message: StoredMessage, attribute: FetchAttribute) -> Value:
 # Content items ---------------------------------------------------------------------------------
 
 
-def _content_value(content: ParsedMessage, attribute: FetchAttribute, utf8: bool) -> Value:
+def _content_value(content: ParsedMessage, attribute: FetchAttribute, rev2: bool) -> Value:
     raw, tree = content.raw, content.tree
     if isinstance(attribute, BodySection):
         section = attribute.section
@@ -179,11 +182,11 @@ def _content_value(content: ParsedMessage, attribute: FetchAttribute, utf8: bool
             raise UnknownCte(f"BINARY.SIZE[{_part_name(attribute.part)}]: unknown Content-Transfer-Encoding")
         return size
     if attribute is FetchItem.ENVELOPE:
-        return _structure(imap_fetch.envelope(content.header), utf8)
-    if attribute is FetchItem.BODYSTRUCTURE:
-        return _structure(imap_fetch.bodystructure(raw, tree, extensible=True), utf8)
-    if attribute is FetchItem.BODY:
-        return _structure(imap_fetch.bodystructure(raw, tree, extensible=False), utf8)
+        return response_value(imap_fetch.envelope(content.header))
+    if attribute in (FetchItem.BODYSTRUCTURE, FetchItem.BODY):
+        structure = imap_fetch.bodystructure(raw, tree, extensible=attribute is FetchItem.BODYSTRUCTURE,
+                                             message_global=rev2)
+        return response_value(structure)
     if attribute is FetchItem.RFC822:
         return _body_value(raw)
     if attribute is FetchItem.RFC822_HEADER:
@@ -210,9 +213,11 @@ def _body_value(data: bytes, *, binary: bool = False) -> Value:
     return Literal(data, binary=binary)
 
 
-def _structure(value: ImapValue, utf8: bool) -> Value:
-    """The neutral form of `imap_values` as response values: None -> NIL, bytes -> String,
-    int -> int, tuple -> ParenList (a `list` inside it: see `_list_items`)."""
+def response_value(value: ImapValue) -> Value:
+    """The neutral form of `imap_values` as response values: None -> NIL, bytes -> String
+    (the serializer picks quoted or literal for the connection's mode), int -> int, tuple ->
+    ParenList, and a `list` inside one -> Juxtaposed (written back to back: the bodies of a
+    multipart, the addresses of an envelope field; RFC 3501 9 body-type-mpart, env-from)."""
     if value is None:
         return NIL
     if isinstance(value, int):
@@ -221,32 +226,18 @@ def _structure(value: ImapValue, utf8: bool) -> Value:
         return String(value)
     if isinstance(value, list):
         raise TypeError("a back-to-back list only occurs inside a parenthesised one")
-    return ParenList(tuple(_list_items(value, utf8)))
+    return ParenList(tuple(_juxtaposed(item) if isinstance(item, list) else response_value(item)
+                           for item in value))
 
 
-def _list_items(values: tuple[ImapValue, ...], utf8: bool) -> list[Value]:
-    """The items of a parenthesised list.
-
-    A `list` item (values written back to back: the bodies of a multipart, the addresses of an
-    envelope field; RFC 3501 9 body-type-mpart and env-from) has no counterpart in the response
-    model, whose lists always separate items by a space. It is pre-written with
-    `imap_values.render` into one Atom, exactly as the grammar wants, whenever that comes out
-    7-bit (practically always: RFC 5322 headers are ASCII, RFC 2047 words included). Otherwise
-    (raw 8-bit or UTF-8 header text, which needs a literal or a UTF-8 quoted string) its items
-    are spliced into the enclosing list separated by spaces: lenient parsers accept that, the
-    grammar does not. The fix is a back-to-back value in the response model (asked of proto).
-    """
-    out: list[Value] = []
-    for item in values:
-        if not isinstance(item, list):
-            out.append(_structure(item, utf8))
-            continue
-        written = b"".join(render(sub, utf8=utf8) for sub in item)
-        if written.isascii() and written:
-            out.append(Atom(written.decode("ascii")))
-        else:
-            out.extend(_structure(sub, utf8) for sub in item)
-    return out
+def _juxtaposed(items: list[ImapValue]) -> Juxtaposed:
+    lists: list[ParenList] = []
+    for item in items:
+        value = response_value(item)
+        if not isinstance(value, ParenList):  # message.imap_fetch juxtaposes bodies and addresses
+            raise TypeError(f"only parenthesised lists stand back to back, not {item!r}")
+        lists.append(value)
+    return Juxtaposed(tuple(lists))
 
 
 # Streaming -------------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ async def fetch(ctx: SessionContext, tag: str, command: Fetch) -> Responses:
         wanted = attributes + extra if target.uid in newly_seen else attributes
         try:
             items = await fetch_items(message, wanted, cache=ctx.res.cache, store=ctx.store,
-                                      utf8=ctx.utf8, include_uid=command.uid)
+                                      rev2=ctx.rev2, include_uid=command.uid)
         except NotFound:
             # Expunged by another session, content already gone: RFC 5530 EXPUNGEISSUED.
             lost = True

@@ -14,7 +14,8 @@ Every command ends with exactly one tagged response. Before it, a session with a
 mailbox catches up with storage (`MailboxView.sync`) and reports what other sessions changed,
 holding EXPUNGEs back during FETCH, STORE and SEARCH (RFC 3501 7.4.1). While IDLE, the driver
 waits on `wait_for_change` and writes `idle_updates`. Failures never drop the connection: a
-refusal is a tagged NO/BAD, a storage error NO [UNAVAILABLE], a bug NO [SERVERBUG] (logged).
+refusal is a tagged NO/BAD, a storage error NO [UNAVAILABLE], a bug NO [SERVERBUG] (logged with
+its traceback), and the session then takes the next command as usual.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from collections.abc import AsyncIterator
 
 from mailprime import __version__
-from mailprime.domain.errors import DomainError, NotFound
+from mailprime.domain.errors import AlreadyExists, DomainError, NotFound, StorageError
 from mailprime.domain.ids import AccountId, new_queue_id
 from mailprime.logline import emit
 from mailprime.proto.imap.types import (
@@ -221,14 +222,22 @@ class ImapSession:
         except NotFound as exc:
             if not answered:
                 yield no(tag, exc.message, ResponseCode("NONEXISTENT"))
-        except DomainError as exc:  # storage failed: nothing was done
+        except AlreadyExists as exc:
+            if not answered:
+                yield no(tag, exc.message, ResponseCode("ALREADYEXISTS"))
+        except StorageError as exc:  # the store failed; nothing was committed (RFC 5530 UNAVAILABLE)
             emit(log, self.session_id, logging.ERROR, status="storage error", reason=exc.message)
             if not answered:
-                yield no(tag, "Server error; try again later", ResponseCode("UNAVAILABLE"))
-        except Exception:
+                yield no(tag, "Storage temporarily unavailable; try again later", ResponseCode("UNAVAILABLE"))
+        except DomainError as exc:  # refused on purpose by a layer below; its text is for the peer
+            emit(log, self.session_id, logging.WARNING, status="refused", reason=exc.message)
+            if not answered:
+                yield no(tag, exc.message)
+        except Exception:  # a bug, or the process failing (RFC 5530 SERVERBUG); the session goes on
             log.exception("imap session %s: command failed", self.session_id)
             if not answered:
-                yield no(tag, "Internal server error", ResponseCode("SERVERBUG"))
+                yield no(tag, f"Internal server error (logged as session {self.session_id});"
+                              " try again later", ResponseCode("SERVERBUG"))
 
     async def _updates(self, command: Command | None) -> list[Response]:
         """The selected mailbox's changes to report now (see the module docstring). The command
@@ -407,7 +416,7 @@ class ImapSession:
     async def _finish_login(self, tag: str, authzid: str, userid: str, password: str,
                             method: str) -> Responses:
         res = self._ctx.res
-        check = await check_login(res.directory, authzid, userid, password)
+        check = await check_login(res.directory, authzid, userid, password, cache=res.logins)
         account = check.account
         if account is None:
             why = check.failure.value if check.failure is not None else "failed"
