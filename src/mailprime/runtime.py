@@ -51,6 +51,7 @@ from mailprime.services.imap.handler import ImapService
 from mailprime.services.imap.quota import QuotaLimits
 from mailprime.services.inbound import InboundConfig, InboundService
 from mailprime.services.inject import Injector
+from mailprime.services.mail_auth import LoginCache
 from mailprime.services.pop3 import Pop3Config, Pop3Service
 from mailprime.storage.ports import Store
 from mailprime.storage.recent import RecentContent
@@ -150,21 +151,25 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
     limits = ServerLimits(max_message_size=settings.limits.max_message_size,
                           max_recipients=settings.limits.max_recipients)
     imap: ImapService | None = None  # one per process: its caches and session counts are shared
+    logins = LoginCache()  # one per process, for SMTP AUTH, IMAP and POP3 logins alike
     try:
         for lst in settings.listeners:
             if lst.role is Role.IMAP:
-                imap = imap or _imap_service(settings, store, directory)
+                imap = imap or _imap_service(settings, store, directory, logins)
                 server.listeners[lst.name] = await _serve_imap(settings, lst, imap, ssl_ctx=ssl_ctx,
                                                                reuse_port=reuse_port)
             elif lst.role is Role.POP3:
                 server.listeners[lst.name] = await _serve_pop3(
-                    settings, lst, store, directory, ssl_ctx=ssl_ctx, reuse_port=reuse_port)
+                    settings, lst, Pop3Service(store, directory, Pop3Config(
+                        hostname=settings.server.hostname), logins=logins),
+                    ssl_ctx=ssl_ctx, reuse_port=reuse_port)
             else:
                 service = InboundService(
                     store,
                     InboundConfig(hostname=settings.server.hostname, role=lst.role.value,
                                   sender_policy=settings.submission.sender_policy),
-                    clock, on_queued=worker.wake, directory=directory, recent=recent, handoff=worker)
+                    clock, on_queued=worker.wake, directory=directory, recent=recent, handoff=worker,
+                    logins=logins)
                 server.listeners[lst.name] = await serve_smtp(
                     service, name=lst.name, host=lst.address, port=lst.port, tls_mode=lst.tls.value,
                     ssl_context=ssl_ctx, capabilities=_capabilities(settings, lst), limits=limits,
@@ -180,10 +185,8 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
     return server
 
 
-async def _serve_pop3(settings: Settings, lst: ListenerSettings, store: Store,
-                      directory: CachedDirectory, *, ssl_ctx: ssl.SSLContext | None,
-                      reuse_port: bool) -> Pop3Listener:
-    service = Pop3Service(store, directory, Pop3Config(hostname=settings.server.hostname))
+async def _serve_pop3(settings: Settings, lst: ListenerSettings, service: Pop3Service, *,
+                      ssl_ctx: ssl.SSLContext | None, reuse_port: bool) -> Pop3Listener:
     return await serve_pop3(
         service, name=lst.name, host=lst.address, port=lst.port, tls_mode=lst.tls.value,
         ssl_context=ssl_ctx, capabilities=Pop3Capabilities(settings.server.hostname),
@@ -194,7 +197,8 @@ async def _serve_pop3(settings: Settings, lst: ListenerSettings, store: Store,
         auth_failure_delay=settings.pop3.auth_failure_delay, reuse_port=reuse_port)
 
 
-def _imap_service(settings: Settings, store: Store, directory: CachedDirectory) -> ImapService:
+def _imap_service(settings: Settings, store: Store, directory: CachedDirectory,
+                  logins: LoginCache) -> ImapService:
     imap = settings.imap
     config = ImapConfig(
         hostname=settings.server.hostname,
@@ -206,7 +210,8 @@ def _imap_service(settings: Settings, store: Store, directory: CachedDirectory) 
                                max_failures=imap.max_auth_failures),
         idle_poll=imap.idle_poll,
     )
-    return ImapService(store, config, cache=MessageContentCache(), directory=directory)
+    return ImapService(store, config, cache=MessageContentCache(), directory=directory,
+                       logins=logins)
 
 
 async def _serve_imap(settings: Settings, lst: ListenerSettings, service: ImapService, *,

@@ -17,7 +17,6 @@ leased in that same accept, when it has room: no claim transaction for them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +45,7 @@ from mailprime.message.dsn import DsnAction, DsnRecipient, build_dsn, wants_dsn
 from mailprime.message.headers import MAX_HEADER_SECTION, build_received, missing_header_lines
 from mailprime.proto.smtp.types import AuthOutcome, MailParams, PeerInfo, RcptParams, Reply
 from mailprime.services.inject import Injector
-from mailprime.services.passwords import verify_password
+from mailprime.services.mail_auth import LoginCache, check_login
 from mailprime.services.recipients import owns_address, resolve_recipient
 from mailprime.storage.ports import DirectoryStore, SpoolWriter, Store
 from mailprime.storage.recent import RecentContent
@@ -105,8 +104,12 @@ class InboundService:
                  on_queued: Callable[[], None] | None = None,
                  directory: DirectoryStore | None = None,
                  recent: RecentContent | None = None,
-                 handoff: DeliveryHandoff | None = None) -> None:
+                 handoff: DeliveryHandoff | None = None,
+                 logins: LoginCache | None = None) -> None:
         self.store = store
+        # Shared with IMAP and POP3 by the runtime: a password verified moments ago by any of
+        # them is not verified (Argon2) again.
+        self.logins = logins if logins is not None else LoginCache()
         self.recent = recent
         self.handoff = handoff
         # Look-ups per RCPT go through `directory` (runtime passes a CachedDirectory).
@@ -154,16 +157,17 @@ class InboundSession:
         self.tx = None
 
     async def on_auth(self, mechanism: str, authzid: str, authcid: str, password: str) -> AuthOutcome:
-        account = await self.service.directory.get_account(authcid.strip())
-        ok = False
-        if account is not None and not account.disabled and (not authzid or authzid == authcid):
-            ok = await asyncio.to_thread(verify_password, account.password_hash, password)
+        # The one login path of IMAP and POP3 too: an unknown user costs the same Argon2 time as
+        # a known one (no address probing by timing), and the same authzid rules apply.
+        check = await check_login(self.service.directory, authzid, authcid, password,
+                                  cache=self.service.logins)
         emit(log, self.session_id, listener=self.peer.listener, client=self._client(),
-             sasl_method=mechanism, sasl_username=authcid, result="ok" if ok else "failed")
-        if not ok or account is None:
+             sasl_method=mechanism, sasl_username=authcid, result="ok" if check.ok else "failed",
+             reason=check.failure.value if check.failure else None)
+        if check.account is None:
             return AuthOutcome(ok=False)
-        self.identity = account.address
-        return AuthOutcome(ok=True, identity=account.address)
+        self.identity = check.account.address
+        return AuthOutcome(ok=True, identity=check.account.address)
 
     # Transaction --------------------------------------------------------------------------
     async def on_mail(self, sender: str, params: MailParams) -> Reply:
