@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the interop tests and benchmarks use: postfix (smtpd, smtp-source,
 # smtp-sink), swaks with the Perl TLS modules it only recommends, fetchmail (POP3 client), isync
-# (mbsync, IMAP client) and Dovecot (the IMAP/POP3 benchmark peer; never started as a service). Idempotent; a machine without apt (or without root) just skips, and the
+# (mbsync, IMAP client), Dovecot (the IMAP/POP3 benchmark peer; never started as a service) and
+# OpenDKIM (its filter's test mode, `opendkim -t`, verifies our DKIM signatures; never started
+# as a service either). Idempotent; a machine without apt (or without root) just skips, and the
 # tests that need these peers say so when they skip.
 set -u
 need=()
@@ -12,6 +14,7 @@ perl -MNet::SSLeay -MIO::Socket::SSL -e1 >/dev/null 2>&1 || need+=(libnet-ssleay
 command -v fetchmail >/dev/null 2>&1 || need+=(fetchmail)
 command -v mbsync >/dev/null 2>&1 || need+=(isync)
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd dovecot-pop3d)
+[ -x /usr/sbin/opendkim ] || need+=(opendkim opendkim-tools)
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1 || [ "$(id -u)" != 0 ]; then
   echo "install-peers: apt-get or root unavailable; tests needing ${need[*]} will skip" >&2

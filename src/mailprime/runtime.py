@@ -44,6 +44,7 @@ from mailprime.proto.imap.types import Limits as ImapLimits
 from mailprime.proto.pop3.types import Pop3Capabilities, Pop3Limits
 from mailprime.proto.smtp.types import ServerCapabilities, ServerLimits
 from mailprime.services.directory_cache import CachedDirectory
+from mailprime.services.dkim_keys import DkimSigner
 from mailprime.services.imap.auth import FailurePolicy
 from mailprime.services.imap.content import MessageContentCache
 from mailprime.services.imap.context import ImapConfig
@@ -69,6 +70,7 @@ class Server:
     worker: DeliveryWorker
     listeners: dict[str, SmtpListener | Pop3Listener | ImapListener] = field(default_factory=dict)
     worker_task: asyncio.Task[None] | None = None
+    dkim: DkimSigner | None = None  # the process's DKIM signer (its key cache)
 
     @property
     def ports(self) -> dict[str, int]:
@@ -130,7 +132,8 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
         raise
     recent = RecentContent()
     directory = CachedDirectory(store, ttl=settings.server.directory_cache_seconds)
-    injector = Injector(store, directory=directory)
+    dkim = DkimSigner(store, clock)  # one per process: its key cache is shared by every path
+    injector = Injector(store, directory=directory, dkim=dkim)
     d = settings.delivery
     worker = DeliveryWorker(
         store, transport,
@@ -144,7 +147,7 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
         recent=recent,
     )
     injector.on_queued = worker.wake
-    server = Server(settings, store, worker)
+    server = Server(settings, store, worker, dkim=dkim)
     ssl_ctx: ssl.SSLContext | None = None
     if any(lst.tls is not TlsMode.NONE for lst in settings.listeners):
         ssl_ctx = server_context(str(settings.cert_path), str(settings.key_path))
@@ -169,7 +172,7 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
                     InboundConfig(hostname=settings.server.hostname, role=lst.role.value,
                                   sender_policy=settings.submission.sender_policy),
                     clock, on_queued=worker.wake, directory=directory, recent=recent, handoff=worker,
-                    logins=logins)
+                    logins=logins, dkim=dkim if lst.role is Role.SUBMISSION else None)
                 server.listeners[lst.name] = await serve_smtp(
                     service, name=lst.name, host=lst.address, port=lst.port, tls_mode=lst.tls.value,
                     ssl_context=ssl_ctx, capabilities=_capabilities(settings, lst), limits=limits,

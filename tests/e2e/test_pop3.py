@@ -206,6 +206,37 @@ def test_sessions_side_by_side_and_a_message_expunged_meanwhile(tmp_path: Path, 
     run_with_instance(tmp_path, ca, body)
 
 
+def test_retrieval_in_any_order_around_dele_and_rset(tmp_path: Path, ca: trustme.CA) -> None:
+    """The server reads the next messages' content ahead: whatever the order of RETR and TOP,
+    around DELE and RSET, over inline and spooled messages, each comes back as stored."""
+    async def body(inst: Instance) -> None:
+        originals = [DOTTED if i % 5 == 0 else message(f"m{i}", (b"x" * 70 + b"\r\n") * i)
+                     for i in range(30)]
+        originals[7] = BIG
+        stored = await deliver(inst, *originals)
+
+        def client() -> tuple[bytes, list[bytes], bytes]:
+            pop = pop3_stls(inst)
+            try:
+                pop.dele(2)
+                with pytest.raises(poplib.error_proto, match="already deleted"):
+                    pop.retr(2)
+                first = [joined(pop.retr(n)[1]) for n in (1, 3, 4)]
+                top = b"".join(pop.top(9, 0)[1])
+                pop.rset()
+                every = [joined(pop.retr(n)[1]) for n in range(30, 0, -1)]
+                return top, first + every[::-1], pop.quit()
+            finally:
+                pop.close()
+
+        top, retrieved, bye = await asyncio.to_thread(client)
+        assert retrieved == [stored[0], stored[2], stored[3], *stored]
+        assert top == stored[8].split(b"\r\n\r\n")[0].replace(b"\r\n", b"")
+        assert bye.startswith(b"+OK") and len(await inst.mailbox(BOB)) == 30
+
+    run_with_instance(tmp_path, ca, body)
+
+
 def test_login_refusals(tmp_path: Path, ca: trustme.CA) -> None:
     async def body(inst: Instance) -> None:
         def plaintext() -> tuple[dict[str, list[str]], str]:

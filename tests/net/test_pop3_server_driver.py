@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import poplib
 import ssl
 import time
@@ -23,6 +24,7 @@ from mailprime.domain.errors import StorageError
 from mailprime.net.pop3_handler import ContentSink, PeerInfo
 from mailprime.net.pop3_server import Pop3Listener, serve_pop3
 from mailprime.net.tls import client_context, server_context
+from mailprime.proto.pop3.multiline import encode_whole
 from mailprime.proto.pop3.types import LoginAccepted, MessageInfo, Pop3Capabilities, Pop3Limits, Reply
 
 HOST = "pop.test"
@@ -45,6 +47,8 @@ class Handler:
     logins: list[tuple[str, str]] = field(default_factory=list)  # (mechanism, authcid)
     closed: asyncio.Queue[None] = field(default_factory=asyncio.Queue)
     piece: int = 8192
+    idle: int = 0  # on_idle calls
+    encode_ahead: bool = False  # RETR answered with sink.write_encoded
 
     def new_session(self, peer: PeerInfo, tls: bool) -> Session:
         return Session(self, tls)
@@ -80,6 +84,9 @@ class Session:
         content = self.handler.messages[number - 1]
         if content == b"GONE":
             return Reply.negative("Message was removed")
+        if self.handler.encode_ahead and lines is None:
+            await sink.write_encoded(encode_whole(content))
+            return None
         piece = self.handler.piece
         for i in range(0, len(content), piece):
             if content.startswith(b"BREAK") and i > 0:
@@ -87,6 +94,9 @@ class Session:
             if not await sink.write(content[i:i + piece]):
                 break
         return None
+
+    def on_idle(self) -> None:
+        self.handler.idle += 1
 
     async def on_update(self, deleted: Sequence[int]) -> Reply:
         self.handler.updates.append(tuple(deleted))
@@ -334,6 +344,32 @@ def test_pipelined_session_in_one_packet() -> None:
     run(main())
 
 
+def test_messages_encoded_ahead_go_out_byte_for_byte_like_streamed_ones() -> None:
+    async def main() -> None:
+        session = b"USER alice\r\nPASS secret\r\nRETR 1\r\nTOP 2 1\r\nRETR 2\r\nSTAT\r\nQUIT\r\n"
+        wires: dict[bool, list[bytes]] = {}
+        for encode_ahead in (False, True):
+            handler = Handler(encode_ahead=encode_ahead)
+            async with listening(handler) as listener:
+                raw = await Raw.connect(listener.port)  # one command at a time
+                answers = []
+                for line in session.splitlines(keepends=True):
+                    await raw.send(line)
+                    multi = line.startswith((b"RETR", b"TOP"))
+                    answers.append(await (raw.until(b"\r\n.\r\n") if multi else raw.line()))
+                await raw.close()
+                raw = await Raw.connect(listener.port)  # and pipelined, in one packet
+                await raw.send(session)
+                wires[encode_ahead] = [b"".join(answers), await raw.eof()]
+                await raw.close()
+                await handler.wait_closed(2)
+            assert handler.idle >= 8  # an idle moment before every read
+        assert wires[True] == wires[False]
+        assert wires[True][0] == wires[True][1] and wires[True][1].count(b"\r\n.\r\n") == 3
+
+    run(main())
+
+
 def test_stls_discards_commands_injected_before_the_handshake(tls: Tls) -> None:
     async def main() -> None:
         handler = Handler()
@@ -390,6 +426,27 @@ def test_idle_timeout_closes_silently_and_deletes_nothing() -> None:
         assert handler.updates == []
 
     run(main())
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_idle_timeout(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """RETR of a message larger than the socket buffers to a client that never reads: the write
+    waits at most idle_timeout, then the connection is aborted and nothing is deleted."""
+    async def main() -> None:
+        big = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * 500_000  # 40 MB
+        handler = Handler(messages=[big], piece=64 * 1024)
+        async with listening(handler, idle_timeout=0.3) as listener:
+            raw = await Raw.connect(listener.port)
+            await raw.send(b"USER alice\r\nPASS secret\r\nDELE 1\r\nRSET\r\nRETR 1\r\nQUIT\r\n")
+            started = time.monotonic()
+            await handler.wait_closed()  # without the client reading a single octet more
+            assert time.monotonic() - started >= 0.3
+            await raw.close()
+        assert handler.updates == []
+
+    with caplog.at_level(logging.DEBUG, logger="mailprime.net.pop3_server"):
+        run(main())
+    assert "closing: the client stopped reading" in caplog.text
 
 
 def test_a_dropped_connection_deletes_nothing() -> None:

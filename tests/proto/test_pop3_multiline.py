@@ -9,7 +9,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailprime.proto.pop3.multiline import ContentEncoder, listing
+from mailprime.proto.pop3.multiline import ContentEncoder, encode_whole, listing
 
 FUZZ = settings(max_examples=300, deadline=None)
 
@@ -106,3 +106,9 @@ def test_random_content_is_framed_so_a_client_reads_it_back(content: bytes, cuts
     if normalised and not normalised.endswith(b"\r\n"):
         normalised += b"\r\n"
     assert unstuffed == normalised
+
+
+@FUZZ
+@given(CONTENT)
+def test_encode_whole_is_the_streamed_response(content: bytes) -> None:
+    assert encode_whole(content) == encode(content) == reference(content)

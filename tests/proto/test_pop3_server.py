@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from mailprime.proto import LocalProtocolError
+from mailprime.proto.pop3.multiline import encode_whole
 from mailprime.proto.pop3.server import (
     NEED_DATA,
     Authenticate,
@@ -32,6 +33,7 @@ from mailprime.proto.pop3.types import (
     Pop3Capabilities,
     Pop3Limits,
     Reply,
+    valid_uidl,
 )
 
 HOST = "pop.example.com"
@@ -290,6 +292,14 @@ def test_login_answers_are_checked() -> None:
         peer.conn.next_event()  # the Authenticate is still unanswered
 
 
+def test_valid_uidl_is_rfc_1939_7() -> None:
+    """1 to 70 characters, each 0x21..0x7E: every character tried, and the length bounds."""
+    for code in range(0x300):
+        assert valid_uidl(chr(code)) is (0x21 <= code <= 0x7E), hex(code)
+    assert valid_uidl("a" * 70) and not valid_uidl("a" * 71) and not valid_uidl("")
+    assert not valid_uidl("17.\u00e9") and not valid_uidl("1 2") and valid_uidl("1700000000.42")
+
+
 # AUTH (RFC 5034) -----------------------------------------------------------------------------
 
 
@@ -404,6 +414,38 @@ def test_retr_streams_byte_stuffed_content() -> None:
         + b"no newline\r\n.\r\n")
     assert peer.events == [Retrieve(2, None, len(body))]
     assert peer.feed(b"RETR 1\r\n") == f"+OK {len(MESSAGES[1])} octets\r\n".encode() + MESSAGES[1] + b".\r\n"
+
+
+def test_retr_sends_a_message_encoded_ahead_the_same_way() -> None:
+    streamed = Peer.logged_in()
+    expected = streamed.feed(b"RETR 2\r\nRETR 3\r\nSTAT\r\n")
+    peer = Peer.logged_in(answers={Retrieve: lambda e: None})
+    peer.conn.receive_data(b"RETR 2\r\nRETR 3\r\nSTAT\r\n")
+    wire = b""
+    for number in (2, 3):
+        assert peer.conn.next_event() == Retrieve(number, None, len(MESSAGES[number]))
+        wire += peer.conn.send(CONTENT_FOLLOWS)
+        wire += peer.conn.send_encoded(encode_whole(MESSAGES[number]))
+    assert peer.conn.next_event() is NEED_DATA
+    assert wire + peer.conn.data_to_send() == expected
+
+
+def test_send_encoded_is_for_a_retr_not_yet_begun() -> None:
+    peer = Peer.logged_in(answers={Retrieve: lambda e: None})
+    with pytest.raises(LocalProtocolError):
+        peer.conn.send_encoded(b".\r\n")  # no RETR at all
+    peer.feed(b"TOP 1 0\r\n")
+    peer.conn.send(CONTENT_FOLLOWS)
+    with pytest.raises(LocalProtocolError):
+        peer.conn.send_encoded(encode_whole(MESSAGES[1]))  # TOP cuts: never encoded ahead
+    peer.conn.end_content()
+    peer.feed(b"RETR 1\r\n")
+    peer.conn.send(CONTENT_FOLLOWS)
+    with pytest.raises(LocalProtocolError):
+        peer.conn.send_encoded(b"Subject: one\r\n")  # not what encode_whole makes
+    peer.conn.send_content(b"Subject")
+    with pytest.raises(LocalProtocolError):
+        peer.conn.send_encoded(encode_whole(MESSAGES[1]))  # part of it is out already
 
 
 @pytest.mark.parametrize("piece", [1, 2, 3, 1000])

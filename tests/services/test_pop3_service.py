@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,12 +20,14 @@ from sqlalchemy import create_engine, update
 
 from mailprime.domain.ids import MailboxId
 from mailprime.domain.mail import FlagMode
+from mailprime.proto.pop3.multiline import encode_whole
 from mailprime.proto.pop3.types import LoginAccepted, MessageInfo, Reply
 from mailprime.proto.smtp.types import PeerInfo
 from mailprime.services.directory_cache import CachedDirectory
 from mailprime.services.mail_auth import LoginFailure, check_login
 from mailprime.services.passwords import hash_password
 from mailprime.services.pop3 import Pop3Config, Pop3Service, Pop3Session
+from mailprime.services.pop3_readahead import MAX_MESSAGES, MAX_OCTETS
 from mailprime.storage.sql import SqlStore, open_store
 from mailprime.storage.sql.schema import accounts
 
@@ -46,10 +49,14 @@ class Sink:
 
     pieces: list[bytes] = field(default_factory=list)
     stop_after: int | None = None
+    encoded: list[bytes] = field(default_factory=list)  # what write_encoded got
 
     async def write(self, chunk: bytes) -> bool:
         self.pieces.append(chunk)
         return self.stop_after is None or len(self.pieces) < self.stop_after
+
+    async def write_encoded(self, body: bytes) -> None:
+        self.encoded.append(body)
 
     @property
     def content(self) -> bytes:
@@ -77,16 +84,18 @@ class World:
 
 
 @asynccontextmanager
-async def world(tmp: Path, contents: tuple[bytes, ...] = (SMALL, BIG, SMALL)) -> AsyncIterator[World]:
+async def world(tmp: Path, contents: tuple[bytes, ...] = (SMALL, BIG, SMALL), *,
+                inline_max: int = INLINE_MAX, seen: bool = False) -> AsyncIterator[World]:
     db_url = f"sqlite:///{tmp / 'm.db'}"
-    store = await open_store(db_url, spool_dir=tmp / "spool", inline_max=INLINE_MAX)
+    store = await open_store(db_url, spool_dir=tmp / "spool", inline_max=inline_max)
     try:
         await store.add_domain("example.com")
         account = await store.add_account(ALICE, hash_password(PASSWORD))
         inbox = await store.get_mailbox(account.id, "INBOX")
         assert inbox is not None
+        flags = frozenset({"\\Seen"}) if seen else frozenset()
         for content in contents:
-            await store.append_message(inbox.id, content)
+            await store.append_message(inbox.id, content, flags=flags)
         service = Pop3Service(store, CachedDirectory(store, ttl=0), Pop3Config("pop.example.com"))
         yield World(store, service, inbox.id, db_url)
     finally:
@@ -269,3 +278,172 @@ def test_session_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
             f"octets={len(SMALL)}, deleted=1, quit=yes, duration_s=") in lines[0]
     assert "user=" not in lines[1] and "retr=0" in lines[1] and "quit=no" in lines[1]
     assert PASSWORD not in caplog.text
+
+
+# Read-ahead: the next messages' content comes in one storage read ------------------------------
+
+
+def mixed(count: int) -> tuple[bytes, ...]:
+    """Messages of mixed kinds: small and empty ones, dot lines and bare LFs (stored as they
+    are), and every seventh beyond INLINE_MAX (spooled)."""
+    out = []
+    for i in range(count):
+        if i % 7 == 3:
+            out.append(b"Subject: big %d\r\n\r\n" % i + b".dot\r\n" * (INLINE_MAX // 5))
+        elif i % 11 == 5:
+            out.append(b"")
+        else:
+            out.append(b"Subject: m %d\r\n\r\n.line\nbare lf\r\n" % i + b"x" * (i * 13))
+    return tuple(out)
+
+
+def buffered(session: Pop3Session) -> tuple[int, ...]:
+    assert session.maildrop is not None
+    return session.maildrop.readahead.buffered
+
+
+def test_read_ahead_serves_every_message_in_any_order(tmp_path: Path) -> None:
+    contents = mixed(100)
+
+    async def main() -> None:
+        async with world(tmp_path, contents) as w:
+            session, _ = await w.login()
+            order = [*range(1, 101), *range(100, 0, -1), *random.Random(7).sample(range(1, 101), 100),
+                     5, 5, 5, 99, 1, 100]
+            for number in order:
+                sink = Sink()
+                assert await session.on_retrieve(number, None, sink) is None
+                assert sink.content == contents[number - 1], number
+            sink = Sink(stop_after=1)
+            assert await session.on_retrieve(4, 0, sink) is None  # TOP of a spooled one
+            assert sink.content.startswith(b"Subject: big 3\r\n")
+            assert session.counts.retrieved == len(order)
+
+    run(main())
+
+
+def test_read_ahead_reads_bounded_batches(tmp_path: Path) -> None:
+    small = tuple(b"Subject: %d\r\n\r\nbody\r\n" % i for i in range(100))
+    large = tuple(b"Subject: %d\r\n\r\n" % i + b"y" * 400_000 + b"\r\n" for i in range(12))
+
+    async def main() -> None:
+        async with world(tmp_path / "small", small) as w:
+            session, _ = await w.login()
+            await session.on_retrieve(1, None, Sink())
+            assert buffered(session) == tuple(range(2, MAX_MESSAGES + 1))  # count-bound
+            await session.on_retrieve(70, None, Sink())  # out of order: a new batch from 70
+            assert buffered(session) == tuple(range(71, 101))  # the end of the maildrop
+        async with world(tmp_path / "large", large, inline_max=1_000_000) as w:
+            session, _ = await w.login()
+            await session.on_retrieve(3, None, Sink())
+            per_batch = MAX_OCTETS // len(large[0])
+            assert buffered(session) == tuple(range(4, 3 + per_batch))  # octet-bound
+
+    run(main())
+
+
+def test_an_expunge_after_the_read_ahead_is_seen_at_once_in_this_process(tmp_path: Path) -> None:
+    contents = tuple(b"Subject: %d\r\n\r\nx\r\n" % i for i in range(10))
+
+    async def main() -> None:
+        async with world(tmp_path, contents) as w:
+            session, _ = await w.login()
+            assert await session.on_retrieve(1, None, Sink()) is None
+            assert 2 in buffered(session)
+            assert await w.store.expunge(w.inbox, [2], only_deleted=False) == [2]  # as IMAP would
+            assert await session.on_retrieve(2, None, Sink()) == Reply.negative(
+                "Message was removed by another session")
+            sink = Sink()
+            assert await session.on_retrieve(3, None, sink) is None
+            assert sink.content == contents[2]
+
+    run(main())
+
+
+def test_an_expunge_by_another_process_is_seen_at_the_next_read(tmp_path: Path) -> None:
+    """Another worker process's expunge cannot move this process's change mark: a message
+    already read ahead is still sent (read while it existed), one read later is refused."""
+    contents = tuple(b"Subject: %d\r\n\r\nx\r\n" % i for i in range(80))
+
+    async def main() -> None:
+        async with world(tmp_path, contents) as w:
+            session, _ = await w.login()
+            assert await session.on_retrieve(1, None, Sink()) is None
+            other = await open_store(w.db_url, spool_dir=tmp_path / "spool", inline_max=INLINE_MAX)
+            try:
+                assert await other.expunge(w.inbox, [10, 70], only_deleted=False) == [10, 70]
+            finally:
+                await other.close()
+            sink = Sink()
+            assert await session.on_retrieve(10, None, sink) is None
+            assert sink.content == contents[9]
+            assert await session.on_retrieve(70, None, Sink()) == Reply.negative(
+                "Message was removed by another session")
+
+    run(main())
+
+
+def test_update_writes_no_flags_when_every_retrieved_message_was_seen(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with world(tmp_path, seen=True) as w:
+            before = await w.store.mailbox_status(w.inbox)
+            session, _ = await w.login()
+            for number in (1, 2, 3):
+                assert await session.on_retrieve(number, None, Sink()) is None
+            assert (await session.on_update([])).ok
+            after = await w.store.mailbox_status(w.inbox)
+            assert after.mailbox.highestmodseq == before.mailbox.highestmodseq
+
+    run(main())
+
+
+# Encode-ahead: RETR n+1 is encoded while the client reads RETR n -------------------------------
+
+
+def test_the_next_message_is_encoded_while_the_client_reads(tmp_path: Path) -> None:
+    contents = mixed(30)
+
+    async def main() -> None:
+        async with world(tmp_path, contents) as w:
+            session, _ = await w.login()
+            ahead = 0
+            for number in range(1, 31):
+                sink = Sink()
+                assert await session.on_retrieve(number, None, sink) is None
+                session.on_idle()  # what the driver does before it reads the next command
+                if sink.encoded:
+                    assert sink.encoded == [encode_whole(contents[number - 1])] and not sink.pieces
+                    ahead += 1
+                else:
+                    assert sink.content == contents[number - 1]
+            # All but the first and the spooled ones (streamed, never encoded ahead); 30 messages
+            # fit one read-ahead batch (the first message of the next would be read, not ahead).
+            spooled = sum(1 for c in contents if len(c) > INLINE_MAX)
+            assert ahead == 30 - 1 - spooled
+
+    run(main())
+
+
+def test_a_message_encoded_ahead_is_used_only_for_its_own_retr(tmp_path: Path) -> None:
+    contents = tuple(b"Subject: %d\r\n\r\n.x\r\n" % i for i in range(10))
+
+    async def main() -> None:
+        async with world(tmp_path, contents) as w:
+            session, _ = await w.login()
+            await session.on_retrieve(1, None, Sink())
+            session.on_idle()  # encodes 2
+            top = Sink()
+            assert await session.on_retrieve(2, 0, top) is None  # TOP: streamed and cut
+            assert top.content == contents[1] and not top.encoded
+            for number in (2, 5):  # dropped by the TOP; then not the message asked for
+                sink = Sink()
+                assert await session.on_retrieve(number, None, sink) is None
+                assert sink.content == contents[number - 1] and not sink.encoded
+                session.on_idle()
+            await session.on_retrieve(6, None, Sink())  # encoded ahead at the last idle moment
+            session.on_idle()  # encodes 7
+            assert await w.store.expunge(w.inbox, [7], only_deleted=False) == [7]
+            assert await session.on_retrieve(7, None, Sink()) == Reply.negative(
+                "Message was removed by another session")
+
+    run(main())

@@ -11,6 +11,7 @@ import pytest
 from mailprime.domain.errors import AlreadyExists, NotFound
 from mailprime.domain.ids import AccountId, MailboxId, new_queue_id
 from mailprime.domain.mail import Acceptance, FlagMode, LocalDelivery
+from mailprime.storage.ports import ListedMessage
 from mailprime.storage.sql import SqlStore
 
 if TYPE_CHECKING:
@@ -209,3 +210,107 @@ async def test_ids_of_deleted_rows_are_never_reused(backend: Backend) -> None:
         await store.remove_account("eve@example.com")
         newcomer = await store.add_account("mallory@example.com", "x")
         assert newcomer.id != other.id
+
+
+async def test_message_contents_reads_a_uid_range_in_one_call(backend: Backend) -> None:
+    async with backend.open(inline_max=1024) as store:
+        account, inbox = await _inbox(store)
+        big = b"Subject: big\r\n\r\n" + b"x" * 5000 + b"\r\n"
+        small, spooled, gone, blank, last = [
+            await store.append_message(inbox, content) for content in (MSG, big, MSG, b"", MSG)]
+        await store.expunge(inbox, [gone.uid], only_deleted=False)
+        other = await store.create_mailbox(account, "Other")
+        copied = await store.copy_messages(inbox, [small.uid], other.id)
+        # Inline content in full; spooled content only named (its blob: stream it); gone uids
+        # absent.
+        assert await store.message_contents(inbox, small.uid, blank.uid) == {
+            small.uid: MSG, spooled.uid: spooled.blob_id, blank.uid: b""}
+        async with store.open_blob(spooled.blob_id) as blob:
+            assert b"".join([c async for c in blob.chunks()]) == big
+        assert await store.message_contents(inbox, last.uid, last.uid + 10) == {last.uid: MSG}
+        assert await store.message_contents(inbox, gone.uid, gone.uid) == {}
+        assert await store.message_contents(inbox, last.uid, small.uid) == {}  # an empty range
+        # Scoped to the mailbox: the same uid elsewhere is another message.
+        [(_, copy_uid)] = copied.uid_pairs
+        assert await store.message_contents(other.id, 1, 100) == {copy_uid: MSG}
+
+
+async def test_message_listing_is_messages_without_the_rest_of_the_row(backend: Backend) -> None:
+    async with backend.open(inline_max=1024) as store:
+        _, inbox = await _inbox(store)
+        assert await store.message_listing(inbox) == []
+        for content, flags in ((MSG, {SEEN}), (b"x" * 5000, set()), (b"", {SEEN, FLAGGED})):
+            await store.append_message(inbox, content, flags=frozenset(flags))
+        await store.expunge(inbox, [1], only_deleted=False)
+        full = await store.messages(inbox)
+        assert await store.message_listing(inbox) == [
+            ListedMessage(m.uid, m.size, m.flags) for m in full]
+        assert [(m.uid, m.size) for m in full] == [(2, 5000), (3, 0)]
+
+
+async def test_local_change_mark_follows_this_process_commits_only(backend: Backend) -> None:
+    async with backend.open() as store, backend.open() as elsewhere:
+        _, inbox = await _inbox(store)
+        assert store.local_change_mark(inbox) == 0
+        first = await store.append_message(inbox, MSG)
+        assert store.local_change_mark(inbox) == first.modseq
+        await store.message_contents(inbox, first.uid, first.uid)  # reads move nothing
+        await store.mailbox_status(inbox)
+        assert store.local_change_mark(inbox) == first.modseq
+        flagged = await store.store_flags(inbox, [first.uid], FlagMode.ADD, frozenset({SEEN}))
+        assert store.local_change_mark(inbox) == flagged.changed[0].modseq
+        await store.expunge(inbox, [first.uid], only_deleted=False)
+        expunged = (await store.mailbox_status(inbox)).mailbox.highestmodseq
+        assert store.local_change_mark(inbox) == expunged > flagged.changed[0].modseq
+        # Another store (as another worker process) commits: this one's mark does not move.
+        await elsewhere.append_message(inbox, MSG)
+        assert store.local_change_mark(inbox) == expunged
+        assert elsewhere.local_change_mark(inbox) > expunged
+
+
+# -- IMAP's whole-mailbox reads (mailbox_snapshot) ----------------------------------------------
+
+
+async def test_mailbox_snapshot_is_the_mailbox_and_its_messages_in_one_read(backend: Backend) -> None:
+    async with backend.open(inline_max=1024) as store:
+        _, inbox = await _inbox(store)
+        empty = await store.mailbox_snapshot(inbox)
+        assert (empty.messages, empty.expunged_modseq) == ([], 0)
+        assert empty.mailbox == (await store.mailbox_status(inbox)).mailbox
+        when = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+        for content, flags in ((MSG, {SEEN}), (b"x" * 5000, set()), (MSG, {SEEN, "$Work"}), (MSG, {SEEN})):
+            await store.append_message(inbox, content, flags=frozenset(flags), internal_date=when)
+        await store.append_message(inbox, MSG)  # the store's own clock: another date
+        await store.expunge(inbox, [1], only_deleted=False)
+        flagged = await store.store_flags(inbox, [4], FlagMode.ADD, frozenset({FLAGGED}))
+        snapshot = await store.mailbox_snapshot(inbox)
+        status = await store.mailbox_status(inbox)
+        # The very values `messages` gives, dates (aware, UTC) and all, with the mailbox as
+        # mailbox_status reads it.
+        assert snapshot.messages == await store.messages(inbox)
+        assert [m.uid for m in snapshot.messages] == [2, 3, 4, 5]
+        assert snapshot.messages[0].internal_date == when
+        assert all(m.internal_date.utcoffset() == UTC.utcoffset(None) for m in snapshot.messages)
+        assert snapshot.mailbox == status.mailbox
+        assert snapshot.expunged_modseq == status.expunged_modseq > 0
+        # Messages with the same flags share one set; the flags are those stored.
+        assert snapshot.messages[1].flags == frozenset({SEEN, "$Work"})
+        assert snapshot.messages[2].flags == frozenset({SEEN, FLAGGED})
+        # changed_since: only the rows changed after it, as `messages` does, same mailbox row.
+        since = await store.mailbox_snapshot(inbox, changed_since=flagged.changed[0].modseq - 1)
+        assert since.messages == await store.messages(inbox, changed_since=flagged.changed[0].modseq - 1)
+        assert [m.uid for m in since.messages] == [4]
+        assert since.mailbox == snapshot.mailbox
+        latest = status.mailbox.highestmodseq
+        assert (await store.mailbox_snapshot(inbox, changed_since=latest)).messages == []
+        with pytest.raises(NotFound):
+            await store.mailbox_snapshot(MailboxId(9999))
+
+
+async def test_mailbox_snapshot_shares_one_frozenset_per_flag_string(backend: Backend) -> None:
+    async with backend.open() as store:
+        _, inbox = await _inbox(store)
+        for _ in range(3):
+            await store.append_message(inbox, MSG, flags=frozenset({SEEN}))
+        first, second, third = (await store.mailbox_snapshot(inbox)).messages
+        assert first.flags is second.flags is third.flags

@@ -7,6 +7,7 @@ import typer
 from mailprime import __version__
 from mailprime.cli.admin import account_app, alias_app, domain_app
 from mailprime.cli.bounce_cmd import bounce_app
+from mailprime.cli.dkim_cmd import dkim_app
 from mailprime.cli.init_cmd import init
 from mailprime.cli.queue_cmd import queue_app
 from mailprime.cli.serve_cmd import serve
@@ -24,6 +25,7 @@ app.add_typer(domain_app, name="domain")
 app.add_typer(account_app, name="account")
 app.add_typer(alias_app, name="alias")
 app.add_typer(queue_app, name="queue")
+app.add_typer(dkim_app, name="dkim")
 app.add_typer(bounce_app, name="bounce")
 
 

@@ -36,6 +36,11 @@ class Pop3Session(Protocol):
         None; or returns a -ERR before writing anything (the message vanished meanwhile)."""
         ...
 
+    def on_idle(self) -> None:
+        """The connection is about to wait for the client's next command: a moment for work
+        that would otherwise delay the next answer (no I/O; it must not fail)."""
+        ...
+
     async def on_update(self, deleted: Sequence[int]) -> Reply:
         """QUIT after login: remove the messages numbered `deleted` (RFC 1939 6 UPDATE)."""
         ...

@@ -12,15 +12,21 @@ per-IP cap.
 Theory of operation. Each accepted socket gets a `StreamChannel` and a task running
 `_Connection.run`: greet, then loop "read what arrived, feed `ServerConnection`, dispatch every
 event to the `Pop3Session`, write all responses of the batch in one write", so pipelined commands
-(RFC 2449 6.6) cost one read and one write per batch. RETR and TOP stream: the session reads the
-stored message in pieces and pushes them through a `_Sink`, which encodes them with the core and
-writes whenever 64 KiB are pending, waiting (bounded by the idle timeout) while the client is
-slow to read; memory stays bounded whatever the message size. A read waits at most
+(RFC 2449 6.6) cost one read and one write per batch. Before each read the session's `on_idle`
+may do work ahead of the next command (the POP3 service encodes the message a client that is
+reading its maildrop in order will ask for next), while the client reads the last answer. RETR
+and TOP stream: the session reads the stored message in pieces and pushes them through a
+`_Sink`, which encodes them with the core (or takes a message encoded ahead) and writes whenever
+64 KiB are pending, waiting (bounded by the idle timeout) while the client is slow to read;
+memory stays bounded whatever the message size. A read waits at most
 `idle_timeout` (RFC 1939 3: at least 10 minutes); then the connection closes silently and, as
-after any other drop, nothing is deleted. A failed login is answered only after a pause that
-doubles with each failure (bounded by `_MAX_FAILURE_DELAY`), and the core closes after
-`max_auth_failures`. `drain` wakes idle readers, which answer "-ERR [SYS/TEMP] Server shutting
-down" and close without UPDATE.
+after any other drop, nothing is deleted. A write waits as long for a client that stopped
+reading, then the connection is aborted. One timer per connection keeps both bounds: it wakes
+every `idle_timeout` and ends a read or write wait that began that long ago (a timeout context
+per read and per write would cost more than the rest of a RETR's dispatch). A failed login is
+answered only after a pause that doubles with each failure (bounded by `_MAX_FAILURE_DELAY`),
+and the core closes after `max_auth_failures`. `drain` wakes idle readers, which answer
+"-ERR [SYS/TEMP] Server shutting down" and close without UPDATE.
 """
 
 from __future__ import annotations
@@ -90,19 +96,29 @@ class _Sink:
     def __init__(self, connection: _Connection) -> None:
         self._connection = connection
         self.started = False
+        self.ended = False  # by write_encoded
 
     async def write(self, chunk: bytes) -> bool:
         connection = self._connection
         core = connection.core
         if not self.started:
-            connection.out += core.send(CONTENT_FOLLOWS)
+            connection.emit(core.send(CONTENT_FOLLOWS))
             self.started = True
         if core.content_complete:
             return False
-        connection.out += core.send_content(chunk)
-        if len(connection.out) >= _FLUSH_AT:
+        connection.emit(core.send_content(chunk))
+        if connection.pending >= _FLUSH_AT:
             await connection.flush()
         return not core.content_complete
+
+    async def write_encoded(self, body: bytes) -> None:
+        connection = self._connection
+        core = connection.core
+        if not self.started:
+            connection.emit(core.send(CONTENT_FOLLOWS))
+            self.started = True
+        connection.emit(core.send_encoded(body))
+        self.ended = True
 
 
 class _Connection:
@@ -113,9 +129,21 @@ class _Connection:
         self._channel = channel
         self._session = session
         self._stopping = False
-        self.out = bytearray()  # responses of the current batch, written together
+        self._out: list[bytes] = []  # responses of the current batch, written together
+        self.pending = 0  # octets in `_out`
         self.core = ServerConnection(config.capabilities, config.limits, tls_active=tls,
                                      auth_allowed=config.auth_allowed(tls))
+        self._loop = asyncio.get_running_loop()
+        self._waiting_since: float | None = None  # loop time the current read or write began
+        self._waiting_to_write = False
+        self._timed_out = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def emit(self, data: bytes) -> None:
+        """Queues `data` for the next `flush`."""
+        if data:
+            self._out.append(data)
+            self.pending += len(data)
 
     def stop(self) -> None:
         """Asks the session to end with "-ERR [SYS/TEMP]" as soon as it is between commands."""
@@ -124,18 +152,21 @@ class _Connection:
 
     async def run(self) -> None:
         core, hostname = self.core, self._config.capabilities.hostname
+        self._timer = self._loop.call_later(self._config.idle_timeout, self._check_idle)
         try:
             greeting = await self._session.on_connect()
-            await self._channel.write(core.send(greeting or Reply.positive(f"{hostname} POP3 server ready")))
+            self.emit(core.send(greeting or Reply.positive(f"{hostname} POP3 server ready")))
+            await self.flush()
             while not core.must_close:
-                try:
-                    async with asyncio.timeout(self._config.idle_timeout):
-                        data = await self._channel.read()
-                except TimeoutError:  # RFC 1939 3: close without a response and without UPDATE
+                self._session.on_idle()
+                self._waiting_since = self._loop.time()
+                data = await self._channel.read()
+                self._waiting_since = None
+                if self._timed_out:  # RFC 1939 3: close without a response and without UPDATE
                     log.debug("pop3 %s: idle timeout", self._config.name)
                     break
                 if data is None or self._stopping:
-                    self.out += core.shutdown(Reply.negative("Server shutting down", "SYS/TEMP"))
+                    self.emit(core.shutdown(Reply.negative("Server shutting down", "SYS/TEMP")))
                     await self.flush()
                     break
                 core.receive_data(data)
@@ -147,25 +178,49 @@ class _Connection:
             log.exception("pop3 %s: session failed", self._config.name)
             if not core.must_close and core.state is not State.CONTENT:
                 with contextlib.suppress(Exception):
-                    self.out += core.shutdown(Reply.negative("Local error, closing", "SYS/TEMP"))
+                    self.emit(core.shutdown(Reply.negative("Local error, closing", "SYS/TEMP")))
                     await self.flush()
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             try:
                 await self._session.on_close()
             finally:
                 self._channel.close()
 
+    def _check_idle(self) -> None:
+        """The idle timer: ends a read or a write that has waited `idle_timeout`, else re-arms."""
+        idle, since, now = self._config.idle_timeout, self._waiting_since, self._loop.time()
+        if since is None or now - since < idle:
+            self._timer = self._loop.call_at((now if since is None else since) + idle,
+                                             self._check_idle)
+            return
+        self._timer = None
+        self._timed_out = True
+        if self._waiting_to_write:
+            # A client that stops reading must not hold the session (and an open message)
+            # forever: abort, which also wakes the write.
+            transport = self._channel.transport
+            if transport is not None:
+                transport.abort()
+        else:
+            self._channel.interrupt()
+
     async def flush(self) -> None:
-        out = bytes(self.out)
-        self.out.clear()
+        out = b"".join(self._out)  # one piece (the usual case) is returned as it is, not copied
+        self._out.clear()
+        self.pending = 0
         if self._channel.lost:
             raise _Closing("connection lost")
+        if not out:
+            return
+        self._waiting_since, self._waiting_to_write = self._loop.time(), True
         try:
-            # A client that stops reading must not hold the session (and an open message) forever.
-            async with asyncio.timeout(self._config.idle_timeout):
-                await self._channel.write(out)
-        except TimeoutError:
-            raise _Closing("the client stopped reading") from None
+            await self._channel.write(out)
+        finally:
+            self._waiting_since, self._waiting_to_write = None, False
+        if self._timed_out:
+            raise _Closing("the client stopped reading")
 
     async def _process(self) -> None:
         """Dispatches every event the received bytes produce; the responses collect in `out`."""
@@ -180,14 +235,14 @@ class _Connection:
                 if not core.awaiting_answer or core.must_close:
                     raise
                 log.warning("pop3 %s: %s", self._config.name, exc.message)
-                self.out += core.send(Reply.negative("Temporary server error, try again later", "SYS/TEMP"))
-        self.out += core.data_to_send()
+                self.emit(core.send(Reply.negative("Temporary server error, try again later", "SYS/TEMP")))
+        self.emit(core.data_to_send())
 
     async def _dispatch(self, event: Event) -> None:
         core, session = self.core, self._session
         match event:
             case StartTls():
-                self.out += core.send(Reply.positive("Begin TLS negotiation"))
+                self.emit(core.send(Reply.positive("Begin TLS negotiation")))
                 if core.state is State.TLS:
                     await self.flush()
                     await self._start_tls()
@@ -195,14 +250,14 @@ class _Connection:
                 answer = await session.on_login(event.mechanism, event.authzid, event.authcid,
                                                 event.password)
                 failures = core.auth_failures
-                self.out += core.send(answer)
+                self.emit(core.send(answer))
                 if core.auth_failures > failures:
                     # Slows password guessing; the answer waits, so does every command after it.
                     await asyncio.sleep(self._config.failure_delay(core.auth_failures))
             case Retrieve():
                 await self._retrieve(event)
             case Update():
-                self.out += core.send(await session.on_update(event.deleted))
+                self.emit(core.send(await session.on_update(event.deleted)))
             case ProtocolViolation(reply=reply):
                 log.debug("pop3 %s: %s", self._config.name, reply.to_bytes().decode().rstrip())
             case Quit():
@@ -215,7 +270,7 @@ class _Connection:
         except _Closing:
             raise
         except Exception as exc:
-            if not sink.started:
+            if not sink.started or sink.ended:
                 raise  # answered -ERR [SYS/TEMP] (DomainError) or logged as a bug by `run`
             # Part of the message is out: only closing, unterminated, tells the client it is
             # incomplete. The responses before it still go out first.
@@ -227,16 +282,20 @@ class _Connection:
                             event.number, exc.message)
                 raise _Closing("message failed mid-stream") from exc
             raise
+        if sink.ended:
+            if refusal is not None:
+                raise RuntimeError("the session refused a message it has sent")
+            return
         if sink.started:
             if refusal is not None:
                 core.abort_content()
                 raise _Closing("the session refused a message it had started to send")
         elif refusal is not None:
-            self.out += core.send(refusal)
+            self.emit(core.send(refusal))
             return
         else:
-            self.out += core.send(CONTENT_FOLLOWS)  # an empty message
-        self.out += core.end_content()
+            self.emit(core.send(CONTENT_FOLLOWS))  # an empty message
+        self.emit(core.end_content())
 
     async def _start_tls(self) -> None:
         ctx = self._config.ssl_context

@@ -9,10 +9,12 @@ the sender must be the account's own address (policy "own") and any recipient is
 The body streams into a storage `SpoolWriter` (memory up to the store's inline limit, a spool
 file beyond it), so a session's memory stays bounded whatever the message size; only the header
 section is kept aside. At the end the service prepends a Received header (and Message-ID/Date on
-submission when missing) without copying the body, then `MailStore.accept` commits it durably
-(adopting the spool file) before the 250 is returned. An aborted or refused body's file is
-deleted at once. Remote recipients go to the local delivery worker (`DeliveryHandoff`) already
-leased in that same accept, when it has room: no claim transaction for them.
+submission when missing, and, for submitted mail that leaves, the DKIM-Signature fields over the
+body hashed while it streamed: services.dkim_keys) without copying the body, then
+`MailStore.accept` commits it durably (adopting the spool file) before the 250 is returned.
+An aborted or refused body's file is deleted at once. Remote recipients go to the local delivery
+worker (`DeliveryHandoff`) already leased in that same accept, when it has room: no claim
+transaction for them.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ from mailprime.domain.mail import (
     prepend,
 )
 from mailprime.logline import emit
+from mailprime.message.dkim_canon import MessageHasher
 from mailprime.message.dsn import DsnAction, DsnRecipient, build_dsn, wants_dsn
 from mailprime.message.headers import MAX_HEADER_SECTION, build_received, missing_header_lines
 from mailprime.proto.smtp.types import AuthOutcome, MailParams, PeerInfo, RcptParams, Reply
+from mailprime.services.dkim_keys import DkimSigner
 from mailprime.services.inject import Injector
 from mailprime.services.mail_auth import LoginCache, check_login
 from mailprime.services.recipients import owns_address, resolve_recipient
@@ -95,6 +99,7 @@ class _Transaction:
     spool: SpoolWriter | None = None
     head: bytearray = field(default_factory=bytearray)
     spool_failure: str = ""  # the writer failed mid-body (disk full): answered at end of data
+    dkim: MessageHasher | None = None  # submission with a signer: hashes the body as it streams
 
 
 class InboundService:
@@ -105,8 +110,10 @@ class InboundService:
                  directory: DirectoryStore | None = None,
                  recent: RecentContent | None = None,
                  handoff: DeliveryHandoff | None = None,
-                 logins: LoginCache | None = None) -> None:
+                 logins: LoginCache | None = None,
+                 dkim: DkimSigner | None = None) -> None:
         self.store = store
+        self.dkim = dkim  # signs submitted mail that leaves (submission role only)
         # Shared with IMAP and POP3 by the runtime: a password verified moments ago by any of
         # them is not verified (Argon2) again.
         self.logins = logins if logins is not None else LoginCache()
@@ -216,6 +223,10 @@ class InboundSession:
     async def on_data_start(self) -> Reply | None:
         if self.tx is None or not self.tx.rcpt_addresses:
             return Reply(554, "No valid recipients", "5.5.1")
+        signer = self.service.dkim
+        if (self._is_submission and signer is not None and self.tx.remote
+                and await signer.signs_anything()):
+            self.tx.dkim = signer.new_hasher()
         return None
 
     async def on_data_chunk(self, chunk: bytes) -> None:
@@ -224,6 +235,8 @@ class InboundSession:
             return
         if len(tx.head) < _HEAD_MAX:
             tx.head += chunk[:_HEAD_MAX - len(tx.head)]
+        if tx.dkim is not None:
+            tx.dkim.update(chunk)
         if tx.spool is None:
             tx.spool = self.service.store.new_spool_writer()
         try:
@@ -270,7 +283,8 @@ class InboundSession:
         if self._is_submission:
             added = missing_header_lines(bytes(tx.head), hostname=self.service.config.hostname,
                                          when=now)
-        content = prepend(trace + added, body)
+        signature = await self._dkim_signature(tx, added)
+        content = prepend(signature + trace + added, body)
         acceptance = Acceptance(
             queue_id=queue_id,
             content=content,
@@ -311,7 +325,7 @@ class InboundSession:
              nrcpt=len(tx.rcpt_addresses), local=len(tx.local), remote=len(tx.remote),
              commit_ms=round((time.monotonic() - started) * 1000, 1), status="accepted")
         # A DSN about a local delivery returns the headers only: those are in memory.
-        original = content if isinstance(content, bytes) else trace + added + bytes(tx.head)
+        original = content if isinstance(content, bytes) else signature + trace + added + bytes(tx.head)
         await self._report_local_delivery(queue_id, tx, original, now)
         return Reply(250, f"Ok: queued as {queue_id}", "2.0.0")
 
@@ -334,6 +348,20 @@ class InboundSession:
 
     def _client(self) -> str:
         return f"[{self.peer.ip}]:{self.peer.port}"
+
+    async def _dkim_signature(self, tx: _Transaction, added: bytes) -> bytes:
+        """The DKIM-Signature fields of a submitted message that leaves (RFC 6376), computed
+        once here at accept time over the header section (with the Message-ID/Date we add) and
+        the body hashed as it streamed in; b"" when its From domain has no active key."""
+        signer = self.service.dkim
+        if signer is None or tx.dkim is None:
+            return b""
+        head = tx.dkim.header_section
+        if head is None:
+            emit(log, self.session_id, logging.WARNING, status="not signed",
+                 reason="header section too long")
+            return b""
+        return await signer.signature_for(added + head, tx.dkim.body_hash())
 
     def _log_reject(self, recipient: str, why: str) -> None:
         emit(log, self.session_id, logging.INFO, listener=self.peer.listener,
@@ -360,7 +388,8 @@ class InboundSession:
                         for r in wanted])
         service = self.service
         try:
-            dsn_id = await Injector(service.store, service.on_queued, service.directory).inject(
+            dsn_id = await Injector(service.store, service.on_queued, service.directory,
+                                    dkim=service.dkim).inject(
                 "", [tx.sender], dsn, priority=Priority.TRANSACTIONAL, source="dsn")
             for r in wanted:
                 await service.store.append(EventKind.DSN_SENT, queue_id, r.address,

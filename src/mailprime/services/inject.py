@@ -1,6 +1,6 @@
 """Injecting a locally generated message (a DSN, later API and campaign mail) into the same
 path as SMTP mail: recipients resolved to local mailboxes or the outbound queue, then one
-durable accept."""
+durable accept. Mail that leaves is DKIM-signed first when its From domain has an active key."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from mailprime.domain.errors import InvalidAddress
 from mailprime.domain.ids import QueueId, new_queue_id
 from mailprime.domain.mail import Acceptance, EnvelopeRecipient, LocalDelivery, Priority
 from mailprime.logline import emit
+from mailprime.services.dkim_keys import DkimSigner
 from mailprime.services.recipients import resolve_recipient
 from mailprime.storage.ports import DirectoryStore, Store
 
@@ -21,8 +22,10 @@ class Injector:
     """Satisfies delivery.worker.MailInjector."""
 
     def __init__(self, store: Store, on_queued: Callable[[], None] | None = None,
-                 directory: DirectoryStore | None = None) -> None:
+                 directory: DirectoryStore | None = None, *,
+                 dkim: DkimSigner | None = None) -> None:
         self.store = store
+        self.dkim = dkim
         self.directory: DirectoryStore = directory if directory is not None else store
         self.on_queued = on_queued  # wakes the delivery worker when remote mail was queued
 
@@ -43,6 +46,8 @@ class Injector:
             emit(log, "inject", logging.WARNING, from_=f"<{sender}>", status="dropped",
                  reason="no deliverable recipient")
             return None
+        if remote and self.dkim is not None:
+            content = await self.dkim.sign(content)
         queue_id = new_queue_id()
         await self.store.accept(Acceptance(queue_id=queue_id, content=content, sender=sender,
                                            local=tuple(local), remote=tuple(remote),

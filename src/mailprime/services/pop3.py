@@ -2,19 +2,26 @@
 net.pop3_handler without importing net).
 
 Theory of operation. One `Pop3Session` per connection. A login (USER/PASS or SASL, checked by
-`mail_auth`) snapshots the account's INBOX: the mailbox status, then its messages in UID order,
-numbered 1..n for the whole session (RFC 1939 5). The protocol core keeps the deletion marks;
-only RETR/TOP and the UPDATE come here:
+`mail_auth`) snapshots the account's INBOX: its messages' UIDs, sizes and flags in UID order
+(`message_listing`), numbered 1..n for the whole session (RFC 1939 5). The protocol core keeps
+the deletion marks; only RETR/TOP and the UPDATE come here:
 
-* RETR/TOP stream the stored content from the blob store in pieces (`open_blob`), so memory stays
-  bounded whatever the size. IMAP may expunge a message meanwhile: before each retrieval the
-  session compares the mailbox's `expunged_modseq` with the one it last saw and, if an expunge
-  happened, re-reads the UID list; a message gone from it gets "-ERR Message was removed". (A
-  blob still readable at that moment is sent: BlobReader stays readable once opened.)
+* RETR/TOP take the content from the session's `ReadAhead` (pop3_readahead.py): a message kept
+  in the database comes with the next few in one read, so a client retrieving its messages in
+  order costs one storage read per batch, not one per message; a message in a spool file is
+  streamed in pieces (`open_blob`), so memory stays bounded whatever the size. The snapshot is
+  the truth for the session (RFC 1939 5) and each RETR makes no check of its own: IMAP may
+  expunge a message meanwhile, which the read-ahead learns from its next read (at once for an
+  expunge by this process, which moves the store's change mark; see pop3_readahead.py), and such
+  a message gets "-ERR Message was removed". (Content read while it existed is sent:
+  BlobReader, too, stays readable once opened.) After RETR n, the driver's idle moment
+  (`on_idle`, while the client reads the answer) encodes message n+1 ahead.
 * QUIT (UPDATE) expunges exactly the UIDs marked with DELE, through
   `MailboxStore.expunge(inbox, uids, only_deleted=False)`, in one durable transaction, and then
-  sets \\Seen on the messages retrieved in full and kept, as Dovecot does, so that an IMAP client
-  of the same account sees them as read. A connection that ends without QUIT changes nothing.
+  sets \\Seen on the messages retrieved in full and kept that the snapshot saw unseen, as
+  Dovecot does, so that an IMAP client of the same account sees them as read (a message the
+  snapshot saw \\Seen is left alone: no write at all when nothing new was read). A connection
+  that ends without QUIT changes nothing.
 
 Why no [IN-USE] lock (RFC 2449 8.1.1 allows refusing a second session): each session acts only
 on the UIDs of its own snapshot, expunges by UID, and the store ignores UIDs already gone, so two
@@ -40,16 +47,20 @@ from typing import Protocol
 
 from mailprime.domain.errors import DomainError, NotFound
 from mailprime.domain.ids import MailboxId, new_queue_id
-from mailprime.domain.mail import Account, FlagMode, StoredMessage
+from mailprime.domain.mail import Account, FlagMode
 from mailprime.logline import emit
 from mailprime.proto.pop3.types import ContentSink, LoginAccepted, MessageInfo, Reply
 from mailprime.proto.smtp.types import PeerInfo
 from mailprime.services.mail_auth import LoginCache, check_login
-from mailprime.storage.ports import DirectoryStore, MailboxStore, MailStore
+from mailprime.services.pop3_readahead import GONE, ReadAhead
+from mailprime.storage.ports import DirectoryStore, ListedMessage, MailboxStore, MailStore
 
 log = logging.getLogger("mailprime.pop3d")
 
 _SEEN = frozenset({"\\Seen"})
+_REMOVED = Reply.negative("Message was removed by another session")
+# Pieces handed to the sink from a buffered message: as a streamed one would come (READ_CHUNK).
+_PIECE = 128 * 1024
 
 
 class MaildropStore(MailStore, MailboxStore, Protocol):
@@ -81,9 +92,8 @@ class _Maildrop:
 
     mailbox_id: MailboxId
     uidvalidity: int
-    messages: tuple[StoredMessage, ...]
-    expunged_modseq: int  # the last value seen; a newer one means re-read `present`
-    present: set[int] | None = None  # UIDs still in the mailbox, once an expunge was noticed
+    messages: tuple[ListedMessage, ...]
+    readahead: ReadAhead
 
 
 @dataclass(slots=True)
@@ -128,33 +138,46 @@ class Pop3Session:
         inbox = await store.get_mailbox(check.account.id, "INBOX")
         if inbox is None:
             return Reply.negative("This account has no INBOX", "SYS/PERM")
-        status = await store.mailbox_status(inbox.id)  # before the list: see _still_there
-        messages = tuple(await store.messages(inbox.id))
+        messages = tuple(await store.message_listing(inbox.id))
         self.account = check.account
-        self.maildrop = _Maildrop(inbox.id, status.mailbox.uidvalidity, messages,
-                                  status.expunged_modseq)
-        return LoginAccepted(tuple(MessageInfo(m.size, f"{status.mailbox.uidvalidity}.{m.uid}")
+        self.maildrop = _Maildrop(inbox.id, inbox.uidvalidity, messages,
+                                  ReadAhead(store, inbox.id, messages))
+        return LoginAccepted(tuple(MessageInfo(m.size, f"{inbox.uidvalidity}.{m.uid}")
                                    for m in messages))
 
     async def on_retrieve(self, number: int, lines: int | None, sink: ContentSink) -> Reply | None:
         maildrop = self._maildrop()
         message = maildrop.messages[number - 1]
-        if not await self._still_there(maildrop, message.uid):
-            return Reply.negative("Message was removed by another session")
-        try:
-            async with self.service.store.open_blob(message.blob_id) as blob:
-                async for chunk in blob.chunks():
-                    if not await sink.write(chunk):
-                        break
-        except NotFound:  # its last copy was expunged between the check and the open
-            return Reply.negative("Message was removed by another session")
+        readahead = maildrop.readahead
+        content = await readahead.content(number)
+        if content is GONE:
+            return _REMOVED
+        if isinstance(content, bytes):
+            encoded = readahead.encoded(number, content) if lines is None else None
+            if encoded is not None:
+                await sink.write_encoded(encoded)
+            else:
+                await _write_pieces(content, sink)
+        else:  # in a spool file: streamed, so memory stays bounded whatever the size
+            try:
+                async with self.service.store.open_blob(content) as blob:
+                    async for chunk in blob.chunks():
+                        if not await sink.write(chunk):
+                            break
+            except NotFound:  # its last copy was expunged since the read-ahead saw it
+                return _REMOVED
         if lines is None:
+            readahead.retrieved(number)  # the next idle moment encodes the message after it
             self.counts.retrieved += 1
             self.counts.octets += message.size
             self.counts.retrieved_uids.add(message.uid)
         else:
             self.counts.tops += 1
         return None
+
+    def on_idle(self) -> None:
+        if self.maildrop is not None:
+            self.maildrop.readahead.encode_ahead()  # RETR n+1, while the client reads RETR n
 
     async def on_update(self, deleted: Sequence[int]) -> Reply:
         maildrop = self._maildrop()
@@ -167,7 +190,10 @@ class Pop3Session:
             emit(log, self.session_id, logging.ERROR, status="update failed", reason=exc.message)
             return Reply.negative("Some deleted messages not removed", "SYS/TEMP")  # RFC 1939 6
         self.counts.deleted = len(removed)
-        kept_seen = sorted(self.counts.retrieved_uids.difference(uids))
+        # Only what the snapshot saw unseen: most retrieved messages were \Seen already (a
+        # client that leaves mail on the server), and a flag write is a durable transaction.
+        unseen = {m.uid for m in maildrop.messages if "\\Seen" not in m.flags}
+        kept_seen = sorted(self.counts.retrieved_uids.intersection(unseen).difference(uids))
         if kept_seen:
             try:
                 await store.store_flags(maildrop.mailbox_id, kept_seen, FlagMode.ADD, _SEEN)
@@ -192,15 +218,17 @@ class Pop3Session:
             raise RuntimeError("no maildrop before login")  # the protocol core prevents this
         return self.maildrop
 
-    async def _still_there(self, maildrop: _Maildrop, uid: int) -> bool:
-        """False if an expunge since the snapshot removed `uid` (one cheap status read when
-        nothing was expunged; the UID list only when something was)."""
-        store = self.service.store
-        status = await store.mailbox_status(maildrop.mailbox_id)
-        if status.expunged_modseq != maildrop.expunged_modseq:
-            maildrop.present = {m.uid for m in await store.messages(maildrop.mailbox_id)}
-            maildrop.expunged_modseq = status.expunged_modseq
-        return maildrop.present is None or uid in maildrop.present
-
     def _client(self) -> str:
         return f"[{self.peer.ip}]:{self.peer.port}"
+
+
+async def _write_pieces(content: bytes, sink: ContentSink) -> None:
+    """A buffered message into the sink; usually one piece (the bench's are 4-21 KB)."""
+    if len(content) <= _PIECE:
+        if content:
+            await sink.write(content)
+        return
+    view = memoryview(content)
+    for start in range(0, len(content), _PIECE):
+        if not await sink.write(bytes(view[start:start + _PIECE])):
+            return

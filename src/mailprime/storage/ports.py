@@ -8,11 +8,13 @@ answers "accepted" to a peer (`accept`) returns only after its transaction is du
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from mailprime.domain.dkim import DkimKey
 from mailprime.domain.ids import AccountId, BlobId, MailboxId, QueueId, RecipientId
 from mailprime.domain.mail import (
     Acceptance,
@@ -34,6 +36,26 @@ from mailprime.domain.mail import (
     RecipientOutcome,
     StoredMessage,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ListedMessage:
+    """A message as a maildrop listing (POP3's LIST and UIDL) needs it: a few columns of its row,
+    read without the cost of a whole `StoredMessage` (dates, modseqs) for every message."""
+
+    uid: int
+    size: int
+    flags: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxSnapshot:
+    """A mailbox's row and its messages read in one transaction (IMAP's SELECT and its catch-up
+    between commands): `mailbox.highestmodseq` covers exactly the changes `messages` show."""
+
+    mailbox: Mailbox
+    expunged_modseq: int  # the modseq of the mailbox's last expunge (0: none yet)
+    messages: Sequence[StoredMessage]
 
 
 class DirectoryStore(Protocol):
@@ -169,6 +191,26 @@ class MailboxStore(Protocol):
         """Messages in UID order; with `changed_since`, only those whose modseq is greater."""
         ...
 
+    async def message_listing(self, mailbox_id: MailboxId) -> Sequence[ListedMessage]:
+        """UID, size and flags of every message, in UID order (`messages` without the rest)."""
+        ...
+
+    async def message_contents(self, mailbox_id: MailboxId, first_uid: int,
+                               last_uid: int) -> Mapping[int, bytes | BlobId]:
+        """The content of every message in the mailbox with `first_uid` <= UID <= `last_uid`, in
+        one read, for a session about to send them (POP3's read-ahead): UID -> the content when
+        it is stored in the database, or its blob's id when it is in a spool file (not read
+        here: stream it with `open_blob`). UIDs only grow, so a caller that listed the mailbox
+        once knows every message this can return (those it listed, less any expunged since,
+        which are simply absent) and bounds what it reads by choosing the range."""
+        ...
+
+    def local_change_mark(self, mailbox_id: MailboxId) -> int:
+        """No I/O: the highest modseq that this process has committed to the mailbox since the
+        store opened (0 if none). While it stays the same, nothing changed the mailbox from this
+        process; changes by other processes do not move it (read `mailbox_status` for those)."""
+        ...
+
     async def append_message(self, mailbox_id: MailboxId, content: MessageContent, *,
                      flags: frozenset[str] = frozenset(), internal_date: datetime | None = None
                      ) -> StoredMessage:
@@ -199,6 +241,15 @@ class MailboxStore(Protocol):
         """Returns the mailbox's highestmodseq as soon as it exceeds `known_modseq` (at once if it
         already does), or after `timeout` seconds with the current value. Changes made in this
         process wake waiters at once; changes by another process are seen by polling."""
+        ...
+
+    # -- IMAP's whole-mailbox reads --------------------------------------------------------------
+
+    async def mailbox_snapshot(self, mailbox_id: MailboxId, *, changed_since: int = 0) -> MailboxSnapshot:
+        """The mailbox's row and its messages in UID order (with `changed_since`, only those
+        whose modseq is greater), in one read transaction: the same messages as `messages`,
+        made without its per-row cost (messages with the same flags share one frozenset).
+        NotFound when the mailbox is gone."""
         ...
 
 
@@ -248,7 +299,33 @@ class EventLog(Protocol):
         ...
 
 
-class Store(DirectoryStore, MailStore, MailboxStore, QueueStore, EventLog, Protocol):
+class DkimKeyStore(Protocol):
+    """DKIM signing keys per domain and selector (domain.dkim explains their life). Domains are
+    lower-case A-labels. Writes are durable when they return, like every write."""
+
+    async def add_dkim_key(self, key: DkimKey) -> None:
+        """Raises AlreadyExists if the domain has a key with that selector, retired or not."""
+        ...
+
+    async def list_dkim_keys(self, domain: str | None = None, *,
+                             active_only: bool = False) -> Sequence[DkimKey]:
+        """Keys of `domain` (all domains for None) by domain, then age; with `active_only`,
+        only the active ones (what signing needs)."""
+        ...
+
+    async def activate_dkim_key(self, domain: str, selector: str) -> DkimKey:
+        """In one transaction: the key becomes the active one of its domain and type, and the
+        key it replaces stays published but inactive. NotFound if no such unretired key."""
+        ...
+
+    async def retire_dkim_key(self, domain: str, selector: str, when: datetime) -> DkimKey:
+        """Marks the key retired (inactive, no longer published). NotFound if no such
+        unretired key."""
+        ...
+
+
+class Store(DirectoryStore, MailStore, MailboxStore, QueueStore, EventLog, DkimKeyStore,
+            Protocol):
     """All storage ports in one object; the composition root builds one and passes it down."""
 
     async def close(self) -> None: ...
@@ -257,7 +334,9 @@ class Store(DirectoryStore, MailStore, MailboxStore, QueueStore, EventLog, Proto
 __all__ = [
     "BlobReader",
     "DirectoryStore",
+    "DkimKeyStore",
     "EventLog",
+    "ListedMessage",
     "MailStore",
     "MailboxStore",
     "QueueStore",

@@ -23,7 +23,7 @@ TERMINATOR = b".\r\n"
 class ContentEncoder:
     """Encodes one message's content for RETR (`body_lines` None) or TOP (`body_lines` = n)."""
 
-    __slots__ = ("_cr", "_in_header", "_line_start", "_lines_left", "done")
+    __slots__ = ("_cr", "_in_header", "_line_start", "_lines_left", "done", "started")
 
     def __init__(self, body_lines: int | None = None) -> None:
         self._lines_left = body_lines
@@ -31,23 +31,28 @@ class ContentEncoder:
         self._cr = False  # a CR held back from the previous piece
         self._line_start = True  # the next octet out starts a line
         self.done = False  # TOP has sent all it must: later pieces are ignored
+        self.started = False  # some content was given
 
     def encode(self, piece: bytes) -> bytes:
         if self.done or not piece:
             return b""
+        self.started = True
         data = b"\r" + piece if self._cr else piece
         self._cr = data.endswith(b"\r")
         if self._cr:
             data = data[:-1]
             if not data:
                 return b""
-        if b"\n" in data and data.count(b"\n") != data.count(b"\r\n"):
+        newlines = data.count(b"\n")
+        if newlines and newlines != data.count(b"\r\n"):
             data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         if self._lines_left is not None:
             data = self._cut(data)
             if not data:
                 return b""
-        out = data.replace(b"\n.", b"\n..")
+        # split + join stuffs faster than replace (which counts the matches first), and gives
+        # back `data` itself when there is nothing to stuff.
+        out = b"\n..".join(data.split(b"\n.")) if newlines else data
         if self._line_start and data.startswith(b"."):
             out = b"." + out
         self._line_start = data.endswith(b"\n")
@@ -91,6 +96,14 @@ class ContentEncoder:
         self._lines_left = 0
         self.done = True
         return data[:end + 1]
+
+
+def encode_whole(content: bytes) -> bytes:
+    """A whole RETR response body, "." CRLF included: what `ContentEncoder` makes of `content`
+    in any pieces. For a server that encodes a message before the client asks for it
+    (`ServerConnection.send_encoded`)."""
+    encoder = ContentEncoder()
+    return encoder.encode(content) + encoder.finish()
 
 
 def listing(status: bytes, lines: Iterable[str]) -> bytes:

@@ -16,10 +16,11 @@ LIST, UIDL, DELE, RSET, NOOP and CAPA, checks message numbers and remembers dele
 message content needs the application: `Retrieve` is answered with CONTENT_FOLLOWS, after which
 the application streams the stored message through `send_content()` (the core line-normalises
 and byte-stuffs it, and for TOP reports `content_complete` once enough lines are out) and
-finishes with `end_content()`; or it gives up mid-stream with `abort_content()`, which ends the
-connection (the response cannot be completed honestly). QUIT in TRANSACTION enters UPDATE and
-asks the application, through `Update`, to remove the marked messages (RFC 1939 6); a connection
-that ends any other way updates nothing.
+finishes with `end_content()`; or, for RETR, sends a whole message it encoded ahead of time
+(`multiline.encode_whole`) with `send_encoded()`; or it gives up mid-stream with
+`abort_content()`, which ends the connection (the response cannot be completed honestly).
+QUIT in TRANSACTION enters UPDATE and asks the application, through `Update`, to remove the
+marked messages (RFC 1939 6); a connection that ends any other way updates nothing.
 
 States: GREETING -> AUTHORIZATION -> TRANSACTION (after a login) -> UPDATE -> CLOSED. SASL is an
 AUTH exchange waiting for the client's response; TLS waits for `tls_started()` after the +OK to
@@ -48,7 +49,7 @@ from mailprime.proto.pop3.events import (
     StartTls,
     Update,
 )
-from mailprime.proto.pop3.multiline import ContentEncoder, listing
+from mailprime.proto.pop3.multiline import TERMINATOR, ContentEncoder, listing
 from mailprime.proto.pop3.types import (
     CONTENT_FOLLOWS,
     Answer,
@@ -212,6 +213,20 @@ class ServerConnection:
         self._retrieving = None
         self._state = State.TRANSACTION
         return out + self.data_to_send()
+
+    def send_encoded(self, body: bytes) -> bytes:
+        """Sends and ends a RETR response in one go, its content encoded ahead of the command
+        with `multiline.encode_whole` (instead of `send_content` and `end_content`)."""
+        event, encoder = self._retrieving, self._encoder
+        if (self._state is not State.CONTENT or event is None or event.lines is not None
+                or encoder is None or encoder.started):
+            raise LocalProtocolError("send_encoded() outside a RETR response not yet begun")
+        if not body.endswith(TERMINATOR):
+            raise LocalProtocolError("send_encoded() takes what encode_whole() made")
+        self._encoder = None
+        self._retrieving = None
+        self._state = State.TRANSACTION
+        return body + self.data_to_send()
 
     def abort_content(self) -> None:
         """The content cannot be sent in full (storage failed mid-stream): the response stays
@@ -558,8 +573,10 @@ class ServerConnection:
         event = self._retrieving
         assert event is not None
         if answer is CONTENT_FOLLOWS:
-            status = (f"{event.size} octets" if event.lines is None else "Top of message follows")
-            self._write(Reply.positive(status))
+            if event.lines is None:  # the hot path: `Reply.positive(f"{size} octets")`, faster
+                self._out += b"+OK %d octets\r\n" % event.size
+            else:
+                self._write(Reply.positive("Top of message follows"))
             self._encoder = ContentEncoder(event.lines)
             self._state = State.CONTENT
             return

@@ -45,7 +45,9 @@ class MessageInfo:
 
 
 def valid_uidl(uidl: str) -> bool:
-    return 1 <= len(uidl) <= 70 and all(0x21 <= ord(c) <= 0x7E for c in uidl)
+    # 0x21..0x7E: the printable ASCII characters but the space (checked for a whole maildrop
+    # at every login, hence no per-character loop).
+    return 1 <= len(uidl) <= 70 and uidl.isascii() and uidl.isprintable() and " " not in uidl
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,4 +96,9 @@ class ContentSink(Protocol):
     async def write(self, chunk: bytes) -> bool:
         """Sends the next piece of the stored message. Returns False once the client needs no
         more (TOP's lines are out): the session then stops reading."""
+        ...
+
+    async def write_encoded(self, body: bytes) -> None:
+        """RETR only, instead of any `write`: the whole message, encoded ahead of the command
+        by `multiline.encode_whole` (terminator included)."""
         ...

@@ -20,8 +20,16 @@ from mailprime.domain.ids import MailboxId
 class MailboxChanges:
     def __init__(self) -> None:
         self._waiters: dict[MailboxId, set[asyncio.Future[int]]] = {}
+        # The highest modseq committed here per mailbox (`SqlStore.local_change_mark`): one int
+        # per mailbox this process changed, so bounded by the number of mailboxes.
+        self._marks: dict[MailboxId, int] = {}
+
+    def mark(self, mailbox_id: MailboxId) -> int:
+        return self._marks.get(mailbox_id, 0)
 
     def changed(self, mailbox_id: MailboxId, modseq: int) -> None:
+        if modseq > self._marks.get(mailbox_id, 0):
+            self._marks[mailbox_id] = modseq
         for future in self._waiters.pop(mailbox_id, set()):
             if not future.done():
                 future.set_result(modseq)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Connection
 
 from mailprime.domain.errors import NotFound
-from mailprime.domain.ids import AccountId, BlobId, QueueId
+from mailprime.domain.ids import AccountId, BlobId, MailboxId, QueueId
 from mailprime.domain.mail import Event, EventKind, Mailbox, StoredMessage
+from mailprime.storage.ports import ListedMessage
 from mailprime.storage.sql.folders import mailbox_name
 from mailprime.storage.sql.rows import attrs_json, to_event, to_mailbox, to_stored_message
 from mailprime.storage.sql.schema import blobs, events, mailbox_messages, mailboxes
@@ -41,6 +42,33 @@ def blob_location(conn: Connection, blob_id: BlobId) -> tuple[bytes | None, str 
     if row is None:
         raise NotFound(f"no blob {blob_id}")
     return (bytes(row.data) if row.data is not None else None), row.path
+
+
+# Built once: constructing and cache-keying a select costs more than running these.
+_LISTING = (
+    select(mailbox_messages.c.uid, mailbox_messages.c.size, mailbox_messages.c.flags)
+    .where(mailbox_messages.c.mailbox_id == bindparam("mailbox_id"))
+    .order_by(mailbox_messages.c.uid))
+_CONTENTS_IN_RANGE = (
+    select(mailbox_messages.c.uid, blobs.c.id, blobs.c.data, blobs.c.path)
+    .join_from(mailbox_messages, blobs, blobs.c.id == mailbox_messages.c.blob_id)
+    .where(mailbox_messages.c.mailbox_id == bindparam("mailbox_id"),
+           mailbox_messages.c.uid.between(bindparam("first_uid"), bindparam("last_uid"))))
+
+
+def message_listing(conn: Connection, mailbox_id: MailboxId) -> list[ListedMessage]:
+    no_flags: frozenset[str] = frozenset()
+    return [ListedMessage(uid, size, frozenset(flags.split()) if flags else no_flags)
+            for uid, size, flags in conn.execute(_LISTING, {"mailbox_id": mailbox_id})]
+
+
+def message_contents(conn: Connection, mailbox_id: MailboxId, first_uid: int,
+                     last_uid: int) -> dict[int, bytes | BlobId]:
+    """uid -> inline content, or the blob id of content in a spool file (its octets unread)."""
+    rows = conn.execute(_CONTENTS_IN_RANGE, {"mailbox_id": mailbox_id, "first_uid": first_uid,
+                                             "last_uid": last_uid})
+    return {uid: (bytes(data or b"") if path is None else BlobId(blob_id))
+            for uid, blob_id, data, path in rows}
 
 
 def event_row(at: datetime, kind: EventKind, queue_id: QueueId | None, recipient: str | None, *,

@@ -234,8 +234,21 @@ events = Table(
     Index(None, "queue_id"),
 )
 
+# ---- DKIM signing keys (migration 0005) ------------------------------------------------------
+
+dkim_keys = Table(
+    "dkim_keys", metadata,
+    Column("domain", String(255), primary_key=True),  # lower-case A-labels
+    Column("selector", String(255), primary_key=True),
+    Column("key_type", String(16), nullable=False),  # k= of the key record: rsa, ed25519
+    Column("private_key", Text, nullable=False),  # PKCS#8 PEM
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("active", Boolean, nullable=False, default=False, server_default=false()),
+    Column("retired_at", UtcDateTime(), nullable=True),
+)
+
 ALL_TABLES = (domains, accounts, aliases, blobs, mailboxes, mailbox_messages, queue_messages,
-              queue_recipients, events)
+              queue_recipients, events, dkim_keys)
 
 
 def insert_ignoring_conflicts(dialect_name: str, table: Table, *columns: str) -> Insert:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
 from mailprime.domain.clock import Clock, SystemClock
+from mailprime.domain.dkim import DkimKey
 from mailprime.domain.errors import DomainError, NotFound, StorageError
 from mailprime.domain.ids import AccountId, BlobId, MailboxId, QueueId, new_queue_id
 from mailprime.domain.mail import (
@@ -44,8 +45,8 @@ from mailprime.domain.mail import (
     SpooledContent,
     StoredMessage,
 )
-from mailprime.storage.ports import BlobReader, SpoolWriter, Store
-from mailprime.storage.sql import directory, mailbox_writes, mailstore, queue
+from mailprime.storage.ports import BlobReader, ListedMessage, MailboxSnapshot, SpoolWriter, Store
+from mailprime.storage.sql import directory, dkim_keys, mailbox_writes, mailstore, queue, snapshots
 from mailprime.storage.sql.accept import AcceptRecord, AcceptWriter, Lease
 from mailprime.storage.sql.changes import MailboxChanges
 from mailprime.storage.sql.committer import CommitStats, GroupCommitter, as_storage_error
@@ -262,6 +263,19 @@ class SqlStore:
     async def messages(self, mailbox_id: MailboxId, *, changed_since: int = 0) -> Sequence[StoredMessage]:
         return await self._read(lambda c: mailbox_writes.messages(c, mailbox_id, changed_since))
 
+    async def message_listing(self, mailbox_id: MailboxId) -> Sequence[ListedMessage]:
+        return await self._read(lambda c: mailstore.message_listing(c, mailbox_id))
+
+    async def message_contents(self, mailbox_id: MailboxId, first_uid: int,
+                               last_uid: int) -> Mapping[int, bytes | BlobId]:
+        if first_uid > last_uid:
+            return {}
+        return await self._read(
+            lambda c: mailstore.message_contents(c, mailbox_id, first_uid, last_uid))
+
+    def local_change_mark(self, mailbox_id: MailboxId) -> int:
+        return self._changes.mark(mailbox_id)
+
     async def append_message(self, mailbox_id: MailboxId, content: MessageContent, *,
                      flags: frozenset[str] = frozenset(), internal_date: datetime | None = None
                      ) -> StoredMessage:
@@ -323,6 +337,11 @@ class SqlStore:
     async def wait_for_change(self, mailbox_id: MailboxId, known_modseq: int, timeout: float) -> int:
         return await self._changes.wait(mailbox_id, known_modseq, timeout,
                                         lambda: self._highestmodseq(mailbox_id))
+
+    # -- IMAP's whole-mailbox reads (snapshots.py) --
+
+    async def mailbox_snapshot(self, mailbox_id: MailboxId, *, changed_since: int = 0) -> MailboxSnapshot:
+        return await self._read(lambda c: snapshots.mailbox_snapshot(c, mailbox_id, changed_since))
 
     async def _highestmodseq(self, mailbox_id: MailboxId) -> int:
         def read(conn: Connection) -> int:
@@ -431,6 +450,23 @@ class SqlStore:
     async def list_events(self, queue_id: QueueId | None = None, limit: int = 1000) -> Sequence[Event]:
         return await self._read(lambda c: mailstore.list_events(c, queue_id, limit))
 
+
+    # ---- DkimKeyStore (DKIM signing keys) -------------------------------------------------
+
+    async def add_dkim_key(self, key: DkimKey) -> None:
+        await self._writer.run(lambda c: dkim_keys.add_key(c, key))
+
+    async def list_dkim_keys(self, domain: str | None = None, *,
+                             active_only: bool = False) -> Sequence[DkimKey]:
+        return await self._read(lambda c: dkim_keys.list_keys(c, domain, active_only))
+
+    async def activate_dkim_key(self, domain: str, selector: str) -> DkimKey:
+        return await self._writer.run(lambda c: dkim_keys.activate_key(c, domain, selector))
+
+    async def retire_dkim_key(self, domain: str, selector: str, when: datetime) -> DkimKey:
+        return await self._writer.run(lambda c: dkim_keys.retire_key(c, domain, selector, when))
+
+    # ---- end of DkimKeyStore --------------------------------------------------------------
 
 async def open_store(url: str, *, spool_dir: Path, inline_max: int,
                      max_queue_lifetime: timedelta | float = DEFAULT_QUEUE_LIFETIME,

@@ -1,0 +1,357 @@
+"""DKIM signing (RFC 6376) with RSA-SHA256 and Ed25519-SHA256 (RFC 8463), and the key records.
+
+Pure: stdlib and `cryptography` (OpenSSL) only. No verification here: the tests check what we
+sign with independent verifiers (dkimpy and OpenDKIM).
+
+Signing one message: the body hash `bh=` comes from message.dkim_canon (streamed, so a spooled
+body never needs to be in memory); the header hash covers the fields named in `h=` (relaxed
+form, each name taken from the bottom up, RFC 6376 5.4.2) and then the DKIM-Signature field
+itself with an empty `b=` and no final CRLF (3.7). RSA signs that SHA-256 hash with PKCS#1 v1.5
+(RFC 8017 8.2); Ed25519 signs the 32-octet SHA-256 hash itself (RFC 8463 3: "the SHA-256 hash
+of the canonicalized data is the input to Ed25519", pure Ed25519 of RFC 8032). Every key of the
+domain signs the same fields, so one message gets an RSA and an Ed25519 signature; both fields
+are prepended, RSA first, for verifiers that look at the first signature only.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
+
+from mailprime.message.dkim_canon import CRLF, body_hash, relaxed_header, split_fields
+
+# RFC 6376 3.5 recommends folding; RFC 5322 2.1.1: lines SHOULD be at most 78 characters.
+FOLD_WIDTH = 78
+# RFC 8301 3.2: signers MUST use RSA keys of at least 1024 bits and SHOULD use 2048.
+RSA_BITS = 2048
+RSA_MIN_BITS = 1024
+# RFC 1035 3.3.14 / RFC 7208 3.3: a TXT record is a sequence of character-strings of at most
+# 255 octets each; verifiers concatenate them (RFC 6376 3.6.2.2).
+TXT_STRING_MAX = 255
+# RFC 6376 3.1: a selector is one or more dot-separated DNS labels (RFC 1035 2.3.4: 63 octets).
+_SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+# The fields we sign when present (RFC 6376 5.4.1 "SHOULD be included"; the List-Unsubscribe pair
+# because RFC 8058 4 requires it covered by a DKIM signature; Feedback-ID for Gmail's loop).
+SIGNED_FIELDS: tuple[str, ...] = (
+    "from", "sender", "reply-to", "subject", "date", "message-id", "to", "cc",
+    "in-reply-to", "references", "mime-version", "content-type", "content-transfer-encoding",
+    "list-unsubscribe", "list-unsubscribe-post", "feedback-id",
+)
+# Listed once more than present (RFC 6376 5.4 and 8.15): nobody can add another without
+# breaking the signature. From decides DMARC alignment; a second From is the classic attack.
+OVERSIGNED_FIELDS: frozenset[str] = frozenset({"from"})
+
+
+class DkimAlgorithm(enum.StrEnum):
+    """RFC 6376 3.3 / RFC 8463 3: the a= tag; `key_type` is the k= of the key record."""
+
+    RSA_SHA256 = "rsa-sha256"
+    ED25519_SHA256 = "ed25519-sha256"
+
+    @property
+    def key_type(self) -> str:
+        return "rsa" if self is DkimAlgorithm.RSA_SHA256 else "ed25519"
+
+    @classmethod
+    def from_key_type(cls, key_type: str) -> DkimAlgorithm:
+        """"rsa" or "ed25519" (case-insensitive, as the CLI takes it); ValueError otherwise."""
+        for algorithm in cls:
+            if algorithm.key_type == key_type.lower() or algorithm.value == key_type.lower():
+                return algorithm
+        raise ValueError(f"unknown DKIM key type {key_type!r} (rsa or ed25519)")
+
+
+PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+class DkimKeyError(ValueError):
+    """A private key that cannot sign: not PEM, another key type, or an RSA key too short."""
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A private key ready to sign as `domain` with `selector` (d= and s=)."""
+
+    domain: str
+    selector: str
+    key: PrivateKey
+
+    @property
+    def algorithm(self) -> DkimAlgorithm:
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            return DkimAlgorithm.ED25519_SHA256
+        return DkimAlgorithm.RSA_SHA256
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """The b= octets for the SHA-256 `digest` of the canonicalized header data."""
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            return self.key.sign(digest)
+        return self.key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+
+
+# Keys and their DNS records -----------------------------------------------------------------
+
+def is_valid_selector(selector: str) -> bool:
+    return len(selector) <= 253 and bool(_SELECTOR.match(selector))
+
+
+def generate_private_key(algorithm: DkimAlgorithm) -> str:
+    """A new private key as PKCS#8 PEM: RSA-2048 (RFC 8301 3.2) or Ed25519 (RFC 8463)."""
+    key: PrivateKey
+    if algorithm is DkimAlgorithm.ED25519_SHA256:
+        key = ed25519.Ed25519PrivateKey.generate()
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode("ascii")
+
+
+def load_private_key(pem: str) -> PrivateKey:
+    """Parses a PEM private key (PKCS#8 or PKCS#1); DkimKeyError if it cannot sign DKIM."""
+    try:
+        key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise DkimKeyError(f"not a usable PEM private key: {exc}") from exc
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < RSA_MIN_BITS:
+            raise DkimKeyError(f"RSA key of {key.key_size} bits: RFC 8301 requires at least "
+                               f"{RSA_MIN_BITS}")
+        return key
+    raise DkimKeyError(f"{type(key).__name__}: DKIM signs with RSA or Ed25519 keys only")
+
+
+def public_key_record(key: PrivateKey) -> str:
+    """The TXT record of the key (RFC 6376 3.6.1): "v=DKIM1; k=rsa; p=<DER SubjectPublicKeyInfo>"
+    or "v=DKIM1; k=ed25519; p=<the 32 raw octets>" (RFC 8463 4)."""
+    public = key.public_key()
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode('ascii')}"
+    der = public.public_bytes(serialization.Encoding.DER,
+                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode('ascii')}"
+
+
+def txt_strings(record: str) -> list[str]:
+    """The record cut into character-strings of at most 255 octets (RFC 1035 3.3.14)."""
+    return [record[i:i + TXT_STRING_MAX] for i in range(0, len(record), TXT_STRING_MAX)] or [""]
+
+
+def record_name(domain: str, selector: str) -> str:
+    """Where the key record lives (RFC 6376 3.6.2.1): <selector>._domainkey.<domain>."""
+    return f"{selector}._domainkey.{domain}"
+
+
+def zone_line(domain: str, selector: str, record: str) -> str:
+    """One zone-file line publishing `record`, its strings quoted (the record holds no quote
+    or backslash: base64 and the tag letters only)."""
+    quoted = " ".join(f'"{s}"' for s in txt_strings(record))
+    return f"{record_name(domain, selector)}. IN TXT {quoted}"
+
+
+# Choosing what to sign ------------------------------------------------------------------------
+
+_ANGLE_ADDR = re.compile(rb"<\s*([^<>\s]*)\s*>")
+
+
+def _domain_of(addr_spec: bytes) -> str | None:
+    local, at, domain = addr_spec.rpartition(b"@")
+    domain = domain.strip().rstrip(b".").lower()
+    if not at or not local or not domain or b" " in domain:
+        return None
+    try:
+        # An SMTPUTF8 message may carry U-labels; keys are stored under A-labels (IDNA), as
+        # domain.address.normalize_domain writes them.
+        return domain.decode("utf-8").encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+
+
+def from_domain(fields: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """The domain of the RFC5322.From author (the first mailbox of the first From field), lower
+    case, as DMARC aligns on it; None when there is no From or no domain in it."""
+    value = next((v for n, v in fields if n.strip(b" \t").lower() == b"from"), None)
+    if value is None:
+        return None
+    unfolded = value.replace(CRLF, b" ")
+    found = _ANGLE_ADDR.search(unfolded)
+    if found is not None:
+        return _domain_of(found.group(1))
+    # A bare addr-spec, perhaps with a comment: "joe@example.com (Joe)".
+    first = unfolded.split(b",", 1)[0].split(b"(", 1)[0].strip()
+    return _domain_of(first)
+
+
+_SIGNED_BYTES = frozenset(name.encode("ascii") for name in SIGNED_FIELDS)
+
+
+def _signable(fields: Sequence[tuple[bytes, bytes]]) -> dict[bytes, list[tuple[bytes, bytes]]]:
+    """The fields of SIGNED_FIELDS present, by lower-case name, in message order."""
+    found: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    for raw, value in fields:
+        key = raw.strip(b" \t").lower()
+        if key in _SIGNED_BYTES:
+            found.setdefault(key, []).append((raw, value))
+    return found
+
+
+def _names_of(present: dict[bytes, list[tuple[bytes, bytes]]]) -> list[str]:
+    names: list[str] = []
+    for name in SIGNED_FIELDS:
+        count = len(present.get(name.encode("ascii"), ())) + (name in OVERSIGNED_FIELDS)
+        names.extend([name] * count)
+    return names
+
+
+def _data_of(present: dict[bytes, list[tuple[bytes, bytes]]], names: Sequence[str]) -> bytes:
+    remaining = {name: list(instances) for name, instances in present.items()}
+    out: list[bytes] = []
+    for name in names:
+        instances = remaining.get(name.encode("ascii").lower())
+        if instances:
+            out.append(relaxed_header(*instances.pop()))
+    return b"".join(out)
+
+
+def signed_field_names(fields: Sequence[tuple[bytes, bytes]]) -> list[str]:
+    """The h= list: each field of SIGNED_FIELDS as often as present (From once more), in the
+    order of SIGNED_FIELDS."""
+    return _names_of(_signable(fields))
+
+
+def signed_header_data(fields: Sequence[tuple[bytes, bytes]], names: Sequence[str]) -> bytes:
+    """The relaxed fields h= names, in h= order, each instance taken from the bottom up; a name
+    listed more often than present contributes nothing the extra times (RFC 6376 5.4.2)."""
+    by_name: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    for raw, value in fields:
+        by_name.setdefault(raw.strip(b" \t").lower(), []).append((raw, value))
+    return _data_of(by_name, names)
+
+
+# The DKIM-Signature field ------------------------------------------------------------------
+
+def _fold_tags(tags: Sequence[str], first_line: str) -> list[str]:
+    """Lays "tag=value;" items out on lines of at most FOLD_WIDTH characters (continuation
+    lines start with a tab). An h= list too long for a line of its own breaks after a colon,
+    where RFC 6376 3.5 allows FWS."""
+    lines = [first_line]
+    for tag in tags:
+        if len(lines[-1]) + 1 + len(tag) <= FOLD_WIDTH:
+            lines[-1] += " " + tag
+        elif len(tag) + 1 <= FOLD_WIDTH or not tag.startswith("h="):
+            lines.append("\t" + tag)
+        else:
+            names = tag.split(":")
+            line = "\t"
+            for i, name in enumerate(names):
+                piece = name if i == len(names) - 1 else name + ":"
+                if len(line) + len(piece) > FOLD_WIDTH and line != "\t":
+                    lines.append(line)
+                    line = "\t"
+                line += piece
+            lines.append(line)
+    return lines
+
+
+def unsigned_field(key: SigningKey, names: Sequence[str], bh: bytes, timestamp: int) -> str:
+    """The folded DKIM-Signature field up to and including an empty "b=" (no CRLF at the end):
+    what the header hash covers, and what the signature value is appended to."""
+    tags = [
+        "v=1;", f"a={key.algorithm.value};", "c=relaxed/relaxed;", f"d={key.domain};",
+        f"s={key.selector};", f"t={timestamp};", f"h={':'.join(names)};",
+        f"bh={base64.b64encode(bh).decode('ascii')};",
+    ]
+    lines = _fold_tags(tags, "DKIM-Signature:")
+    # b= starts a line of its own so that its value can take the rest of the width.
+    lines.append("\tb=")
+    return "\r\n".join(lines)
+
+
+def _fold_b(signature: str, unsigned: str) -> str:
+    """The signature value appended to "...\\tb=", folded at FOLD_WIDTH columns: FWS inside b=
+    is allowed (RFC 6376 3.5 base64string) and ignored, since verifiers drop the whole value."""
+    first = FOLD_WIDTH - len(unsigned.rsplit("\r\n", 1)[-1])
+    chunks = [signature[:first]]
+    rest = signature[first:]
+    width = FOLD_WIDTH - 1
+    chunks.extend(rest[i:i + width] for i in range(0, len(rest), width))
+    return unsigned + "\r\n\t".join(chunks) + "\r\n"
+
+
+def sign_field(key: SigningKey, header_data: bytes, unsigned: str) -> str:
+    """The complete DKIM-Signature field (CRLF-terminated): `unsigned` (ending in "b=") with its
+    b= value, the signature over `header_data` (the relaxed fields h= names) followed by the
+    relaxed `unsigned` field without its CRLF (RFC 6376 3.7)."""
+    name, _, value = unsigned.partition(":")
+    own = relaxed_header(name.encode("ascii"), value.encode("ascii"))[:-2]
+    digest = hashlib.sha256(header_data + own).digest()
+    b = base64.b64encode(key.sign_digest(digest)).decode("ascii")
+    return _fold_b(b, unsigned)
+
+
+def signature_fields(fields: Sequence[tuple[bytes, bytes]], bh: bytes,
+                     keys: Sequence[SigningKey], timestamp: int) -> bytes:
+    """The DKIM-Signature fields to put on top of a message whose header fields are `fields`
+    (from dkim_canon.split_fields) and whose relaxed body hashes to `bh`: one per key,
+    RSA before Ed25519. Empty if `keys` is."""
+    if not keys:
+        return b""
+    present = _signable(fields)
+    names = _names_of(present)
+    data = _data_of(present, names)
+    ordered = sorted(keys, key=lambda k: k.algorithm is not DkimAlgorithm.RSA_SHA256)
+    out = [sign_field(k, data, unsigned_field(k, names, bh, timestamp)) for k in ordered]
+    return "".join(out).encode("ascii")
+
+
+def sign_message(message: bytes, keys: Sequence[SigningKey], timestamp: int) -> bytes:
+    """The DKIM-Signature fields for a whole message in memory (see `signature_fields`)."""
+    head, body = split_message(message)
+    return signature_fields(split_fields(head), body_hash(body), keys, timestamp)
+
+
+def split_message(message: bytes) -> tuple[bytes, bytes]:
+    """(header section with its CRLFs, body) of a message in memory (RFC 5322 2.1)."""
+    if message.startswith(CRLF):
+        return b"", message[2:]
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        return message, b""
+    return message[:end + 2], message[end + 4:]
+
+
+__all__ = [
+    "FOLD_WIDTH",
+    "OVERSIGNED_FIELDS",
+    "RSA_BITS",
+    "SIGNED_FIELDS",
+    "DkimAlgorithm",
+    "DkimKeyError",
+    "PrivateKey",
+    "SigningKey",
+    "from_domain",
+    "generate_private_key",
+    "is_valid_selector",
+    "load_private_key",
+    "public_key_record",
+    "record_name",
+    "sign_field",
+    "sign_message",
+    "signature_fields",
+    "signed_field_names",
+    "signed_header_data",
+    "split_message",
+    "txt_strings",
+    "unsigned_field",
+    "zone_line",
+]
