@@ -614,8 +614,9 @@ def test_the_cache_loads_once_and_evicts_least_recently_used(tmp_path: Path) -> 
             assert cache.hits == 3
             await cache.get(store, messages[1].blob_id)  # evicted
             assert cache.loads == 4
-            # The octet bound too: room for about one message.
-            small = MessageContentCache(max_bytes=len(SIMPLE) + 600)
+            # The octet bound too: room for about one message (its octets, its header's copy,
+            # its one part).
+            small = MessageContentCache(max_bytes=len(SIMPLE) + len(SIMPLE_HEADER) + 600)
             for m in messages:
                 await small.get(store, m.blob_id)
             assert len(small) == 1 and small.cached_bytes <= small.max_bytes

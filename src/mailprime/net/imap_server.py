@@ -63,6 +63,7 @@ from mailprime.proto.imap.types import (
     State,
     StreamedLiteral,
     Tagged,
+    WireSegment,
     bye,
     no,
 )
@@ -97,7 +98,10 @@ class _Connection:
         self._session = session
         self._tls = tls
         self._core = ServerConnection(config.limits)
-        self._out = bytearray()
+        # Response octets not yet written: the pieces as the core made them (a message's octets
+        # are one of them, uncopied), joined once when written.
+        self._out: list[bytes] = []
+        self._out_size = 0
         self._stopping = False
         self._idling = False
         self._authenticating = ""  # the AUTHENTICATE tag while a SASL exchange runs
@@ -191,14 +195,40 @@ class _Connection:
     # Writing ----------------------------------------------------------------------------------
 
     async def _send(self, response: Response) -> None:
-        for segment in self._core.send(response):
+        rest = self._buffer(response)
+        if rest or self._out_size >= _FLUSH_AT:
+            await self._write_rest(rest)
+
+    def _buffer(self, response: Response) -> list[WireSegment]:
+        """Queues `response`'s octets; returns its segments from the first streamed literal on
+        (usually none). No await: a FETCH of a thousand small messages queues a thousand
+        responses without suspending for each."""
+        segments = self._core.send(response)
+        for index, segment in enumerate(segments):
+            if isinstance(segment, StreamedLiteral):
+                return segments[index:]
+            self._out.append(segment)
+            self._out_size += len(segment)
+        return []
+
+    async def _write_rest(self, rest: list[WireSegment]) -> None:
+        """Writes what `_buffer` queued when it is enough or a literal must stream, then the
+        segments it left."""
+        for segment in rest:
             if isinstance(segment, StreamedLiteral):
                 await self._flush()
                 await self._stream(segment)
             else:
-                self._out += segment
-        if len(self._out) >= _FLUSH_AT:
+                self._out.append(segment)
+                self._out_size += len(segment)
+        if self._out_size >= _FLUSH_AT:
             await self._flush()
+
+    def _queue(self, data: bytes) -> None:
+        """Octets the core returned outside `send` (literal continuations and refusals)."""
+        if data:
+            self._out.append(data)
+            self._out_size += len(data)
 
     async def _stream(self, literal: StreamedLiteral) -> None:
         source = literal.source
@@ -221,8 +251,9 @@ class _Connection:
 
     async def _flush(self) -> None:
         if self._out:
-            data = bytes(self._out)
+            data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
             self._out.clear()
+            self._out_size = 0
             await self._write(data)
 
     async def _write(self, data: bytes) -> None:
@@ -246,7 +277,7 @@ class _Connection:
         if isinstance(event, LiteralRequest):
             # A literal inside a command (a password, a search string): the core bounds its
             # size (Limits.max_literal), so it is taken; the command is judged once complete.
-            self._out += core.accept_literal()
+            self._queue(core.accept_literal())
             return
         self._idling = False  # whatever the core reports while idling (DONE, BAD) ends IDLE
         if isinstance(event, BadCommand):
@@ -261,9 +292,9 @@ class _Connection:
                 if append_pending and isinstance(response, Continuation | Tagged):
                     append_pending = False
                     if isinstance(response, Continuation):
-                        self._out += core.accept_literal(response.text or "Ready for literal data")
+                        self._queue(core.accept_literal(response.text or "Ready for literal data"))
                     else:
-                        self._out += core.reject_literal(response)
+                        self._queue(core.reject_literal(response))
                         tagged = response
                     continue
                 if isinstance(response, Continuation):
@@ -273,7 +304,9 @@ class _Connection:
                     if self._authenticating:
                         core.end_authenticate()
                         self._authenticating = ""
-                await self._send(response)
+                rest = self._buffer(response)
+                if rest or self._out_size >= _FLUSH_AT:
+                    await self._write_rest(rest)
         except _Closing:
             raise
         except Exception:
@@ -282,11 +315,11 @@ class _Connection:
                 answer = no(tag, "Internal server error", ResponseCode("SERVERBUG"))
                 if append_pending:
                     append_pending = False
-                    self._out += core.reject_literal(answer)
+                    self._queue(core.reject_literal(answer))
                 else:
                     await self._send(answer)
         if append_pending:  # the session neither accepted nor refused: refuse (never hang)
-            self._out += core.reject_literal(no(tag, "APPEND not processed", ResponseCode("SERVERBUG")))
+            self._queue(core.reject_literal(no(tag, "APPEND not processed", ResponseCode("SERVERBUG"))))
         if session.utf8 and not core.utf8:
             core.enable_utf8()
         if session.state is not core.state:

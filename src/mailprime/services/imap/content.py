@@ -1,6 +1,7 @@
 """Message content for FETCH and SEARCH: the octets of a stored message and its MIME tree, kept
 in one process-wide LRU so that the FETCH of ENVELOPE, then BODYSTRUCTURE, then BODY[1] (which
-clients send as separate commands) reads and parses the message once.
+clients send as separate commands) reads and parses the message once, and the headers a client
+lists a mailbox with are served from memory to every session that asks (contents never change).
 
 Sessions of different accounts share the cache safely: it is keyed by blob id, and a session can
 only name the blob ids of its own mailbox rows.
@@ -11,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 from mailprime.domain.ids import BlobId
+from mailprime.message.header_lexer import header_end
 from mailprime.message.mime_tree import MimePart, parse_message
 from mailprime.storage.ports import MailStore
 
@@ -40,32 +42,64 @@ HEADER_READ_LIMIT = 64 * 1024
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 
 
-@dataclass(frozen=True, slots=True)
 class ParsedMessage:
-    """A message's octets as stored, its MIME tree (offsets into `raw`) and its header section
-    (the empty line that ends it included)."""
+    """A message's octets as stored, where its header section ends, and its MIME tree (offsets
+    into `raw`), parsed only when first asked for.
 
-    raw: bytes
-    tree: MimePart
+    Not a frozen value because of that one lazy field: most FETCHes (a mail client listing a
+    mailbox: BODY.PEEK[HEADER], RFC822.SIZE, FLAGS; or BODY.PEEK[] for a whole message) need
+    only the octets and the end of the header, and parsing the MIME structure of every message
+    of a mailbox would cost more than everything else they do. `MessageContentCache.get` hands
+    out entries with the tree parsed (off the event loop when the message is large); `get_raw`
+    leaves that to whoever needs it.
+    """
+
+    __slots__ = ("_header", "_tree", "header_size", "raw", "size")
+
+    def __init__(self, raw: bytes, tree: MimePart | None = None) -> None:
+        self.raw = raw
+        self.size = len(raw)
+        self._tree = tree
+        # As mime_tree finds it: after the first empty line, or everything when there is none.
+        self.header_size = tree.body_start if tree is not None else header_end(raw)
+        self._header: bytes | None = None
+
+    @property
+    def tree(self) -> MimePart:
+        return self._tree if self._tree is not None else self.parse_tree()
+
+    def parse_tree(self) -> MimePart:
+        """Parses the MIME tree now (once; any thread: two racing parses make equal trees)."""
+        if self._tree is None:
+            self._tree = parse_message(self.raw)
+        return self._tree
+
+    @property
+    def parsed(self) -> bool:
+        """Whether the MIME tree is there already (`tree` costs nothing)."""
+        return self._tree is not None
 
     @property
     def header(self) -> bytes:
-        return self.tree.header(self.raw)
+        """The header section, the empty line that ends it included (cut once: every session
+        listing the mailbox sends it, as the same bytes object)."""
+        if self._header is None:
+            self._header = self.raw if self.header_size == self.size else self.raw[:self.header_size]
+        return self._header
 
     @property
-    def size(self) -> int:
-        return len(self.raw)
-
-
-def parse(raw: bytes) -> ParsedMessage:
-    return ParsedMessage(raw, parse_message(raw))
+    def body(self) -> bytes:
+        """Everything after the header section (RFC 3501 6.4.5 TEXT of the message)."""
+        return self.raw[self.header_size:]
 
 
 class MessageContentCache:
-    """An LRU of parsed messages keyed by blob id, bounded by total octets and entry count.
+    """An LRU of message contents keyed by blob id, bounded by total octets and entry count.
 
-    `loads` counts messages read from the store, `hits` requests answered from memory: tests
-    use them to check that a search reads only the messages it must.
+    An entry costs its octets, those of its header section (kept apart once asked for), plus
+    `_PART_OVERHEAD` per MIME part once its tree is parsed (one part until then). `loads`
+    counts messages read from the store, `hits` requests answered from memory: tests use them
+    to check that a search reads only the messages it must.
     """
 
     def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES, max_entries: int = DEFAULT_MAX_ENTRIES,
@@ -78,6 +112,7 @@ class MessageContentCache:
         self.loads = 0
         self.hits = 0
         self.header_loads = 0
+        self.batch_loads = 0  # storage round trips of `put_batch` (each loads many messages)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -86,8 +121,19 @@ class MessageContentCache:
     def cached_bytes(self) -> int:
         return self._bytes
 
+    def cached(self, blob_id: BlobId, *, size: int | None = None) -> ParsedMessage | None:
+        """The entry for `blob_id` if it is in memory (no I/O, so no suspension: a FETCH of many
+        cached messages runs straight through), else None. `size` as in `get`."""
+        entry = self._entries.get(blob_id)
+        if entry is None or (size is not None and entry[0].size != size):
+            return None
+        self._entries.move_to_end(blob_id)
+        self.hits += 1
+        return entry[0]
+
     async def get(self, store: MailStore, blob_id: BlobId, *, size: int | None = None) -> ParsedMessage:
-        """The parsed content of `blob_id`. Raises NotFound if the store no longer has it.
+        """The content of `blob_id` with its MIME tree parsed. Raises NotFound if the store no
+        longer has it.
 
         `size`, when given, is the size the mailbox row records: an entry of another size is
         stale and is reloaded. That guards against a blob id reused by the store for new
@@ -95,19 +141,27 @@ class MessageContentCache:
         deleted); it cannot tell same-sized contents apart, which is why the store must never
         reuse blob ids.
         """
-        entry = self._entries.get(blob_id)
-        if entry is not None and (size is None or entry[0].size == size):
-            self._entries.move_to_end(blob_id)
-            self.hits += 1
-            return entry[0]
+        content = await self.get_raw(store, blob_id, size=size)
+        if not content.parsed:
+            if content.size > PARSE_OFF_LOOP_BYTES:
+                await asyncio.to_thread(content.parse_tree)
+            else:
+                content.parse_tree()
+            self._reweigh(blob_id, content)
+        return content
+
+    async def get_raw(self, store: MailStore, blob_id: BlobId, *, size: int | None = None
+                      ) -> ParsedMessage:
+        """Like `get`, but the MIME tree may not be parsed yet: for what needs only the octets
+        and the end of the header (whole-message and top-level sections, RFC822.SIZE aside)."""
+        content = self.cached(blob_id, size=size)
+        if content is not None:
+            return content
         raw = await store.read_blob(blob_id)
         self.loads += 1
-        if len(raw) > PARSE_OFF_LOOP_BYTES:
-            parsed = await asyncio.to_thread(parse, raw)
-        else:
-            parsed = parse(raw)
-        self._remember(blob_id, parsed)
-        return parsed
+        content = ParsedMessage(raw)
+        self._remember(blob_id, content)
+        return content
 
     async def get_header(self, store: MailStore, blob_id: BlobId, *, size: int | None = None
                          ) -> ParsedMessage:
@@ -116,11 +170,9 @@ class MessageContentCache:
         else only the first octets up to the empty line that ends the header, read from the
         store without the body (a client listing a mailbox never pulls a 50 MB attachment
         through memory). Such a partial result is not cached. Raises NotFound."""
-        entry = self._entries.get(blob_id)
-        if entry is not None and (size is None or entry[0].size == size):
-            self._entries.move_to_end(blob_id)
-            self.hits += 1
-            return entry[0]
+        content = self.cached(blob_id, size=size)
+        if content is not None:
+            return content
         async with store.open_blob(blob_id) as blob:
             head = await blob.read_head(HEADER_READ_LIMIT)
             whole = len(head) >= blob.size
@@ -128,17 +180,47 @@ class MessageContentCache:
         if whole or end is None:
             return await self.get(store, blob_id, size=size)
         self.header_loads += 1
-        return parse(head[:end])
+        return ParsedMessage(head[:end])
 
-    def _remember(self, blob_id: BlobId, parsed: ParsedMessage) -> None:
-        if parsed.size > self.max_entry_bytes:
+    def holds(self, blob_id: BlobId, size: int) -> bool:
+        """Whether `blob_id`'s content of `size` octets is in memory (no LRU move, no count)."""
+        entry = self._entries.get(blob_id)
+        return entry is not None and entry[0].size == size
+
+    def keeps(self, size: int) -> bool:
+        """Whether a message of `size` octets would be kept once loaded."""
+        return size <= self.max_entry_bytes
+
+    def put_batch(self, contents: Iterable[tuple[BlobId, bytes]]) -> None:
+        """Contents the caller read in one storage round trip (`fetch.prefetch`), for the
+        requests to come."""
+        self.batch_loads += 1
+        for blob_id, raw in contents:
+            self.loads += 1
+            self._remember(blob_id, ParsedMessage(raw))
+
+    def _remember(self, blob_id: BlobId, content: ParsedMessage) -> None:
+        if content.size > self.max_entry_bytes:
             return
-        cost = parsed.size + _PART_OVERHEAD * _count_parts(parsed.tree)
         old = self._entries.pop(blob_id, None)  # another coroutine loaded it meanwhile
         if old is not None:
             self._bytes -= old[1]
-        self._entries[blob_id] = (parsed, cost)
+        cost = _cost(content)
+        self._entries[blob_id] = (content, cost)
         self._bytes += cost
+        self._evict()
+
+    def _reweigh(self, blob_id: BlobId, content: ParsedMessage) -> None:
+        """Counts the parts of a tree parsed after the entry was made."""
+        entry = self._entries.get(blob_id)
+        if entry is None or entry[0] is not content:
+            return
+        cost = _cost(content)
+        self._entries[blob_id] = (content, cost)
+        self._bytes += cost - entry[1]
+        self._evict()
+
+    def _evict(self) -> None:
         while self._entries and (self._bytes > self.max_bytes or len(self._entries) > self.max_entries):
             _, (_, evicted) = self._entries.popitem(last=False)
             self._bytes -= evicted
@@ -148,6 +230,12 @@ class MessageContentCache:
         entry = self._entries.pop(blob_id, None)
         if entry is not None:
             self._bytes -= entry[1]
+
+
+def _cost(content: ParsedMessage) -> int:
+    """Its octets, those of its header again (`header` keeps a copy once asked), and the parts."""
+    parts = _count_parts(content.tree) if content.parsed else 1
+    return content.size + content.header_size + _PART_OVERHEAD * parts
 
 
 def _header_end(head: bytes) -> int | None:

@@ -1,6 +1,7 @@
 """What every IMAP command handler works with: the shared resources of the service (storage,
-content cache, configuration, the per-account session registry, the login cache) and the state
-of one session (who is logged in, the selected mailbox's view, the extensions it enabled)."""
+content and mailbox caches, configuration, the per-account session registry, the login cache)
+and the state of one session (who is logged in, the selected mailbox's view, the extensions it
+enabled)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mailprime.domain.mail import Account
 from mailprime.proto.imap.types import Response, ResponseCode, Tagged, bad, no
 from mailprime.services.imap.auth import AccountSessions, FailurePolicy
 from mailprime.services.imap.content import MessageContentCache
+from mailprime.services.imap.mailbox_cache import MailboxCache
 from mailprime.services.imap.quota import QuotaLimits
 from mailprime.services.imap.view import MailboxView, SyncOptions
 from mailprime.services.mail_auth import LoginCache
@@ -49,6 +51,7 @@ class Resources:
     config: ImapConfig
     sessions: AccountSessions
     logins: LoginCache  # recent good passwords (mail_auth); runtime may share one with POP3
+    mailboxes: MailboxCache = field(default_factory=MailboxCache)  # message lists for SELECT
 
 
 class CommandFailed(Exception):

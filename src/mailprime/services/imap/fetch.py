@@ -15,18 +15,27 @@ model, and decides how each body goes on the wire:
   partial range), it is not loaded at all: the source streams it from the store
   (`BlobSource`), so memory stays bounded by one chunk whatever the message size;
 * when only its header section is needed (ENVELOPE, BODY[HEADER...], RFC822.HEADER), a large
-  message has only its header read (`MessageContentCache.get_header`).
+  message has only its header read (`MessageContentCache.get_header`);
+* the MIME tree is parsed only for what needs it (BODYSTRUCTURE, BODY, part sections, BINARY):
+  sections of the message itself are cut at the end of its header.
+
+A FETCH names many messages and the same attributes for each: `plan_fetch` works out once per
+command the order, names and value makers of the attributes and what content they need, and
+`FetchPlan.items` applies it to each message (the hot path of a mail client's first sync).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import enum
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from mailprime.domain.errors import DomainError, StorageError
-from mailprime.domain.ids import BlobId
+from mailprime.domain.ids import BlobId, MailboxId
 from mailprime.domain.mail import StoredMessage
 from mailprime.message import imap_fetch
+from mailprime.message.header_lexer import select_fields
 from mailprime.message.imap_values import ImapValue
 from mailprime.proto.imap.types import (
     NIL,
@@ -49,7 +58,7 @@ from mailprime.proto.imap.types import (
     fetch_item_name,
 )
 from mailprime.services.imap.content import HEADER_ONLY_MIN, MessageContentCache, ParsedMessage
-from mailprime.storage.ports import MailStore
+from mailprime.storage.ports import MailboxStore, MailStore
 
 # Bodies above this size are streamed by the driver rather than built into the response (our
 # choice: small enough to keep response buffers modest, large enough that ordinary messages
@@ -62,6 +71,7 @@ CHUNK_SIZE = 64 * 1024
 _ROW_ITEMS = frozenset({FetchItem.FLAGS, FetchItem.INTERNALDATE, FetchItem.RFC822_SIZE,
                         FetchItem.UID, FetchItem.MODSEQ})
 _WHOLE = Section()
+_HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
 
 
 class UnknownCte(DomainError):
@@ -88,15 +98,128 @@ def needs_content(attributes: Sequence[FetchAttribute]) -> bool:
     return any(a not in _ROW_ITEMS for a in attributes)
 
 
+# The plan ------------------------------------------------------------------------------------
+
+
+class Need(enum.IntEnum):
+    """What of a message's content a FETCH needs, least first."""
+
+    NOTHING = 0  # row items only
+    HEADER = 1  # the header section (ENVELOPE, top-level BODY[HEADER...], RFC822.HEADER)
+    OCTETS = 2  # the octets and where the header ends (other top-level sections, RFC822[.TEXT])
+    TREE = 3  # the MIME tree too (BODYSTRUCTURE, BODY, part sections, BINARY)
+
+
+Step = Callable[[StoredMessage, ParsedMessage | None, bool], Value]
+"""One attribute's value for a message: (message, its content or None, rev2) -> value."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPlan:
+    """One FETCH command's attributes, worked out once for all the messages it names: their
+    order and names, what each one's value is made from, and what content they need. A FETCH
+    of a thousand messages otherwise spends more time deciding these again per message than
+    writing the answers."""
+
+    attributes: tuple[FetchAttribute, ...]  # in response order, each response name once
+    steps: tuple[tuple[Atom, Step], ...]  # per attribute: its name and how to make its value
+    need: Need
+    whole_only: bool  # every content attribute is the whole message (BODY[], RFC822)
+
+    async def items(self, message: StoredMessage, *, cache: MessageContentCache, store: MailStore,
+                    rev2: bool = False) -> tuple[Value, ...]:
+        """The flat name/value list inside "* n FETCH (...)" for `message` (see `fetch_items`)."""
+        need = self.need
+        content: ParsedMessage | None = None
+        if need:
+            if self.whole_only and message.size > STREAM_THRESHOLD:
+                return self._streamed(message, store)
+            content = cache.cached(message.blob_id, size=message.size)
+            if content is None or (need is Need.TREE and not content.parsed):
+                content = await _load(need, message, cache, store)
+        items: list[Value] = []
+        for name, step in self.steps:
+            items.append(name)
+            items.append(step(message, content, rev2))
+        return tuple(items)
+
+    def _streamed(self, message: StoredMessage, store: MailStore) -> tuple[Value, ...]:
+        """A large message of which only whole-message bodies are asked is streamed from the
+        store without being loaded."""
+        items: list[Value] = []
+        for (name, step), attribute in zip(self.steps, self.attributes, strict=True):
+            items.append(name)
+            items.append(step(message, None, False) if attribute in _ROW_ITEMS
+                         else _blob_value(store, message, attribute))
+        return tuple(items)
+
+
+    def loads_whole(self, message: StoredMessage) -> bool:
+        """Whether `items` would load `message`'s whole content through the cache (not stream it
+        from the store, not read its header alone)."""
+        need = self.need
+        if not need:
+            return False
+        if self.whole_only and message.size > STREAM_THRESHOLD:
+            return False
+        return not (need is Need.HEADER and message.size > HEADER_ONLY_MIN)
+
+
+# Octets of message content read in one round trip by `prefetch` (our choice: a few MB keeps
+# the round trips few and the content cache's working set small).
+PREFETCH_BYTES = 4 * 1024 * 1024
+
+
+async def prefetch(plan: FetchPlan, targets: Sequence[tuple[int, StoredMessage]], start: int, *,
+                   cache: MessageContentCache, store: MailboxStore, mailbox_id: MailboxId) -> int:
+    """Reads into the cache, in one storage read, the content of targets[start] and of the
+    targets after it that follow it in the mailbox (consecutive sequence numbers: their UID
+    range holds nothing else), up to PREFETCH_BYTES, when the plan would load them one by one
+    and they are not in memory: a client's first FETCH of a mailbox's headers otherwise costs a
+    storage round trip per message. Content stored in spool files is left to the usual path.
+    Returns the index of the first target not considered (the caller tries again from there)."""
+    run: list[StoredMessage] = []
+    total = 0
+    previous = targets[start][0] - 1
+    for seq, message in targets[start:]:
+        if (seq != previous + 1 or total + message.size > PREFETCH_BYTES
+                or not plan.loads_whole(message) or not cache.keeps(message.size)
+                or cache.holds(message.blob_id, message.size)):
+            break
+        run.append(message)
+        total += message.size
+        previous = seq
+    if len(run) < 2:
+        return start + 1  # one message: the usual path reads it just as fast
+    contents = await store.message_contents(mailbox_id, run[0].uid, run[-1].uid)
+    cache.put_batch((message.blob_id, data) for message in run
+                    if isinstance(data := contents.get(message.uid), bytes) and len(data) == message.size)
+    return start + len(run)
+
+
+def plan_fetch(attributes: Sequence[FetchAttribute], *, include_uid: bool = False,
+               include_modseq: bool = False) -> FetchPlan:
+    """The plan for `attributes`: UID first when asked or `include_uid` (UID FETCH, RFC 3501
+    6.4.8), then MODSEQ when asked or `include_modseq` (CONDSTORE enabled, RFC 7162 3.1.4),
+    then the other attributes in the order requested; an attribute asked twice is answered once."""
+    ordered = tuple(_ordered(attributes, include_uid=include_uid, include_modseq=include_modseq))
+    content = [a for a in ordered if a not in _ROW_ITEMS]
+    return FetchPlan(
+        attributes=ordered,
+        steps=tuple((Atom(fetch_item_name(a)), _step(a)) for a in ordered),
+        need=max((_need(a) for a in content), default=Need.NOTHING),
+        whole_only=bool(content) and all(_is_whole_body(a) for a in content),
+    )
+
+
 async def fetch_items(message: StoredMessage, attributes: Sequence[FetchAttribute], *,
                       cache: MessageContentCache, store: MailStore, rev2: bool = False,
                       include_uid: bool = False, include_modseq: bool = False) -> tuple[Value, ...]:
-    """The flat name/value list inside "* n FETCH (...)" for `message`.
+    """The flat name/value list inside "* n FETCH (...)" for `message` (FETCH of one message;
+    a command over many makes its `plan_fetch` once and calls `FetchPlan.items`).
 
-    UID comes first when asked or `include_uid` (UID FETCH, RFC 3501 6.4.8), then MODSEQ when
-    asked or `include_modseq` (CONDSTORE enabled, RFC 7162 3.1.4), then the other attributes in
-    the order requested; an attribute asked twice is answered once. FLAGS are `message.flags`:
-    the caller passes the message as it is after any implicit \\Seen.
+    The order of the items is `plan_fetch`'s. FLAGS are `message.flags`: the caller passes the
+    message as it is after any implicit \\Seen.
 
     `rev2` is whether the client enabled IMAP4rev2: its BODYSTRUCTURE then describes a
     message/global part like message/rfc822 (RFC 9051 9 body-type-msg). How strings go on the
@@ -104,25 +227,8 @@ async def fetch_items(message: StoredMessage, attributes: Sequence[FetchAttribut
     Raises NotFound when the message's content is gone (expunged meanwhile), UnknownCte for
     BINARY of an unknown encoding.
     """
-    ordered = _ordered(attributes, include_uid=include_uid, include_modseq=include_modseq)
-    content: ParsedMessage | None = None
-    streamed = _streams_from_store(ordered, message)
-    if needs_content(ordered) and not streamed:
-        if _header_only(ordered) and message.size > HEADER_ONLY_MIN:
-            content = await cache.get_header(store, message.blob_id, size=message.size)
-        else:
-            content = await cache.get(store, message.blob_id, size=message.size)
-    items: list[Value] = []
-    for attribute in ordered:
-        items.append(Atom(fetch_item_name(attribute)))
-        if streamed and _is_whole_body(attribute):
-            items.append(_blob_value(store, message, attribute))
-        elif attribute in _ROW_ITEMS:
-            items.append(_row_value(message, attribute))
-        else:
-            assert content is not None  # needs_content() said so
-            items.append(_content_value(content, attribute, rev2))
-    return tuple(items)
+    plan = plan_fetch(attributes, include_uid=include_uid, include_modseq=include_modseq)
+    return await plan.items(message, cache=cache, store=store, rev2=rev2)
 
 
 def _ordered(attributes: Sequence[FetchAttribute], *, include_uid: bool,
@@ -143,48 +249,147 @@ def _ordered(attributes: Sequence[FetchAttribute], *, include_uid: bool,
     return out
 
 
+def _need(attribute: FetchAttribute) -> Need:
+    if attribute in (FetchItem.ENVELOPE, FetchItem.RFC822_HEADER):
+        return Need.HEADER
+    if attribute in (FetchItem.RFC822, FetchItem.RFC822_TEXT):
+        return Need.OCTETS
+    if isinstance(attribute, BodySection) and not attribute.section.part:
+        text = attribute.section.text
+        if text in _HEADER_TEXTS:
+            return Need.HEADER
+        if text in (None, "", "TEXT", "MIME"):
+            return Need.OCTETS  # MIME of the message itself is empty (RFC 3501 6.4.5)
+    return Need.TREE  # BODYSTRUCTURE, BODY, part sections, BINARY[.SIZE]
+
+
+async def _load(need: Need, message: StoredMessage, cache: MessageContentCache,
+                store: MailStore) -> ParsedMessage:
+    if need is Need.HEADER and message.size > HEADER_ONLY_MIN:
+        return await cache.get_header(store, message.blob_id, size=message.size)
+    if need is Need.TREE:
+        return await cache.get(store, message.blob_id, size=message.size)
+    return await cache.get_raw(store, message.blob_id, size=message.size)
+
+
 # Row items -------------------------------------------------------------------------------------
 
+# FLAGS lists are a small vocabulary shared by most messages ("()", "(\Seen)"...): one value per
+# distinct set, made once. Cleared when full, so unusual keyword sets cannot grow it unbounded.
+_FLAG_LISTS_MAX = 1024
+_flag_lists: dict[frozenset[str], ParenList] = {}
 
-def _row_value(message: StoredMessage, attribute: FetchAttribute) -> Value:
-    if attribute is FetchItem.FLAGS:
-        # No \Recent: the store does not track it (RFC 3501 2.3.2 lets a server not do so).
-        return ParenList(tuple(Flag(f) for f in sorted(message.flags)))
-    if attribute is FetchItem.INTERNALDATE:
-        return DateTime(message.internal_date)
-    if attribute is FetchItem.RFC822_SIZE:
-        return message.size
-    if attribute is FetchItem.UID:
-        return message.uid
-    if attribute is FetchItem.MODSEQ:
-        return ParenList((message.modseq,))  # RFC 7162 3.1.4: "MODSEQ (n)"
-    raise TypeError(f"not a row item: {attribute!r}")
+
+def flags_value(flags: frozenset[str]) -> ParenList:
+    """The FLAGS value, e.g. (\\Flagged \\Seen): the flags sorted. No \\Recent: the store does not
+    track it (RFC 3501 2.3.2 lets a server not do so)."""
+    value = _flag_lists.get(flags)
+    if value is None:
+        if len(_flag_lists) >= _FLAG_LISTS_MAX:
+            _flag_lists.clear()
+        value = _flag_lists[flags] = ParenList(tuple(Flag(f) for f in sorted(flags)))
+    return value
+
+
+def _uid(message: StoredMessage, content: ParsedMessage | None, rev2: bool) -> Value:
+    return message.uid
+
+
+def _flags(message: StoredMessage, content: ParsedMessage | None, rev2: bool) -> Value:
+    return flags_value(message.flags)
+
+
+def _size(message: StoredMessage, content: ParsedMessage | None, rev2: bool) -> Value:
+    return message.size
+
+
+def _internal_date(message: StoredMessage, content: ParsedMessage | None, rev2: bool) -> Value:
+    return DateTime(message.internal_date)
+
+
+def _modseq(message: StoredMessage, content: ParsedMessage | None, rev2: bool) -> Value:
+    return ParenList((message.modseq,))  # RFC 7162 3.1.4: "MODSEQ (n)"
+
+
+_ROW_STEPS: dict[FetchAttribute, Step] = {
+    FetchItem.UID: _uid, FetchItem.FLAGS: _flags, FetchItem.RFC822_SIZE: _size,
+    FetchItem.INTERNALDATE: _internal_date, FetchItem.MODSEQ: _modseq,
+}
 
 
 # Content items ---------------------------------------------------------------------------------
 
 
+def _step(attribute: FetchAttribute) -> Step:
+    """How `attribute`'s value is made (see `Step`)."""
+    row = _ROW_STEPS.get(attribute)
+    if row is not None:
+        return row
+    if isinstance(attribute, BodySection) and not attribute.section.part:
+        return _top_section_step(attribute)
+
+    def step(message: StoredMessage, content: ParsedMessage | None, rev2: bool) -> Value:
+        assert content is not None  # the plan's `need` loaded it
+        return _content_value(content, attribute, rev2)
+    return step
+
+
+def _top_section_step(attribute: BodySection) -> Step:
+    """BODY[...] of the message itself: cut from its octets at the end of its header, without
+    its MIME tree (what mail clients ask most: BODY.PEEK[HEADER], BODY.PEEK[HEADER.FIELDS (...)],
+    BODY.PEEK[])."""
+    section, window = attribute.section, attribute.partial
+    text = (section.text or "").upper()
+    names = [name.encode("utf-8", "replace") for name in section.fields]
+    exclude = text == "HEADER.FIELDS.NOT"
+
+    def step(message: StoredMessage, content: ParsedMessage | None, rev2: bool) -> Value:
+        assert content is not None  # the plan's `need` loaded it
+        if text == "HEADER":
+            data = content.header
+        elif text == "TEXT":
+            data = content.body
+        elif text == "":
+            data = content.raw
+        elif text == "MIME":
+            data = b""  # RFC 3501 6.4.5: MIME needs a part number; message.imap_fetch agrees
+        else:
+            data = _header_fields(content, names, exclude=exclude)
+        return _body_value(_cut(data, window))
+    return step
+
+
+def _header_fields(content: ParsedMessage, names: list[bytes], *, exclude: bool) -> bytes:
+    """HEADER.FIELDS[.NOT] of the message: as `message.imap_fetch.header_fields` makes them for
+    the root part (the fields in their original order and folding, then the empty line)."""
+    fields = select_fields(content.raw, names, 0, content.header_size, exclude=exclude)
+    if fields and not fields.endswith(b"\n"):
+        fields += b"\r\n"  # the last line of a message that is all header
+    return fields + b"\r\n"
+
+
 def _content_value(content: ParsedMessage, attribute: FetchAttribute, rev2: bool) -> Value:
-    raw, tree = content.raw, content.tree
+    raw = content.raw
     if isinstance(attribute, BodySection):
         section = attribute.section
-        data = imap_fetch.section_bytes(raw, tree, section.part, section.text, section.fields)
+        data = imap_fetch.section_bytes(raw, content.tree, section.part, section.text, section.fields)
         return _body_value(_cut(data, attribute.partial))
     if isinstance(attribute, BinarySection):
-        decoded = imap_fetch.binary_section(raw, tree, attribute.part)
+        decoded = imap_fetch.binary_section(raw, content.tree, attribute.part)
         if decoded is None:
             raise UnknownCte(f"BINARY[{_part_name(attribute.part)}]: unknown Content-Transfer-Encoding")
         data = _cut(decoded, attribute.partial)
         return _body_value(data, binary=b"\x00" in data)
     if isinstance(attribute, BinarySize):
-        size = imap_fetch.binary_size(raw, tree, attribute.part)
+        size = imap_fetch.binary_size(raw, content.tree, attribute.part)
         if size is None:
             raise UnknownCte(f"BINARY.SIZE[{_part_name(attribute.part)}]: unknown Content-Transfer-Encoding")
         return size
     if attribute is FetchItem.ENVELOPE:
         return response_value(imap_fetch.envelope(content.header))
     if attribute in (FetchItem.BODYSTRUCTURE, FetchItem.BODY):
-        structure = imap_fetch.bodystructure(raw, tree, extensible=attribute is FetchItem.BODYSTRUCTURE,
+        structure = imap_fetch.bodystructure(raw, content.tree,
+                                             extensible=attribute is FetchItem.BODYSTRUCTURE,
                                              message_global=rev2)
         return response_value(structure)
     if attribute is FetchItem.RFC822:
@@ -192,7 +397,7 @@ def _content_value(content: ParsedMessage, attribute: FetchAttribute, rev2: bool
     if attribute is FetchItem.RFC822_HEADER:
         return _body_value(content.header)
     if attribute is FetchItem.RFC822_TEXT:
-        return _body_value(imap_fetch.section_bytes(raw, tree, (), "TEXT"))
+        return _body_value(content.body)
     raise TypeError(f"not a content item: {attribute!r}")
 
 
@@ -206,11 +411,15 @@ def _cut(data: bytes, window: Partial | None) -> bytes:
 
 
 def _body_value(data: bytes, *, binary: bool = False) -> Value:
-    if not data:
-        return String(b"")
-    if len(data) > STREAM_THRESHOLD:
-        return StreamedLiteral(len(data), BytesSource(data), binary=binary)
-    return Literal(data, binary=binary)
+    size = len(data)
+    if not size:
+        return _EMPTY
+    if size > STREAM_THRESHOLD:
+        return StreamedLiteral(size, BytesSource(data), binary)
+    return Literal(data, binary)
+
+
+_EMPTY = String(b"")
 
 
 def response_value(value: ImapValue) -> Value:
@@ -310,33 +519,10 @@ class BlobSource:
             raise StorageError(f"blob {self._blob_id} is {left} octets shorter than its literal")
 
 
-def _header_only(attributes: Sequence[FetchAttribute]) -> bool:
-    """Whether the octets needed are those of the message's header section alone."""
-    for attribute in attributes:
-        if attribute in _ROW_ITEMS or attribute in (FetchItem.ENVELOPE, FetchItem.RFC822_HEADER):
-            continue
-        if not (isinstance(attribute, BodySection) and not attribute.section.part
-                and attribute.section.text in _HEADER_TEXTS):
-            return False
-    return True
-
-
-_HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
-
-
 def _is_whole_body(attribute: FetchAttribute) -> bool:
     """BODY[] / BODY.PEEK[] (with or without a partial) and RFC822: the message as stored."""
     return attribute is FetchItem.RFC822 or (
         isinstance(attribute, BodySection) and attribute.section == _WHOLE)
-
-
-def _streams_from_store(attributes: Sequence[FetchAttribute], message: StoredMessage) -> bool:
-    """A large message of which only whole-message bodies are asked is streamed from the store
-    without being loaded."""
-    if message.size <= STREAM_THRESHOLD:
-        return False
-    content = [a for a in attributes if a not in _ROW_ITEMS]
-    return bool(content) and all(_is_whole_body(a) for a in content)
 
 
 def _blob_value(store: MailStore, message: StoredMessage, attribute: FetchAttribute) -> Value:

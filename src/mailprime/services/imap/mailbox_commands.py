@@ -87,7 +87,7 @@ async def select(ctx: SessionContext, tag: str, name: str, *, read_only: bool,
     if condstore:
         ctx.condstore = True  # RFC 7162 3.1.8
     box = await _existing(ctx, name)
-    view = await MailboxView.open(ctx.store, box, read_only)
+    view = await MailboxView.open(ctx.store, box, read_only, ctx.res.mailboxes)
     ctx.view = view
     flags = view.flags()
     yield flags_response(flags)

@@ -42,12 +42,13 @@ from mailprime.proto.imap.types import (
     sequence_atom,
 )
 from mailprime.services.imap.context import CommandFailed, Responses, SessionContext
-from mailprime.services.imap.fetch import UnknownCte, fetch_items, sets_seen
+from mailprime.services.imap.fetch import UnknownCte, plan_fetch, prefetch, sets_seen
 from mailprime.services.imap.mailboxes import normalize
 from mailprime.services.imap.search import esearch_values, search
 from mailprime.services.imap.view import BadSequence, MailboxView
 
 SEEN = "\\Seen"
+_FETCH = Atom("FETCH")
 _MODES = {StoreMode.ADD: FlagMode.ADD, StoreMode.REMOVE: FlagMode.REMOVE,
           StoreMode.REPLACE: FlagMode.REPLACE}
 
@@ -76,16 +77,16 @@ async def fetch(ctx: SessionContext, tag: str, command: Fetch) -> Responses:
     if FetchItem.MODSEQ in attributes:
         ctx.condstore = True  # RFC 7162 3.1: CONDSTORE-enabling
     try:
-        targets = view.resolve(command.sequence, uid=command.uid)
+        targets = view.resolve_numbered(command.sequence, uid=command.uid)
     except BadSequence as exc:
         raise CommandFailed(str(exc), bad=True) from None
     if command.changed_since is not None:
-        targets = [m for m in targets if m.modseq > command.changed_since]
+        targets = [(seq, m) for seq, m in targets if m.modseq > command.changed_since]
     newly_seen: set[int] = set()
     if sets_seen(attributes) and not view.read_only:
         # RFC 3501 6.4.5: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \Seen; only in a
         # read-write mailbox (EXAMINE never changes anything, RFC 3501 6.3.2).
-        unseen = [m.uid for m in targets if SEEN not in m.flags and not view.is_vanished(m.uid)]
+        unseen = [m.uid for _, m in targets if SEEN not in m.flags and not view.is_vanished(m.uid)]
         if unseen:
             change = await ctx.store.store_flags(view.mailbox.id, unseen, FlagMode.ADD,
                                                  frozenset({SEEN}))
@@ -98,20 +99,29 @@ async def fetch(ctx: SessionContext, tag: str, command: Fetch) -> Responses:
         item for item, wanted in ((FetchItem.FLAGS, FetchItem.FLAGS not in attributes),
                                   (FetchItem.MODSEQ, ctx.condstore and FetchItem.MODSEQ not in attributes))
         if wanted)
+    plan = plan_fetch(attributes, include_uid=command.uid)
+    seen_plan = plan_fetch(attributes + extra, include_uid=command.uid) if newly_seen else plan
+    cache, store, rev2 = ctx.res.cache, ctx.store, ctx.rev2
     lost = False
-    for target in targets:
-        message = view.message(target.uid)
-        wanted = attributes + extra if target.uid in newly_seen else attributes
+    prefetched = 0  # targets before this index were considered for a batch read already
+    for index, (seq, target) in enumerate(targets):
+        if (plan.need and index >= prefetched and not cache.holds(target.blob_id, target.size)
+                and plan.loads_whole(target)):
+            prefetched = await prefetch(plan, targets, index, cache=cache, store=store,
+                                        mailbox_id=view.mailbox.id)
+        if newly_seen and target.uid in newly_seen:
+            message, target_plan = view.message(target.uid), seen_plan  # its flags changed
+        else:
+            message, target_plan = target, plan
         try:
-            items = await fetch_items(message, wanted, cache=ctx.res.cache, store=ctx.store,
-                                      rev2=ctx.rev2, include_uid=command.uid)
+            items = await target_plan.items(message, cache=cache, store=store, rev2=rev2)
         except NotFound:
             # Expunged by another session, content already gone: RFC 5530 EXPUNGEISSUED.
             lost = True
             continue
         except UnknownCte as exc:
             raise CommandFailed(str(exc) or "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE") from None
-        yield Untagged((view.seq(target.uid), Atom("FETCH"), ParenList(items)))
+        yield Untagged((seq, _FETCH, ParenList(items)))
     if lost:
         yield ok(tag, "Some messages were expunged meanwhile", ResponseCode("EXPUNGEISSUED"))
     else:

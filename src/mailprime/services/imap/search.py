@@ -90,6 +90,8 @@ async def search(key: SearchKey, messages: Sequence[StoredMessage], *, cache: Me
             try:
                 if header_only and message.size > HEADER_ONLY_MIN:
                     content = await cache.get_header(store, message.blob_id, size=message.size)
+                elif header_only:  # header keys need no MIME tree
+                    content = await cache.get_raw(store, message.blob_id, size=message.size)
                 else:
                     content = await cache.get(store, message.blob_id, size=message.size)
             except NotFound:

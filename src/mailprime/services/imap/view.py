@@ -28,7 +28,6 @@ from mailprime.domain.errors import NotFound
 from mailprime.domain.mail import Mailbox, StoredMessage
 from mailprime.proto.imap.types import (
     Atom,
-    Flag,
     ParenList,
     Response,
     SequenceSet,
@@ -38,9 +37,12 @@ from mailprime.proto.imap.types import (
     flags_response,
     recent,
 )
+from mailprime.services.imap.fetch import flags_value
+from mailprime.services.imap.mailbox_cache import MailboxCache
 from mailprime.storage.ports import MailboxStore
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_FLAGS = Atom("FLAGS")
 
 
 class MailboxGone(Exception):
@@ -71,10 +73,10 @@ class MailboxView:
         self.keywords = _keywords(messages)
 
     @classmethod
-    async def open(cls, store: MailboxStore, mailbox: Mailbox, read_only: bool) -> MailboxView:
-        status = await store.mailbox_status(mailbox.id)
-        rows = await store.messages(mailbox.id)
-        return cls(status.mailbox, read_only, rows, status.mailbox.highestmodseq)
+    async def open(cls, store: MailboxStore, mailbox: Mailbox, read_only: bool,
+                   cache: MailboxCache) -> MailboxView:
+        current = await cache.read(store, mailbox.id)
+        return cls(current.mailbox, read_only, current.messages, current.mailbox.highestmodseq)
 
     # Reading ----------------------------------------------------------------------------------
 
@@ -115,17 +117,22 @@ class MailboxView:
         """The messages a sequence set names, in sequence order. UID sets may name UIDs that do
         not exist (ignored, RFC 3501 6.4.8); a message number beyond the mailbox is an error
         (BadSequence), except through "*" (RFC 9051 6.4.5: "*" is the last message)."""
+        return [message for _, message in self.resolve_numbered(sequence, uid=uid)]
+
+    def resolve_numbered(self, sequence: SequenceSet, *, uid: bool) -> list[tuple[int, StoredMessage]]:
+        """`resolve`, each message with its sequence number (FETCH answers with it)."""
+        uids, messages = self._uids, self._messages
         if uid:
-            largest = self._uids[-1] if self._uids else 0
-            found: list[int] = []
+            largest = uids[-1] if uids else 0
+            found: list[tuple[int, StoredMessage]] = []
             for low, high in sequence.intervals(largest):
-                start = bisect.bisect_left(self._uids, low)
-                stop = bisect.bisect_right(self._uids, high)
-                found.extend(self._uids[start:stop])
-            return [self._messages[u] for u in found]
+                start = bisect.bisect_left(uids, low)
+                stop = bisect.bisect_right(uids, high)
+                found.extend((index + 1, messages[uids[index]]) for index in range(start, stop))
+            return found
         if any(n is not None and n > self.count for r in sequence.ranges for n in (r.start, r.end)):
             raise BadSequence(f"Message sequence number beyond the last message ({self.count})")
-        return [self._messages[self._uids[n - 1]] for n in sequence.resolve(self.count)]
+        return [(n, messages[uids[n - 1]]) for n in sequence.resolve(self.count)]
 
     # Own changes ------------------------------------------------------------------------------
 
@@ -142,20 +149,18 @@ class MailboxView:
     async def sync(self, store: MailboxStore, options: SyncOptions) -> list[Response]:
         """Reads what changed since the last sync and returns the untagged responses."""
         try:
-            current = await store.wait_for_change(self.mailbox.id, self.known_modseq, 0.0)
+            # One read: the mailbox row and the rows changed since (usually none).
+            snapshot = await store.mailbox_snapshot(self.mailbox.id, changed_since=self.known_modseq)
+            if snapshot.mailbox.highestmodseq <= self.known_modseq:
+                return self._expunges() if options.allow_expunge else []
+            full = snapshot.expunged_modseq > self.known_modseq
+            if full:
+                snapshot = await store.mailbox_snapshot(self.mailbox.id)
         except NotFound as exc:
             raise MailboxGone(str(exc)) from exc
-        if current <= self.known_modseq:
-            return self._expunges() if options.allow_expunge else []
-        try:
-            status = await store.mailbox_status(self.mailbox.id)
-            full = status.expunged_modseq > self.known_modseq
-            rows = await store.messages(self.mailbox.id,
-                                        changed_since=0 if full else self.known_modseq)
-        except NotFound as exc:
-            raise MailboxGone(str(exc)) from exc
-        self.mailbox = status.mailbox
-        self.known_modseq = status.mailbox.highestmodseq
+        rows = snapshot.messages
+        self.mailbox = snapshot.mailbox
+        self.known_modseq = snapshot.mailbox.highestmodseq
         if full:
             present = {r.uid for r in rows}
             self._vanished.update(u for u in self._uids if u not in present)
@@ -188,8 +193,7 @@ class MailboxView:
     def flag_fetch(self, message: StoredMessage, *, include_uid: bool,
                    include_modseq: bool) -> Untagged:
         """`* n FETCH (FLAGS (...) [UID u] [MODSEQ (m)])` for a message in the view."""
-        items: list[Atom | int | ParenList] = [
-            Atom("FLAGS"), ParenList(tuple(Flag(f) for f in sorted(message.flags)))]
+        items: list[Atom | int | ParenList] = [_FLAGS, flags_value(message.flags)]
         if include_uid:
             items += [Atom("UID"), message.uid]
         if include_modseq:
@@ -218,4 +222,5 @@ class MailboxView:
 
 
 def _keywords(messages: Sequence[StoredMessage]) -> frozenset[str]:
-    return frozenset(f for m in messages for f in m.flags if not f.startswith("\\"))
+    # Distinct flag sets first: the store shares one set between messages with the same flags.
+    return frozenset(f for flags in {m.flags for m in messages} for f in flags if not f.startswith("\\"))
