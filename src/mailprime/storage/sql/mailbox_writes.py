@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from mailprime.domain.errors import AlreadyExists, NotFound
@@ -75,15 +75,6 @@ def _bump(conn: Connection, box: Mailbox, *, expunged: bool = False, uidnext: in
         values["uidnext"] = uidnext
     conn.execute(update(mailboxes).where(mailboxes.c.id == box.id).values(**values))
     return modseq
-
-
-def _rows_for_uids(conn: Connection, mailbox_id: MailboxId, uids: Sequence[int]) -> list[StoredMessage]:
-    wanted = sorted(set(uids))
-    found: list[StoredMessage] = []
-    for part in _chunks(wanted):
-        found.extend(to_stored_message(r) for r in conn.execute(
-            select(mm).where(mm.c.mailbox_id == mailbox_id, mm.c.uid.in_(part)).order_by(mm.c.uid)))
-    return found
 
 
 # ---- mailboxes -----------------------------------------------------------------------------
@@ -158,23 +149,16 @@ def mailbox_status(conn: Connection, mailbox_id: MailboxId) -> MailboxStatus:
     if row is None:
         raise NotFound("no such mailbox")
     box = to_mailbox(row)
-    total, size = conn.execute(select(func.count(), func.coalesce(func.sum(mm.c.size), 0))
-                               .where(mm.c.mailbox_id == mailbox_id)).one()
-    # Flags are stored sorted and space-separated: a LIKE finds a flag without parsing.
-    seen = conn.execute(select(func.count()).where(
-        mm.c.mailbox_id == mailbox_id, mm.c.flags.like("%\\Seen%", escape="|"))).scalar_one()
-    deleted = conn.execute(select(func.count()).where(
-        mm.c.mailbox_id == mailbox_id, mm.c.flags.like("%\\Deleted%", escape="|"))).scalar_one()
+    # One pass over the mailbox's rows. Flags are stored sorted and space-separated: a LIKE finds
+    # a flag without parsing.
+    total, size, seen, deleted = conn.execute(select(
+        func.count(), func.coalesce(func.sum(mm.c.size), 0),
+        func.count(case((mm.c.flags.like("%\\Seen%", escape="|"), 1))),
+        func.count(case((mm.c.flags.like("%\\Deleted%", escape="|"), 1))),
+    ).where(mm.c.mailbox_id == mailbox_id)).one()
     return MailboxStatus(mailbox=box, messages=int(total), unseen=int(total) - int(seen),
                          deleted=int(deleted), size=int(size),
                          expunged_modseq=int(row.expunged_modseq))
-
-
-def messages(conn: Connection, mailbox_id: MailboxId, changed_since: int) -> list[StoredMessage]:
-    stmt = select(mm).where(mm.c.mailbox_id == mailbox_id)
-    if changed_since:
-        stmt = stmt.where(mm.c.modseq > changed_since)
-    return [to_stored_message(r) for r in conn.execute(stmt.order_by(mm.c.uid))]
 
 
 def account_usage(conn: Connection, account_id: AccountId) -> AccountUsage:
@@ -204,12 +188,12 @@ def append(conn: Connection, mailbox_id: MailboxId, blob_row: dict[str, object],
 def store_flags(conn: Connection, mailbox_id: MailboxId, uids: Sequence[int], mode: FlagMode,
                 flags: frozenset[str], *, unchanged_since: int | None) -> FlagChange:
     box = _lock(conn, mailbox_id)
-    current = _rows_for_uids(conn, mailbox_id, uids)
-    modified = tuple(m.uid for m in current
+    current = _row_ids(conn, mailbox_id, sorted(set(uids)))  # ascending UIDs, each with its row id
+    modified = tuple(m.uid for m, _ in current
                      if unchanged_since is not None and m.modseq > unchanged_since)
     refused = set(modified)
-    updates: list[StoredMessage] = []
-    for m in current:
+    updates: list[tuple[StoredMessage, int]] = []
+    for m, row_id in current:
         if m.uid in refused:
             continue
         if mode is FlagMode.ADD:
@@ -219,27 +203,28 @@ def store_flags(conn: Connection, mailbox_id: MailboxId, uids: Sequence[int], mo
         else:
             new = flags
         if new != m.flags:
-            updates.append(replace(m, flags=new))
+            updates.append((replace(m, flags=new), row_id))
     if not updates:
         return FlagChange(changed=(), modified=modified)
     modseq = _bump(conn, box)
-    ids = {m.uid: row_id for m, row_id in _row_ids(conn, mailbox_id, [u.uid for u in updates])}
-    conn.execute(_SET_FLAGS, [{"b_id": ids[u.uid], "b_flags": flags_text(u.flags), "b_modseq": modseq}
-                              for u in updates])
-    return FlagChange(changed=tuple(replace(u, modseq=modseq) for u in updates), modified=modified)
+    conn.execute(_SET_FLAGS, [{"b_id": row_id, "b_flags": flags_text(u.flags), "b_modseq": modseq}
+                              for u, row_id in updates])
+    return FlagChange(changed=tuple(replace(u, modseq=modseq) for u, _ in updates), modified=modified)
 
 
 def _row_ids(conn: Connection, mailbox_id: MailboxId, uids: Sequence[int]) -> list[tuple[StoredMessage, int]]:
+    """The messages with these UIDs that exist, ascending by UID, each with its row id."""
     out: list[tuple[StoredMessage, int]] = []
     for part in _chunks(sorted(uids)):
         out.extend((to_stored_message(r), int(r.id)) for r in conn.execute(
-            select(mm).where(mm.c.mailbox_id == mailbox_id, mm.c.uid.in_(part))))
+            select(mm).where(mm.c.mailbox_id == mailbox_id, mm.c.uid.in_(part)).order_by(mm.c.uid)))
     return out
 
 
 def expunge(conn: Connection, mailbox_id: MailboxId, uids: Sequence[int] | None,
-            only_deleted: bool) -> tuple[list[int], list[str]]:
-    """Returns (expunged UIDs ascending, spool files to unlink after commit)."""
+            only_deleted: bool) -> tuple[list[int], list[str], int]:
+    """Returns (expunged UIDs ascending, spool files to unlink after commit, the mailbox's new
+    modseq — 0 when nothing was expunged)."""
     box = _lock(conn, mailbox_id)
     stmt = select(mm.c.id, mm.c.uid, mm.c.blob_id, mm.c.flags).where(mm.c.mailbox_id == mailbox_id)
     if uids is not None:
@@ -250,28 +235,28 @@ def expunge(conn: Connection, mailbox_id: MailboxId, uids: Sequence[int] | None,
         rows = list(conn.execute(stmt).all())
     victims = [r for r in rows if not only_deleted or "\\Deleted" in (r.flags or "").split()]
     if not victims:
-        return [], []
+        return [], [], 0
     for part in _chunks([int(r.id) for r in victims]):
         conn.execute(delete(mm).where(mm.c.id.in_(part)))
-    _bump(conn, box, expunged=True)
+    modseq = _bump(conn, box, expunged=True)
     paths = release_blobs(conn, sorted({BlobId(r.blob_id) for r in victims}))
-    return sorted(int(r.uid) for r in victims), paths
+    return sorted(int(r.uid) for r in victims), paths, modseq
 
 
 def copy_messages(conn: Connection, source: MailboxId, uids: Sequence[int], target: MailboxId, *,
-                  move: bool) -> CopyResult:
+                  move: bool) -> tuple[CopyResult, list[tuple[MailboxId, int]]]:
+    """Returns the result and (mailbox, new modseq) of each mailbox it changed."""
     if source == target and move:
         box = _lock(conn, target)
-        return CopyResult(uidvalidity=box.uidvalidity, uid_pairs=())
+        return CopyResult(uidvalidity=box.uidvalidity, uid_pairs=()), []
     # Lock in id order so two sessions copying opposite ways cannot deadlock (PostgreSQL).
     first, second = sorted((source, target))
     boxes = {first: _lock(conn, first)}
     boxes[second] = boxes[first] if second == first else _lock(conn, second)
     src_box, dst_box = boxes[source], boxes[target]
     found = _row_ids(conn, source, uids)
-    found.sort(key=lambda pair: pair[0].uid)
     if not found:
-        return CopyResult(uidvalidity=dst_box.uidvalidity, uid_pairs=())
+        return CopyResult(uidvalidity=dst_box.uidvalidity, uid_pairs=()), []
     next_uid = dst_box.uidnext
     pairs = tuple((m.uid, next_uid + i) for i, (m, _) in enumerate(found))
     modseq = _bump(conn, dst_box, uidnext=next_uid + len(found))
@@ -279,8 +264,9 @@ def copy_messages(conn: Connection, source: MailboxId, uids: Sequence[int], targ
         {"mailbox_id": target, "uid": new_uid, "blob_id": m.blob_id, "size": m.size,
          "internal_date": m.internal_date, "flags": flags_text(m.flags), "modseq": modseq}
         for (m, _), (_, new_uid) in zip(found, pairs, strict=True)])
+    changed = [(target, modseq)]
     if move:
         for part in _chunks([row_id for _, row_id in found]):
             conn.execute(delete(mm).where(and_(mm.c.mailbox_id == source, mm.c.id.in_(part))))
-        _bump(conn, src_box, expunged=True)
-    return CopyResult(uidvalidity=dst_box.uidvalidity, uid_pairs=pairs)
+        changed.append((source, _bump(conn, src_box, expunged=True)))
+    return CopyResult(uidvalidity=dst_box.uidvalidity, uid_pairs=pairs), changed

@@ -1,11 +1,11 @@
-"""IMAP's reads of a whole mailbox: its row and its messages in one transaction, made without
-the per-row cost of `mailbox_writes.messages` (`SqlStore.mailbox_snapshot`).
+"""Reads of a mailbox's messages (`SqlStore.messages`) and of its row and messages in one
+transaction (IMAP's `SqlStore.mailbox_snapshot`), made without SQLAlchemy's per-row cost.
 
 A SELECT of a mailbox of thousands of messages reads every row; building each `StoredMessage`
 through SQLAlchemy's result processing (its SQLite datetime parser, then our UTC type) and a
 new frozenset of flags per row cost several times the query itself. Here the statements are
 built once, the internal date is read as stored and parsed by the shortest path, and messages
-with the same flags share one frozenset. The values are the ones `messages` returns.
+with the same flags share one frozenset. The values are what `rows.to_stored_message` would build.
 """
 
 from __future__ import annotations
@@ -40,6 +40,13 @@ def mailbox_snapshot(conn: Connection, mailbox_id: MailboxId, changed_since: int
     row = conn.execute(_MAILBOX, {"mailbox_id": mailbox_id}).first()
     if row is None:
         raise NotFound("no such mailbox")
+    return MailboxSnapshot(to_mailbox(row), int(row.expunged_modseq),
+                           read_messages(conn, mailbox_id, changed_since))
+
+
+def read_messages(conn: Connection, mailbox_id: MailboxId, changed_since: int) -> list[StoredMessage]:
+    """The mailbox's messages in UID order (only those changed after `changed_since` if given);
+    `MailboxStore.messages` and the snapshot both read them here."""
     if changed_since:
         result = conn.execute(_CHANGED_ROWS, {"mailbox_id": mailbox_id, "changed_since": changed_since})
     else:
@@ -53,7 +60,7 @@ def mailbox_snapshot(conn: Connection, mailbox_id: MailboxId, changed_since: int
             flag_set = flag_sets[text] = frozenset(text.split())
         messages.append(StoredMessage(mailbox_id, int(uid), BlobId(blob_id), int(size), _utc(stamp),
                                       flag_set, int(modseq)))
-    return MailboxSnapshot(to_mailbox(row), int(row.expunged_modseq), messages)
+    return messages
 
 
 def _utc(stamp: str | datetime) -> datetime:

@@ -261,7 +261,7 @@ class SqlStore:
         return await self._read(lambda c: mailbox_writes.mailbox_status(c, mailbox_id))
 
     async def messages(self, mailbox_id: MailboxId, *, changed_since: int = 0) -> Sequence[StoredMessage]:
-        return await self._read(lambda c: mailbox_writes.messages(c, mailbox_id, changed_since))
+        return await self._read(lambda c: snapshots.read_messages(c, mailbox_id, changed_since))
 
     async def message_listing(self, mailbox_id: MailboxId) -> Sequence[ListedMessage]:
         return await self._read(lambda c: mailstore.message_listing(c, mailbox_id))
@@ -314,21 +314,19 @@ class SqlStore:
 
     async def expunge(self, mailbox_id: MailboxId, uids: Sequence[int] | None = None, *,
                       only_deleted: bool = True) -> Sequence[int]:
-        removed, paths = await self._writer.run(
+        removed, paths, modseq = await self._writer.run(
             lambda c: mailbox_writes.expunge(c, mailbox_id, uids, only_deleted))
         await self._unlink(paths)
         if removed:
-            self._changes.changed(mailbox_id, await self._highestmodseq(mailbox_id))
+            self._changes.changed(mailbox_id, modseq)
         return removed
 
     async def copy_messages(self, source: MailboxId, uids: Sequence[int], target: MailboxId, *,
                             move: bool = False) -> CopyResult:
-        result = await self._writer.run(
+        result, changed = await self._writer.run(
             lambda c: mailbox_writes.copy_messages(c, source, uids, target, move=move))
-        if result.uid_pairs:
-            self._changes.changed(target, await self._highestmodseq(target))
-            if move:
-                self._changes.changed(source, await self._highestmodseq(source))
+        for mailbox_id, modseq in changed:
+            self._changes.changed(mailbox_id, modseq)
         return result
 
     async def account_usage(self, account_id: AccountId) -> AccountUsage:
