@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import dkim
 
-from mailprime.message.dkim_canon import split_fields
-from mailprime.message.dkim_verify import normalize_line_ends, parse_tag_list, split_message
+from mailprime.message.dkim_canon import split_fields, split_message
+from mailprime.message.dkim_verify import normalize_line_ends, parse_tag_list
 from mailprime.message.resolver import DnsError, DnsNoData, DnsNxDomain, Resolver
 
 # RFC 8617 4.2.1: at most 50 ARC sets; each names up to two keys. Verifying more keys than this

@@ -14,12 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mailprime.message.arc_verify import ArcResult, ArcVerdict, verify_arc
-from mailprime.message.dkim_canon import CRLF, split_fields
+from mailprime.message.dkim_canon import CRLF, split_fields, split_message
 from mailprime.message.dkim_verify import (
     DkimResult,
     DkimVerdict,
     normalize_line_ends,
-    split_message,
     verify_dkim,
 )
 from mailprime.message.dmarc import Disposition, DmarcResult, DmarcVerdict, check_dmarc

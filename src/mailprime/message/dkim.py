@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 
-from mailprime.message.dkim_canon import CRLF, body_hash, relaxed_header, split_fields
+from mailprime.message.dkim_canon import CRLF, body_hash, relaxed_header, split_fields, split_message
 
 # RFC 6376 3.5 recommends folding; RFC 5322 2.1.1: lines SHOULD be at most 78 characters.
 FOLD_WIDTH = 78
@@ -318,16 +318,6 @@ def sign_message(message: bytes, keys: Sequence[SigningKey], timestamp: int) -> 
     """The DKIM-Signature fields for a whole message in memory (see `signature_fields`)."""
     head, body = split_message(message)
     return signature_fields(split_fields(head), body_hash(body), keys, timestamp)
-
-
-def split_message(message: bytes) -> tuple[bytes, bytes]:
-    """(header section with its CRLFs, body) of a message in memory (RFC 5322 2.1)."""
-    if message.startswith(CRLF):
-        return b"", message[2:]
-    end = message.find(b"\r\n\r\n")
-    if end < 0:
-        return message, b""
-    return message[:end + 2], message[end + 4:]
 
 
 __all__ = [

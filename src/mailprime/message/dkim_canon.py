@@ -82,6 +82,16 @@ def split_fields(section: bytes) -> list[tuple[bytes, bytes]]:
 
 # Body (RFC 6376 3.4.4) ----------------------------------------------------------------------
 
+def split_message(message: bytes) -> tuple[bytes, bytes]:
+    """(header section with its CRLFs, body) of a message in memory (RFC 5322 2.1)."""
+    if message.startswith(CRLF):
+        return b"", message[2:]
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        return message, b""
+    return message[:end + 2], message[end + 4:]
+
+
 def relax_lines(block: bytes) -> bytes:
     """Relaxed canonical form of complete lines (each ending in CRLF): WSP runs become one SP and
     WSP at the end of a line goes. Empty lines at the end are kept (the caller drops them)."""
@@ -236,4 +246,5 @@ __all__ = [
     "relaxed_body",
     "relaxed_header",
     "split_fields",
+    "split_message",
 ]

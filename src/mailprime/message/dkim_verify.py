@@ -35,7 +35,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
-from mailprime.message.dkim_canon import CRLF, relaxed_body, relaxed_header, split_fields
+from mailprime.message.dkim_canon import CRLF, relaxed_body, relaxed_header, split_fields, split_message
 from mailprime.message.resolver import DnsError, DnsNoData, DnsNxDomain, Resolver
 
 # RFC 6376 6.1: verifiers may limit how many signatures they check (each costs a DNS look-up
@@ -108,16 +108,6 @@ def normalize_line_ends(message: bytes) -> bytes:
     if b"\n" in message and message.count(b"\n") != message.count(b"\r\n"):
         return re.sub(rb"(?<!\r)\n", b"\r\n", message)
     return message
-
-
-def split_message(message: bytes) -> tuple[bytes, bytes]:
-    """(header section with its CRLFs, body) (RFC 5322 2.1)."""
-    if message.startswith(CRLF):
-        return b"", message[2:]
-    end = message.find(b"\r\n\r\n")
-    if end < 0:
-        return message, b""
-    return message[:end + 2], message[end + 4:]
 
 
 def simple_body(body: bytes) -> bytes:
@@ -362,6 +352,5 @@ __all__ = [
     "parse_tag_list",
     "select_fields",
     "simple_body",
-    "split_message",
     "verify_dkim",
 ]

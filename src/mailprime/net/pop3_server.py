@@ -100,10 +100,7 @@ class _Sink:
 
     async def write(self, chunk: bytes) -> bool:
         connection = self._connection
-        core = connection.core
-        if not self.started:
-            connection.emit(core.send(CONTENT_FOLLOWS))
-            self.started = True
+        core = self._begin()
         if core.content_complete:
             return False
         connection.emit(core.send_content(chunk))
@@ -112,13 +109,16 @@ class _Sink:
         return not core.content_complete
 
     async def write_encoded(self, body: bytes) -> None:
-        connection = self._connection
-        core = connection.core
-        if not self.started:
-            connection.emit(core.send(CONTENT_FOLLOWS))
-            self.started = True
-        connection.emit(core.send_encoded(body))
+        self._connection.emit(self._begin().send_encoded(body))
         self.ended = True
+
+    def _begin(self) -> ServerConnection:
+        """The core, once the +OK that opens the response is queued."""
+        core = self._connection.core
+        if not self.started:
+            self._connection.emit(core.send(CONTENT_FOLLOWS))
+            self.started = True
+        return core
 
 
 class _Connection:

@@ -32,10 +32,9 @@ from mailprime.message.dkim import (
     public_key_record,
     record_name,
     signature_fields,
-    split_message,
     zone_line,
 )
-from mailprime.message.dkim_canon import MessageHasher, body_hash, split_fields
+from mailprime.message.dkim_canon import MessageHasher, body_hash, split_fields, split_message
 from mailprime.storage.ports import DkimKeyStore
 
 log = logging.getLogger("mailprime.dkim")

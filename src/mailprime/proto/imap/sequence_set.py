@@ -65,9 +65,6 @@ class SequenceSet:
     def contains(self, number: int, largest: int) -> bool:
         return any(low <= number <= high for low, high in (r.bounds(largest) for r in self.ranges))
 
-    def uses_star(self) -> bool:
-        return any(r.start is None or r.end is None for r in self.ranges)
-
     def to_wire(self) -> str:
         return ",".join(r.to_wire() for r in self.ranges)
 

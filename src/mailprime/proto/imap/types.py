@@ -70,6 +70,7 @@ from mailprime.proto.imap.command_types import (
     Unsubscribe,
     fetch_item_name,
 )
+from mailprime.proto.imap.commands import STATUS_ITEMS
 from mailprime.proto.imap.events import (
     NEED_DATA,
     AppendData,
@@ -89,6 +90,7 @@ from mailprime.proto.imap.limits import (
     LITERAL_MINUS_MAX,
     Limits,
 )
+from mailprime.proto.imap.parser import RECENT
 from mailprime.proto.imap.response_types import (
     NIL,
     Atom,
@@ -134,6 +136,8 @@ __all__ = [
     "LITERAL_MINUS_MAX",
     "NEED_DATA",
     "NIL",
+    "RECENT",
+    "STATUS_ITEMS",
     "Append",
     "AppendData",
     "AppendEnd",

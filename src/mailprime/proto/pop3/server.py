@@ -61,7 +61,13 @@ from mailprime.proto.pop3.types import (
     valid_uidl,
 )
 from mailprime.proto.smtp.framing import LineError, LineReader
-from mailprime.proto.smtp.sasl import MECHANISMS, Challenge, Credentials, SaslError, SaslServer
+from mailprime.proto.smtp.sasl import (
+    Challenge,
+    Credentials,
+    SaslError,
+    SaslServer,
+    offered_mechanisms,
+)
 
 __all__ = [
     "NEED_DATA", "Authenticate", "ConnectionClosed", "Event", "ProtocolViolation", "Quit",
@@ -114,6 +120,7 @@ class ServerConnection:
         self._limits = limits
         self._tls = tls_active
         self._auth_allowed = auth_allowed
+        self._mechanisms = offered_mechanisms(capabilities.sasl_mechanisms)
         self._state = State.GREETING
         self._buf = bytearray()
         self._eof = False
@@ -367,13 +374,10 @@ class ServerConnection:
             lines.append("STLS")
         if self._auth_allowed:
             lines.append("USER")
-            if self._mechanisms():
-                lines.append("SASL " + " ".join(self._mechanisms()))
+            if self._mechanisms:
+                lines.append("SASL " + " ".join(self._mechanisms))
         lines.append(f"IMPLEMENTATION {self._caps.implementation}")
         return lines
-
-    def _mechanisms(self) -> tuple[str, ...]:
-        return tuple(m.upper() for m in self._caps.sasl_mechanisms if m.upper() in MECHANISMS)
 
     def _cmd_capa(self, arg: str) -> bool:
         if self._no_argument("CAPA", arg):
@@ -420,9 +424,9 @@ class ServerConnection:
         name, _, initial = arg.partition(" ")
         mechanism = name.upper()
         if not mechanism:  # the pre-RFC 5034 listing some clients still ask for
-            self._out += listing(b"+OK\r\n", self._mechanisms())
+            self._out += listing(b"+OK\r\n", self._mechanisms)
             return True
-        if mechanism not in self._mechanisms():
+        if mechanism not in self._mechanisms:
             return self._error("Unrecognized authentication mechanism")
         self._user = None
         self._sasl = SaslServer(mechanism)

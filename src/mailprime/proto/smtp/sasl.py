@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mailprime.proto import ProtocolError
@@ -18,6 +19,11 @@ from mailprime.proto import ProtocolError
 MECHANISMS = ("PLAIN", "LOGIN")
 _USERNAME_PROMPT = base64.b64encode(b"Username:").decode("ascii")
 _PASSWORD_PROMPT = base64.b64encode(b"Password:").decode("ascii")
+
+
+def offered_mechanisms(configured: Iterable[str]) -> tuple[str, ...]:
+    """The configured mechanisms this module implements, upper-cased, in the configured order."""
+    return tuple(m.upper() for m in configured if m.upper() in MECHANISMS)
 
 
 class SaslFailure(enum.Enum):

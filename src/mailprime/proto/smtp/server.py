@@ -37,7 +37,14 @@ from dataclasses import dataclass
 from mailprime.proto import LocalProtocolError
 from mailprime.proto.smtp.commands import CommandError, parse_bdat, parse_mail, parse_rcpt
 from mailprime.proto.smtp.framing import AbortReason, DotReader, LineError, LineReader
-from mailprime.proto.smtp.sasl import MECHANISMS, Challenge, Credentials, SaslError, SaslFailure, SaslServer
+from mailprime.proto.smtp.sasl import (
+    Challenge,
+    Credentials,
+    SaslError,
+    SaslFailure,
+    SaslServer,
+    offered_mechanisms,
+)
 from mailprime.proto.smtp.server_events import (
     GO_AHEAD,
     NEED_DATA,
@@ -147,6 +154,7 @@ class ServerConnection:
         self._limits = limits
         self._tls = tls_active
         self._auth_allowed = auth_allowed
+        self._mechanisms = offered_mechanisms(capabilities.auth_mechanisms)
         self._state = State.GREETING
         self._buf = bytearray()
         self._eof = False
@@ -452,11 +460,8 @@ class ServerConnection:
         self._events.append(StartTls())
         return True
 
-    def _mechanisms(self) -> tuple[str, ...]:
-        return tuple(m.upper() for m in self._caps.auth_mechanisms if m.upper() in MECHANISMS)
-
     def _cmd_auth(self, arg: str) -> bool:
-        mechanisms = self._mechanisms()
+        mechanisms = self._mechanisms
         if not mechanisms:
             return self._error(Reply(502, "AUTH not available", "5.5.1"))
         if self._authenticated:  # RFC 4954 4: a second AUTH gets 503
@@ -596,8 +601,8 @@ class ServerConnection:
         keywords.append("ENHANCEDSTATUSCODES")
         if caps.starttls and not self._tls:
             keywords.append("STARTTLS")
-        if self._auth_allowed and self._mechanisms():
-            keywords.append("AUTH " + " ".join(self._mechanisms()))
+        if self._auth_allowed and self._mechanisms:
+            keywords.append("AUTH " + " ".join(self._mechanisms))
         if caps.chunking:
             keywords.append("CHUNKING")
         if caps.dsn:

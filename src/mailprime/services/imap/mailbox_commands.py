@@ -14,6 +14,7 @@ from mailprime.domain.errors import AlreadyExists, NotFound
 from mailprime.domain.mail import Mailbox, MailboxStatus
 from mailprime.proto.imap.types import (
     NIL,
+    STATUS_ITEMS,
     Atom,
     Create,
     Delete,
@@ -58,9 +59,6 @@ from mailprime.services.imap.view import MailboxView
 
 # RFC 6154 2: the special-use attributes a mailbox can carry (CREATE ... USE, RFC 6154 3).
 SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
-
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE",
-                "HIGHESTMODSEQ")
 
 
 def _code(name: str, *args: Value) -> ResponseCode:

@@ -119,10 +119,6 @@ class ListEntry:
     extra: tuple[Value, ...] = ()  # LIST-EXTENDED data, e.g. ("CHILDINFO" ("SUBSCRIBED"))
     mailbox: Mailbox | None = None  # None: a \Noselect level that is not a mailbox
 
-    @property
-    def selectable(self) -> bool:
-        return self.mailbox is not None
-
 
 @dataclass(frozen=True, slots=True)
 class ListQuery:

@@ -28,6 +28,7 @@ from mailprime.domain.errors import NotFound
 from mailprime.domain.mail import StoredMessage
 from mailprime.message import imap_search
 from mailprime.proto.imap.types import (
+    RECENT,
     Atom,
     DateField,
     SearchAll,
@@ -50,10 +51,6 @@ from mailprime.proto.imap.types import (
 )
 from mailprime.services.imap.content import HEADER_ONLY_MIN, MessageContentCache, ParsedMessage
 from mailprime.storage.ports import MailStore
-
-# The store keeps no \Recent flag (no session "owns" new messages, RFC 3501 2.3.2 allows a
-# server that does not track it): RECENT and NEW match nothing, OLD matches everything.
-RECENT = "\\Recent"
 
 # Messages evaluated with their content between two yields to the event loop.
 _YIELD_EVERY = 64
@@ -188,6 +185,8 @@ def _row_matches(key: SearchKey, message: StoredMessage, seq: int, numbers: _Num
 
 
 def _has_flag(message: StoredMessage, flag: str) -> bool:
+    # The store keeps no \Recent flag (no session "owns" new messages, RFC 3501 2.3.2 allows a
+    # server that does not track it): RECENT and NEW match nothing, OLD matches everything.
     if flag == RECENT:
         return False
     if flag in message.flags:

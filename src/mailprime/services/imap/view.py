@@ -61,11 +61,9 @@ class SyncOptions:
 
 
 class MailboxView:
-    def __init__(self, mailbox: Mailbox, read_only: bool, messages: Sequence[StoredMessage],
-                 known_modseq: int) -> None:
-        self.mailbox = mailbox
+    def __init__(self, mailbox: Mailbox, read_only: bool, messages: Sequence[StoredMessage]) -> None:
+        self.mailbox = mailbox  # as of the last sync
         self.read_only = read_only
-        self.known_modseq = known_modseq
         self._uids = [m.uid for m in messages]
         self._messages = {m.uid: m for m in messages}
         self._max_uid = max(self._uids, default=0)
@@ -76,7 +74,12 @@ class MailboxView:
     async def open(cls, store: MailboxStore, mailbox: Mailbox, read_only: bool,
                    cache: MailboxCache) -> MailboxView:
         current = await cache.read(store, mailbox.id)
-        return cls(current.mailbox, read_only, current.messages, current.mailbox.highestmodseq)
+        return cls(current.mailbox, read_only, current.messages)
+
+    @property
+    def known_modseq(self) -> int:
+        """The mailbox's highestmodseq as of the last sync."""
+        return self.mailbox.highestmodseq
 
     # Reading ----------------------------------------------------------------------------------
 
@@ -159,8 +162,7 @@ class MailboxView:
         except NotFound as exc:
             raise MailboxGone(str(exc)) from exc
         rows = snapshot.messages
-        self.mailbox = snapshot.mailbox
-        self.known_modseq = snapshot.mailbox.highestmodseq
+        self.mailbox = snapshot.mailbox  # and so known_modseq
         if full:
             present = {r.uid for r in rows}
             self._vanished.update(u for u in self._uids if u not in present)
