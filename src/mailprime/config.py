@@ -133,6 +133,42 @@ class ImapSettings:
 
 
 @dataclass(slots=True)
+class AuthenticationSettings:
+    """[authentication]: SPF, DKIM, DMARC and ARC verification of mail the MX receives."""
+
+    verify: bool = True
+    authserv_id: str = ""  # the Authentication-Results authserv-id; default: server.hostname
+
+
+@dataclass(slots=True)
+class BounceSettings:
+    """[bounces]: VERP return paths, bounce and complaint processing, the suppression list."""
+
+    verp: bool = True
+
+
+@dataclass(slots=True)
+class ShapingSettings:
+    """[shaping]: per-destination traffic shaping, IP pools and warm-up."""
+
+    enabled: bool = True
+
+
+@dataclass(slots=True)
+class MtaStsSettings:
+    """[mta_sts]: MTA-STS (RFC 8461) policies on delivery, REQUIRETLS, TLS reporting."""
+
+    enabled: bool = True
+
+
+@dataclass(slots=True)
+class DoctorSettings:
+    """[doctor]: what `mailprime doctor` checks beyond the DNS records."""
+
+    blocklists: list[str] = field(default_factory=lambda: ["zen.spamhaus.org", "bl.spamcop.net"])
+
+
+@dataclass(slots=True)
 class LogSettings:
     format: str = "text"  # or "json"
     level: str = "INFO"
@@ -163,6 +199,11 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     pop3: Pop3Settings = field(default_factory=Pop3Settings)
     imap: ImapSettings = field(default_factory=ImapSettings)
+    authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
+    bounces: BounceSettings = field(default_factory=BounceSettings)
+    shaping: ShapingSettings = field(default_factory=ShapingSettings)
+    mta_sts: MtaStsSettings = field(default_factory=MtaStsSettings)
+    doctor: DoctorSettings = field(default_factory=DoctorSettings)
     log: LogSettings = field(default_factory=LogSettings)
     config_path: str = ""
 
@@ -275,6 +316,11 @@ _SECTIONS: dict[str, type] = {
     "limits": LimitSettings,
     "pop3": Pop3Settings,
     "imap": ImapSettings,
+    "authentication": AuthenticationSettings,
+    "bounces": BounceSettings,
+    "shaping": ShapingSettings,
+    "mta_sts": MtaStsSettings,
+    "doctor": DoctorSettings,
     "log": LogSettings,
 }
 

@@ -9,6 +9,7 @@ from mailprime.delivery.transport import (
     DeliveryError,
     OutboundConnection,
     OutboundRecipient,
+    TlsRequirement,
     TransactionReplies,
 )
 from mailprime.domain.mail import DsnRet
@@ -58,9 +59,13 @@ class SmtpDialer:
             ssl_context=ssl_context, connect_timeout=connect_timeout,
             command_timeout=command_timeout)
 
-    async def connect(self, ip: str, port: int, *, server_name: str) -> OutboundConnection:
+    async def connect(self, ip: str, port: int, *, server_name: str, source_ip: str | None = None,
+                      tls: TlsRequirement | None = None) -> OutboundConnection:
+        # `tls`: MTA-STS / REQUIRETLS enforcement is being built (issue 4); until then a route's
+        # requirement is not passed to the client.
         try:
-            session = await self.client.open(ip, port, server_name=server_name)
+            session = await self.client.open(ip, port, server_name=server_name,
+                                             source_ip=source_ip)
         except SmtpClientError as exc:
             raise DeliveryError(exc.reason, transient=True) from exc
         return _Connection(session)

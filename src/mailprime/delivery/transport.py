@@ -64,9 +64,22 @@ class OutboundConnection(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class TlsRequirement:
+    """TLS that a route demands (MTA-STS "enforce", RFC 8461 4.2; REQUIRETLS, RFC 8689):
+    STARTTLS must succeed, and with `verify` the certificate must chain to a trusted root and
+    match the MX host name; otherwise the route is not used. None (no requirement) means the
+    dialer's own policy: opportunistic TLS by default (RFC 7435)."""
+
+    verify: bool = True
+    source: str = "mta-sts"  # what demanded it: for logs, DSNs and TLS reports
+
+
 class Dialer(Protocol):
-    async def connect(self, ip: str, port: int, *, server_name: str) -> OutboundConnection:
-        """Connects, reads the greeting, EHLOs and upgrades with STARTTLS when offered.
+    async def connect(self, ip: str, port: int, *, server_name: str, source_ip: str | None = None,
+                      tls: TlsRequirement | None = None) -> OutboundConnection:
+        """Connects (from `source_ip` when given: IP pools), reads the greeting, EHLOs and
+        upgrades with STARTTLS when offered (required, and verified, per `tls`).
         Raises DeliveryError (transient) on failure."""
         ...
 

@@ -33,6 +33,11 @@ class EventKind(enum.StrEnum):
     STORED = "stored"  # delivered into a local mailbox
     DSN_SENT = "dsn_sent"
     DELETED = "deleted"  # removed by an operator
+    # Deliverability (issue 4). An asynchronous bounce (a DSN at the VERP address) is BOUNCED too,
+    # with attrs source=async; a soft one is DEFERRED with source=async.
+    COMPLAINED = "complained"  # an ARF report named the recipient (RFC 5965)
+    SUPPRESSED = "suppressed"  # the address went onto the suppression list
+    UNSUPPRESSED = "unsuppressed"  # an operator took it off
 
 
 class DsnNotify(enum.StrEnum):

@@ -195,26 +195,31 @@ class SmtpClient:
     final_timeout: float | None = None  # None: 2 x command_timeout (RFC 5321 4.5.3.2.6)
     limits: ReplyLimits | None = None
 
-    async def open(self, host_ip: str, port: int, *, server_name: str | None = None) -> SmtpClientSession:
-        """Connects, reads the greeting, says EHLO (HELO if refused), and upgrades with
-        STARTTLS per the TLS policy. In opportunistic mode a failed TLS handshake is followed by
-        one plaintext reconnection (`session.tls_fallback` says why)."""
+    async def open(self, host_ip: str, port: int, *, server_name: str | None = None,
+                   source_ip: str | None = None) -> SmtpClientSession:
+        """Connects (from `source_ip` when given), reads the greeting, says EHLO (HELO if
+        refused), and upgrades with STARTTLS per the TLS policy. In opportunistic mode a failed
+        TLS handshake is followed by one plaintext reconnection (`session.tls_fallback` says
+        why)."""
         try:
-            return await self._open(host_ip, port, server_name, self.tls)
+            return await self._open(host_ip, port, server_name, self.tls, source_ip)
         except SmtpTlsError as exc:
             if self.tls != "opportunistic":
                 raise
-            session = await self._open(host_ip, port, server_name, "none")
+            session = await self._open(host_ip, port, server_name, "none", source_ip)
             session.tls_fallback = exc.reason
             return session
 
     async def _open(
-        self, host_ip: str, port: int, server_name: str | None, tls: TlsPolicy
+        self, host_ip: str, port: int, server_name: str | None, tls: TlsPolicy,
+        source_ip: str | None = None,
     ) -> SmtpClientSession:
         label = f"{server_name}[{host_ip}]:{port}" if server_name else f"[{host_ip}]:{port}"
+        local_addr = (source_ip, 0) if source_ip else None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(host_ip, port, limit=READ_SIZE)
+                reader, writer = await asyncio.open_connection(host_ip, port, limit=READ_SIZE,
+                                                               local_addr=local_addr)
         except TimeoutError:
             raise SmtpConnectError(
                 f"connect to {host_ip}:{port}: timed out after {self.connect_timeout:g}s"

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Protocol
 
+from mailprime.domain.deliverability import MtaStsPolicyRecord, Suppression, TlsResultKey
 from mailprime.domain.dkim import DkimKey
 from mailprime.domain.ids import AccountId, BlobId, MailboxId, QueueId, RecipientId
 from mailprime.domain.mail import (
@@ -324,8 +325,63 @@ class DkimKeyStore(Protocol):
         ...
 
 
+class SuppressionStore(Protocol):
+    """The suppression list (domain.deliverability) and the soft-bounce counts behind it."""
+
+    async def suppress(self, entry: Suppression) -> bool:
+        """Adds the entry; True if it is new. An address already suppressed in that scope keeps
+        its first entry (the first evidence is the one that counts)."""
+        ...
+
+    async def unsuppress(self, address: str, scope: str | None = None) -> int:
+        """Removes the address from `scope` (every scope for None); returns entries removed."""
+        ...
+
+    async def find_suppression(self, address: str, sending_domain: str = "") -> Suppression | None:
+        """The entry that stops mail to `address` from `sending_domain`: a global one, else one
+        scoped to that domain; None when the address may be mailed."""
+        ...
+
+    async def list_suppressions(self, scope: str | None = None, *,
+                                limit: int = 1000) -> Sequence[Suppression]:
+        """Newest first; `scope` None lists every scope."""
+        ...
+
+    async def record_soft_bounce(self, address: str, scope: str, at: datetime,
+                                 window_start: datetime) -> int:
+        """Notes one soft bounce of `address` and returns how many it has had since
+        `window_start` (this one included); older ones are forgotten."""
+        ...
+
+
+class SendingIpStore(Protocol):
+    """Messages sent per source address and day (UTC), for warm-up caps shared by processes."""
+
+    async def add_ip_usage(self, day: date, counts: Mapping[str, int]) -> None:
+        """Adds `counts` (ip -> messages) to the day's totals."""
+        ...
+
+    async def ip_usage(self, day: date) -> Mapping[str, int]: ...
+
+
+class MtaStsStore(Protocol):
+    """MTA-STS policies fetched (RFC 8461 5.1 cache) and TLS results for reports (RFC 8460)."""
+
+    async def save_mta_sts_policy(self, policy: MtaStsPolicyRecord) -> None:
+        """Inserts or replaces the domain's cached policy."""
+        ...
+
+    async def get_mta_sts_policy(self, domain: str) -> MtaStsPolicyRecord | None: ...
+
+    async def add_tls_results(self, day: date, counts: Mapping[TlsResultKey, int]) -> None:
+        """Adds `counts` to the day's totals."""
+        ...
+
+    async def tls_results(self, day: date) -> Sequence[tuple[TlsResultKey, int]]: ...
+
+
 class Store(DirectoryStore, MailStore, MailboxStore, QueueStore, EventLog, DkimKeyStore,
-            Protocol):
+            SuppressionStore, SendingIpStore, MtaStsStore, Protocol):
     """All storage ports in one object; the composition root builds one and passes it down."""
 
     async def close(self) -> None: ...
@@ -339,8 +395,11 @@ __all__ = [
     "ListedMessage",
     "MailStore",
     "MailboxStore",
+    "MtaStsStore",
     "QueueStore",
     "RecipientId",
+    "SendingIpStore",
     "SpoolWriter",
     "Store",
+    "SuppressionStore",
 ]

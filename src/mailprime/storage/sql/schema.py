@@ -247,8 +247,58 @@ dkim_keys = Table(
     Column("retired_at", UtcDateTime(), nullable=True),
 )
 
+# ---- deliverability (migration 0006) ----------------------------------------------------------
+
+suppressions = Table(
+    "suppressions", metadata,
+    Column("address", String(320), primary_key=True),  # lower-cased
+    Column("scope", String(255), primary_key=True, server_default=""),  # "" = every domain
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text, nullable=False, server_default=""),
+    Column("queue_id", String(64), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index(None, "created_at"),
+)
+
+soft_bounces = Table(
+    "soft_bounces", metadata,
+    Column("id", big_id(), primary_key=True, autoincrement=True),
+    Column("address", String(320), nullable=False),
+    Column("scope", String(255), nullable=False, server_default=""),
+    Column("at", UtcDateTime(), nullable=False),
+    Index(None, "address", "scope", "at"),
+    sqlite_autoincrement=True,
+)
+
+ip_usage = Table(
+    "ip_usage", metadata,
+    Column("ip", String(64), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("sent", BigInteger, nullable=False, server_default="0"),
+)
+
+mta_sts_policies = Table(
+    "mta_sts_policies", metadata,
+    Column("domain", String(255), primary_key=True),
+    Column("policy_id", String(64), nullable=False),
+    Column("policy_text", Text, nullable=False),
+    Column("fetched_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+)
+
+tls_results = Table(
+    "tls_results", metadata,
+    Column("day", String(10), primary_key=True),
+    Column("policy_domain", String(255), primary_key=True),
+    Column("policy_type", String(32), primary_key=True),
+    Column("result_type", String(64), primary_key=True),
+    Column("receiving_mx", String(255), primary_key=True),
+    Column("count", BigInteger, nullable=False, server_default="0"),
+)
+
 ALL_TABLES = (domains, accounts, aliases, blobs, mailboxes, mailbox_messages, queue_messages,
-              queue_recipients, events, dkim_keys)
+              queue_recipients, events, dkim_keys, suppressions, soft_bounces, ip_usage,
+              mta_sts_policies, tls_results)
 
 
 def insert_ignoring_conflicts(dialect_name: str, table: Table, *columns: str) -> Insert:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
 from mailprime.domain.clock import Clock, SystemClock
+from mailprime.domain.deliverability import MtaStsPolicyRecord, Suppression, TlsResultKey
 from mailprime.domain.dkim import DkimKey
 from mailprime.domain.errors import DomainError, NotFound, StorageError
 from mailprime.domain.ids import AccountId, BlobId, MailboxId, QueueId, new_queue_id
@@ -46,7 +47,15 @@ from mailprime.domain.mail import (
     StoredMessage,
 )
 from mailprime.storage.ports import BlobReader, ListedMessage, MailboxSnapshot, SpoolWriter, Store
-from mailprime.storage.sql import directory, dkim_keys, mailbox_writes, mailstore, queue, snapshots
+from mailprime.storage.sql import (
+    deliverability,
+    directory,
+    dkim_keys,
+    mailbox_writes,
+    mailstore,
+    queue,
+    snapshots,
+)
 from mailprime.storage.sql.accept import AcceptRecord, AcceptWriter, Lease
 from mailprime.storage.sql.changes import MailboxChanges
 from mailprime.storage.sql.committer import CommitStats, GroupCommitter, as_storage_error
@@ -464,7 +473,47 @@ class SqlStore:
     async def retire_dkim_key(self, domain: str, selector: str, when: datetime) -> DkimKey:
         return await self._writer.run(lambda c: dkim_keys.retire_key(c, domain, selector, when))
 
-    # ---- end of DkimKeyStore --------------------------------------------------------------
+    # ---- SuppressionStore ------------------------------------------------------------------
+
+    async def suppress(self, entry: Suppression) -> bool:
+        return await self._writer.run(lambda c: deliverability.suppress(c, entry))
+
+    async def unsuppress(self, address: str, scope: str | None = None) -> int:
+        return await self._writer.run(lambda c: deliverability.unsuppress(c, address, scope))
+
+    async def find_suppression(self, address: str, sending_domain: str = "") -> Suppression | None:
+        return await self._read(
+            lambda c: deliverability.find_suppression(c, address, sending_domain))
+
+    async def list_suppressions(self, scope: str | None = None, *,
+                                limit: int = 1000) -> Sequence[Suppression]:
+        return await self._read(lambda c: deliverability.list_suppressions(c, scope, limit))
+
+    async def record_soft_bounce(self, address: str, scope: str, at: datetime,
+                                 window_start: datetime) -> int:
+        return await self._writer.run(
+            lambda c: deliverability.record_soft_bounce(c, address, scope, at, window_start))
+
+    # ---- SendingIpStore and MtaStsStore ---------------------------------------------------------
+
+    async def add_ip_usage(self, day: date, counts: Mapping[str, int]) -> None:
+        await self._writer.run(lambda c: deliverability.add_ip_usage(c, day, counts))
+
+    async def ip_usage(self, day: date) -> Mapping[str, int]:
+        return await self._read(lambda c: deliverability.get_ip_usage(c, day))
+
+    async def save_mta_sts_policy(self, policy: MtaStsPolicyRecord) -> None:
+        await self._writer.run(lambda c: deliverability.save_mta_sts_policy(c, policy))
+
+    async def get_mta_sts_policy(self, domain: str) -> MtaStsPolicyRecord | None:
+        return await self._read(lambda c: deliverability.get_mta_sts_policy(c, domain))
+
+    async def add_tls_results(self, day: date, counts: Mapping[TlsResultKey, int]) -> None:
+        await self._writer.run(lambda c: deliverability.add_tls_results(c, day, counts))
+
+    async def tls_results(self, day: date) -> Sequence[tuple[TlsResultKey, int]]:
+        return await self._read(lambda c: deliverability.get_tls_results(c, day))
+
 
 async def open_store(url: str, *, spool_dir: Path, inline_max: int,
                      max_queue_lifetime: timedelta | float = DEFAULT_QUEUE_LIFETIME,
