@@ -5,6 +5,13 @@ command an operator runs), configured under the bench work dir on free loopback 
   fsynced before each 250; group commit shares fsyncs between sessions).
 - relay:  smtp-source -> mailprime MX -> alias sink@bench.test -> sink@[127.0.0.1] -> queue ->
   delivery worker (SMTP client, connection reuse) -> smtp-sink.
+
+The MX verifies what it receives ([authentication] verify, on by default): SPF for the envelope
+sender and DMARC for the From domain, source.test. So that those look-ups are answered (not timed
+out, nor failed fast by whatever resolver the machine has), each run starts the loopback DNS
+server of the tests with source.test's records (SPF passing 127.0.0.1, DMARC p=none) and points
+[dns] at it; the MX's resolver caches them like any others. Postfix in the peer half does no
+SPF/DMARC checks at all, so the ratio charges mailprime for its verification.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.support.dns_server import DnsTestServer, Zone
 from tests.support.postfix import free_port, smtp_sink
 from tests.support.serve import serving
 
@@ -27,10 +35,22 @@ from mailprime.storage.sql import open_store
 WORKERS = int(os.environ.get("MAILPRIME_BENCH_WORKERS", "0"))  # 0: one per core
 
 
-def _config(workdir: Path, *, mx_port: int, remote_port: int, workers: int) -> Path:
+def _sender_zone() -> Zone:
+    """What the MX looks up for the load (bench.smtp_source: MAIL FROM and From: are
+    load@source.test, sent from 127.0.0.1)."""
+    zone = Zone(negative_ttl=3600)
+    zone.add_txt("source.test", "v=spf1 ip4:127.0.0.1 -all", ttl=3600)
+    zone.add_txt("_dmarc.source.test", "v=DMARC1; p=none", ttl=3600)
+    return zone
+
+
+def _config(workdir: Path, *, mx_port: int, remote_port: int, workers: int, nameserver: str) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "mailprime.toml"
     config.write_text(f"""
+[dns]
+nameservers = ["{nameserver}"]
+
 [server]
 hostname = "bench.mailprime.test"
 workers = {workers}
@@ -92,8 +112,13 @@ def _serve(config: Path) -> Iterator[None]:
 
 def mailprime_accept(workdir: Path, load: Load) -> Measurement:
     port = free_port()
-    config = _config(workdir, mx_port=port, remote_port=25, workers=WORKERS)
-    asyncio.run(_provision(config, alias_to=None))
+    with DnsTestServer(_sender_zone()) as dns:
+        config = _config(workdir, mx_port=port, remote_port=25, workers=WORKERS, nameserver=dns.address)
+        asyncio.run(_provision(config, alias_to=None))
+        return _accept(config, port, load)
+
+
+def _accept(config: Path, port: int, load: Load) -> Measurement:
     with _serve(config):
         start = time.perf_counter()
         accepted = send("127.0.0.1", port, load)
@@ -103,8 +128,14 @@ def mailprime_accept(workdir: Path, load: Load) -> Measurement:
 
 def mailprime_relay(workdir: Path, load: Load) -> Measurement:
     port, sink_port = free_port(), free_port()
-    config = _config(workdir, mx_port=port, remote_port=sink_port, workers=WORKERS)
-    asyncio.run(_provision(config, alias_to="sink@[127.0.0.1]"))
+    with DnsTestServer(_sender_zone()) as dns:
+        config = _config(workdir, mx_port=port, remote_port=sink_port, workers=WORKERS,
+                         nameserver=dns.address)
+        asyncio.run(_provision(config, alias_to="sink@[127.0.0.1]"))
+        return _relay(config, port, sink_port, load)
+
+
+def _relay(config: Path, port: int, sink_port: int, load: Load) -> Measurement:
     with smtp_sink(sink_port) as sink, _serve(config):
         start = time.perf_counter()
         accepted = send("127.0.0.1", port, load)

@@ -3,7 +3,8 @@
 # smtp-sink), swaks with the Perl TLS modules it only recommends, fetchmail (POP3 client), isync
 # (mbsync, IMAP client), Dovecot (the IMAP/POP3 benchmark peer; never started as a service) and
 # OpenDKIM (its filter's test mode, `opendkim -t`, verifies our DKIM signatures; never started
-# as a service either). Idempotent; a machine without apt (or without root) just skips, and the
+# as a service either) and rspamd (the spam scorer the MX can consult; the tests start their own
+# on loopback, never the service). Idempotent; a machine without apt (or without root) just skips, and the
 # tests that need these peers say so when they skip.
 set -u
 need=()
@@ -15,6 +16,7 @@ command -v fetchmail >/dev/null 2>&1 || need+=(fetchmail)
 command -v mbsync >/dev/null 2>&1 || need+=(isync)
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd dovecot-pop3d)
 [ -x /usr/sbin/opendkim ] || need+=(opendkim opendkim-tools)
+[ -x /usr/bin/rspamd ] || need+=(rspamd)
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1 || [ "$(id -u)" != 0 ]; then
   echo "install-peers: apt-get or root unavailable; tests needing ${need[*]} will skip" >&2

@@ -8,6 +8,7 @@ A wrong value raises ConfigError naming the key and, when it came from the file,
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import enum
 import os
 import re
@@ -138,20 +139,202 @@ class AuthenticationSettings:
 
     verify: bool = True
     authserv_id: str = ""  # the Authentication-Results authserv-id; default: server.hostname
+    # What a DMARC failure under p=reject / p=quarantine (after pct sampling) does to the message
+    # (RFC 7489 6.7 leaves the final action to the receiver): "reject" = 550 5.7.1 to DATA,
+    # "junk" = file the local deliveries into the account's \Junk mailbox, "none" = deliver.
+    dmarc_reject_action: str = "reject"
+    dmarc_quarantine_action: str = "junk"
+    junk_mailbox: str = "Junk"  # used when the account has no mailbox marked \Junk (RFC 6154)
+    # The verification look-ups' own DNS cache: entries, and the most seconds any answer (or
+    # NXDOMAIN/NODATA, RFC 2308) is kept whatever its TTL says.
+    dns_cache_size: int = 8192
+    dns_max_ttl: int = 3600
+    # In front of that cache, answers are also memoised this many seconds whatever their TTL:
+    # it spares the DNS library's per-look-up work when every message asks the same names.
+    dns_memo_seconds: float = 5.0
+    # Optional spam scoring by rspamd's normal worker (POST /checkv2), e.g. "http://127.0.0.1:11333".
+    rspamd_url: str = ""
+    rspamd_timeout: float = 10.0  # seconds for the whole request
+    rspamd_fail_open: bool = True  # rspamd unreachable: accept (true) or answer 451 4.7.1 (false)
+    # rspamd "add header" / "rewrite subject": "junk" files into \Junk; "none" only records it.
+    rspamd_junk_action: str = "junk"
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raises ConfigError for a value outside its set (also run again after env overrides)."""
+        for key, allowed in (("dmarc_reject_action", ("reject", "junk", "none")),
+                             ("dmarc_quarantine_action", ("junk", "reject", "none")),
+                             ("rspamd_junk_action", ("junk", "none"))):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"[authentication] {key}: {getattr(self, key)!r} is not one of "
+                                  + ", ".join(repr(a) for a in allowed))
+        if min(self.dns_cache_size, self.dns_max_ttl, self.dns_memo_seconds) < 0 or \
+                self.rspamd_timeout <= 0:
+            raise ConfigError("[authentication] dns_cache_size, dns_max_ttl and dns_memo_seconds "
+                              "must not be negative, rspamd_timeout must be positive")
+        if self.rspamd_url and not self.rspamd_url.startswith("http://"):
+            raise ConfigError("[authentication] rspamd_url: must be http://host:port (rspamd's "
+                              "normal worker speaks plain HTTP; keep it on a trusted network)")
+        if not self.junk_mailbox.strip():
+            raise ConfigError("[authentication] junk_mailbox: must not be empty")
 
 
 @dataclass(slots=True)
 class BounceSettings:
     """[bounces]: VERP return paths, bounce and complaint processing, the suppression list."""
 
+    # Each remote recipient of mail from one of our domains gets its own signed envelope sender
+    # `<verp_prefix>+<token>@<verp_domain>` (message.verp); the MX maps bounces back through it.
     verp: bool = True
+    verp_prefix: str = "bounces"  # 1-15 characters: the token takes 48 of the 64 (RFC 5321)
+    verp_domain: str = ""  # a local domain that receives the bounces; default: the sender's
+    verp_secret_file: str = ""  # default <data_dir>/verp.key (32 random octets, mode 0600)
+    # "global": a suppression stops mail from every sending domain; "domain": only from the
+    # sending domain (the envelope sender's) whose mail bounced or was complained about.
+    scope: str = "global"
+    # Hard bounces with these reasons (message.bounce_reason) suppress the address; policy and
+    # authentication blocks are about the sender, not the address, and do not.
+    hard_reasons: list[str] = field(default_factory=lambda: ["user_unknown", "domain_not_found"])
+    soft_bounce_limit: int = 3  # this many soft bounces (one per message) within ...
+    soft_bounce_days: int = 7  # ... this many days suppress the address; limit 0: never
+    complaints: str = "suppress"  # "suppress" or "record" (an event only)
+    # Addresses whose mail is feedback-loop reports (ARF, RFC 5965): a full address, or a local
+    # part ("fbl") meaning that local part at every local domain.
+    fbl_addresses: list[str] = field(default_factory=lambda: ["fbl"])
+    submission_gate: bool = True  # refuse suppressed recipients at RCPT on submission (550 5.7.1)
+    # Feedback-ID (Gmail's feedback loop, "CampaignId:CustomerId:MailType:SenderId") on submitted
+    # mail that leaves; empty sender id: the header is not added.
+    feedback_id_sender: str = "mailprime"
+    feedback_id_type: str = "transactional"  # MailType unless the client sets X-Mailprime-Type
+    feedback_id_campaign: str = "default"  # CampaignId unless the client sets X-Campaign-ID
+
+    def secret_path(self, data_path: Path) -> Path:
+        return Path(self.verp_secret_file) if self.verp_secret_file else data_path / "verp.key"
+
+    def check(self) -> None:
+        """Raises ConfigError for a value that cannot work (called by `validate`)."""
+        if not 1 <= len(self.verp_prefix) <= 15 or "+" in self.verp_prefix or "@" in self.verp_prefix:
+            raise ConfigError("[bounces] verp_prefix: 1 to 15 characters without '+' or '@' "
+                              "(RFC 5321 4.5.3.1.1: the local part is at most 64 octets)")
+        if self.scope not in ("global", "domain"):
+            raise ConfigError("[bounces] scope: must be 'global' or 'domain'")
+        if self.complaints not in ("suppress", "record"):
+            raise ConfigError("[bounces] complaints: must be 'suppress' or 'record'")
+        if self.soft_bounce_limit < 0 or self.soft_bounce_days < 1:
+            raise ConfigError("[bounces] soft_bounce_limit: 0 (off) or more; soft_bounce_days: 1 or more")
+        known = {"user_unknown", "mailbox_full", "domain_not_found", "policy", "auth_failure",
+                 "rate_limited", "message_too_large", "network", "expired", "other"}
+        for reason in self.hard_reasons:
+            if reason not in known:
+                raise ConfigError(f"[bounces] hard_reasons: {reason!r} is not one of "
+                                  f"{', '.join(sorted(known))}")
+        for value in (self.feedback_id_sender, self.feedback_id_type, self.feedback_id_campaign):
+            if ":" in value or len(value) > 64:
+                raise ConfigError("[bounces] feedback_id_*: at most 64 characters, no ':' "
+                                  "(the Feedback-ID fields are separated by colons)")
+
+
+@dataclass(slots=True)
+class ProviderShaping:
+    """[shaping.providers.NAME]: limits of one provider group. NAME is a built-in provider
+    (google, yahoo, outlook, office365, apple, gmx, mailru, yandex, comcast, ...) whose unset
+    keys keep their built-in values, a new provider (then `mx_suffixes` says which MX hosts are
+    its), or the registered domain of an MX host ("example.net"), which is the group name of
+    every destination not matched by a provider. Unset keys inherit from [shaping]."""
+
+    mx_suffixes: list[str] = field(default_factory=list)  # e.g. [".mx.example.net"]
+    connections: int | None = None
+    messages_per_connection: int | None = None
+    messages_per_minute: float | None = None  # 0: no rate limit
+
+
+@dataclass(slots=True)
+class IpPoolSettings:
+    """[shaping.pools.NAME]: source addresses bound for mail of some senders or classes."""
+
+    addresses: list[str] = field(default_factory=list)
+    sender_domains: list[str] = field(default_factory=list)  # envelope sender domains
+    priorities: list[str] = field(default_factory=list)  # "transactional", "normal", "bulk"
+
+
+@dataclass(slots=True)
+class WarmupSettings:
+    """[shaping.warmup."ADDRESS"]: daily caps of one source address from `start` (UTC day 0):
+    `caps` day by day, or `first` multiplied by `factor` each day for `days` days; after the
+    schedule the address has no cap. Before `start` it is not used."""
+
+    start: str = ""  # YYYY-MM-DD
+    caps: list[int] = field(default_factory=list)
+    first: int = 50
+    factor: float = 0.0
+    days: int = 0
 
 
 @dataclass(slots=True)
 class ShapingSettings:
-    """[shaping]: per-destination traffic shaping, IP pools and warm-up."""
+    """[shaping]: per-destination traffic shaping, IP pools and warm-up (docs/configuration.md)."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: no rates, back-off or warm-up; connections per MX group only
+    connections: int = 0  # per group and process; 0: [delivery] per_destination_connections
+    messages_per_connection: int = 100
+    messages_per_minute: float = 0.0  # per group; 0: no limit (providers have their own)
+    hold_seconds: float = 5.0  # a job waits this long at most for its rate slot, else deferred
+    backoff_seconds: float = 60.0  # first pause after a throttling reply; doubles with repeats
+    backoff_max_seconds: float = 3600.0
+    recovery_percent: float = 10.0  # of the pre-throttle rate, added per quiet minute
+    min_messages_per_minute: float = 1.0  # a throttled group never goes below this
+    route_cache_seconds: float = 60.0  # MX look-ups reused for grouping and delivery
+    usage_flush_seconds: float = 5.0  # warm-up counts written to the database this often
+    default_pool: str = ""  # pool for mail no pool claims; "": the system's source address
+    providers: dict[str, ProviderShaping] = field(default_factory=dict)
+    pools: dict[str, IpPoolSettings] = field(default_factory=dict)
+    warmup: dict[str, WarmupSettings] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raises ConfigError for values the shaper cannot work with."""
+        if min(self.connections, self.messages_per_connection - 1) < 0:
+            raise ConfigError("[shaping] connections must be 0 or more, messages_per_connection 1 "
+                              "or more")
+        if min(self.messages_per_minute, self.hold_seconds, self.min_messages_per_minute) < 0 \
+                or self.backoff_seconds <= 0 or self.backoff_max_seconds < self.backoff_seconds:
+            raise ConfigError("[shaping] rates and hold_seconds must not be negative, "
+                              "backoff_seconds positive and at most backoff_max_seconds")
+        if not 0 < self.recovery_percent <= 100 or self.route_cache_seconds < 0 \
+                or self.usage_flush_seconds <= 0:
+            raise ConfigError("[shaping] recovery_percent must be in (0, 100], "
+                              "route_cache_seconds not negative, usage_flush_seconds positive")
+        for name, provider in self.providers.items():
+            values = (provider.connections, provider.messages_per_connection)
+            if any(v is not None and v < 1 for v in values) or (
+                    provider.messages_per_minute is not None and provider.messages_per_minute < 0):
+                raise ConfigError(f"[shaping.providers.{name}] connections and "
+                                  "messages_per_connection must be at least 1, "
+                                  "messages_per_minute not negative")
+        classes = {"transactional", "normal", "bulk"}
+        for name, pool in self.pools.items():
+            if not pool.addresses:
+                raise ConfigError(f"[shaping.pools.{name}] addresses: at least one is needed")
+            bad = [p for p in pool.priorities if p not in classes]
+            if bad:
+                raise ConfigError(f"[shaping.pools.{name}] priorities: {bad[0]!r} is not one of "
+                                  "'transactional', 'normal', 'bulk'")
+        if self.default_pool and self.default_pool not in self.pools:
+            raise ConfigError(f"[shaping] default_pool: no pool {self.default_pool!r}")
+        for address, warm in self.warmup.items():
+            where = f'[shaping.warmup."{address}"]'
+            try:
+                dt.date.fromisoformat(warm.start)
+            except ValueError:
+                raise ConfigError(f"{where} start: expected a date YYYY-MM-DD, "
+                                  f"got {warm.start!r}") from None
+            if warm.caps and (warm.factor or warm.days):
+                raise ConfigError(f"{where}: give caps, or first/factor/days, not both")
+            if any(c < 0 for c in warm.caps) or warm.first < 1 or (
+                    not warm.caps and (warm.factor <= 1 or warm.days < 1)):
+                raise ConfigError(f"{where}: caps must not be negative; without caps, first "
+                                  "must be at least 1, factor above 1 and days at least 1")
 
 
 @dataclass(slots=True)
@@ -159,13 +342,45 @@ class MtaStsSettings:
     """[mta_sts]: MTA-STS (RFC 8461) policies on delivery, REQUIRETLS, TLS reporting."""
 
     enabled: bool = True
+    # PEM file of the roots that verify policy hosts and MX certificates where a policy or
+    # REQUIRETLS demands it; "": the system trust store.
+    ca_file: str = ""
+    https_port: int = 443  # where policies are fetched (tests use another)
+    fetch_timeout: float = 60.0  # RFC 8461 3.3 recommends 60 seconds
+    max_policy_size: int = 64 * 1024  # octets of a policy body
+    recheck_seconds: float = 300.0  # a domain's _mta-sts TXT id is asked at most this often
+    retry_seconds: float = 300.0  # after a failed fetch, the next try waits this long
+    tls_reports: bool = True  # count TLS results per policy domain and day (RFC 8460)
+    report_flush_seconds: float = 5.0  # TLS result counts written to the database this often
+    report_organization: str = ""  # RFC 8460 4.4 organization-name; default: server.hostname
+    report_contact: str = ""  # RFC 8460 4.4 contact-info; default: postmaster@server.hostname
+    # RFC 8689: offer REQUIRETLS on TLS sessions of the MX and submission listeners (mail
+    # accepted with it is relayed only over verified TLS to hops that offer it). Independent of
+    # `enabled`; "TLS-Required: No" is honoured either way.
+    requiretls: bool = True
+
+    def check(self) -> None:
+        """Raises ConfigError for values MTA-STS cannot work with."""
+        if not 0 < self.https_port <= 65535:
+            raise ConfigError(f"[mta_sts] https_port: {self.https_port} out of range")
+        if min(self.fetch_timeout, self.report_flush_seconds) <= 0 or \
+                min(self.recheck_seconds, self.retry_seconds) < 0:
+            raise ConfigError("[mta_sts] fetch_timeout and report_flush_seconds must be positive, "
+                              "recheck_seconds and retry_seconds not negative")
+        if self.max_policy_size < 1024:
+            raise ConfigError("[mta_sts] max_policy_size: at least 1024 octets")
+        if self.ca_file and not Path(self.ca_file).is_file():
+            raise ConfigError(f"[mta_sts] ca_file: no file {self.ca_file!r}")
 
 
 @dataclass(slots=True)
 class DoctorSettings:
     """[doctor]: what `mailprime doctor` checks beyond the DNS records."""
 
+    # DNS blocklist zones (RFC 5782) each sending address is looked up in. Spamhaus refuses
+    # queries from public resolvers (answer 127.255.255.254): use a resolver of your own.
     blocklists: list[str] = field(default_factory=lambda: ["zen.spamhaus.org", "bl.spamcop.net"])
+    cert_expiry_warning_days: int = 14  # a certificate expiring sooner is a WARN
 
 
 @dataclass(slots=True)
@@ -250,11 +465,28 @@ def _line_of(text: str, section: str, key: str) -> int | None:
     return None
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def _table_name(section: str, key: str) -> str:
+    """"shaping.providers.google", or 'shaping.warmup."192.0.2.1"' for a key TOML must quote."""
+    return f"{section}.{key}" if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'{section}."{key}"'
+
+
+def _coerce(value: Any, tp: Any, where: str, *, section: str = "", text: str = "") -> Any:
+    """`section` and `text` name a table-of-tables field's own tables in error messages."""
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _coerce(value, args[0], where)
+        return None if value is None else _coerce(value, args[0], where, section=section, text=text)
+    if origin is dict:  # a table of tables ([shaping.pools.NAME]) or of values
+        _key_type, inner = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        return {str(k): _coerce(v, inner, f"[{_table_name(section, str(k))}]",
+                                section=_table_name(section, str(k)), text=text)
+                for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        return _build_section(tp, value, section, text)
     if origin is list:
         (inner,) = typing.get_args(tp)
         if isinstance(value, str):
@@ -302,7 +534,7 @@ def _build_section(cls: Any, raw: dict[str, Any], section: str, text: str) -> An
         where = f"[{section}] {key}" + (f" (line {line})" if line else "")
         if key not in known:
             raise ConfigError(f"{where}: unknown setting; known: {', '.join(sorted(known))}")
-        kwargs[key] = _coerce(value, hints[key], where)
+        kwargs[key] = _coerce(value, hints[key], where, section=f"{section}.{key}", text=text)
     return cls(**kwargs)
 
 
@@ -382,6 +614,7 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"[[listeners]] {lst.name}: port {lst.port} out of range")
     if settings.log.format not in ("text", "json"):
         raise ConfigError(f"[log] format: {settings.log.format!r} is not 'text' or 'json'")
+    settings.shaping.check()
     if settings.submission.sender_policy not in ("own", "any"):
         raise ConfigError("[submission] sender_policy: must be 'own' or 'any'")
     if settings.delivery.delay_warning < 0:
@@ -402,6 +635,8 @@ def validate(settings: Settings) -> None:
                           "negative, idle_poll positive")
     if min(imap.quota_bytes, imap.quota_messages, imap.max_sessions_per_account) < 0:
         raise ConfigError("[imap] quota_bytes, quota_messages, max_sessions_per_account: 0 or more")
+    settings.bounces.check()
+    settings.mta_sts.check()
     for ns in settings.dns.nameservers:
         _host, _, port = ns.rpartition(":") if ns.count(":") == 1 else (ns, "", "53")
         if port and not port.isdigit():

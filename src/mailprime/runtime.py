@@ -24,18 +24,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailprime.adapters.mta_sts import mta_sts_routing
+from mailprime.adapters.shaping import build_shaping
 from mailprime.adapters.smtp_dialer import SmtpDialer
 from mailprime.config import ListenerSettings, Role, Settings, TlsMode
-from mailprime.delivery.router import Router
+from mailprime.delivery.bounce_policy import SyncBounces
 from mailprime.delivery.sandbox import SandboxTransport
 from mailprime.delivery.schedule import RetrySchedule
 from mailprime.delivery.smtp_transport import SmtpTransport
+from mailprime.delivery.tls_reports import TlsReports
 from mailprime.delivery.transport import Transport
+from mailprime.delivery.verp_split import VerpSplitter
 from mailprime.delivery.worker import DeliveryWorker, WorkerConfig
 from mailprime.domain.clock import SystemClock
 from mailprime.domain.errors import ConfigError
 from mailprime.logsetup import setup_logging
+from mailprime.message.caching_resolver import CachingResolver
+from mailprime.message.feedback_id import FeedbackIdConfig
+from mailprime.message.verp import VerpCodec
 from mailprime.net.dns import DnsResolver
+from mailprime.net.http_client import HttpClient
 from mailprime.net.imap_server import ImapListener, serve_imap
 from mailprime.net.pop3_server import Pop3Listener, serve_pop3
 from mailprime.net.smtp_server import SmtpListener, serve_smtp
@@ -43,8 +51,10 @@ from mailprime.net.tls import client_context, server_context
 from mailprime.proto.imap.types import Limits as ImapLimits
 from mailprime.proto.pop3.types import Pop3Capabilities, Pop3Limits
 from mailprime.proto.smtp.types import ServerCapabilities, ServerLimits
+from mailprime.services import verp_key
 from mailprime.services.directory_cache import CachedDirectory
 from mailprime.services.dkim_keys import DkimSigner
+from mailprime.services.feedback import FeedbackConfig, FeedbackService
 from mailprime.services.imap.auth import FailurePolicy
 from mailprime.services.imap.content import MessageContentCache
 from mailprime.services.imap.context import ImapConfig
@@ -53,7 +63,10 @@ from mailprime.services.imap.quota import QuotaLimits
 from mailprime.services.inbound import InboundConfig, InboundService
 from mailprime.services.inject import Injector
 from mailprime.services.mail_auth import LoginCache
+from mailprime.services.mx_auth import MxAuthenticator, MxAuthPolicy
 from mailprime.services.pop3 import Pop3Config, Pop3Service
+from mailprime.services.rspamd import RspamdClient
+from mailprime.services.suppression import SuppressionConfig, SuppressionPolicy
 from mailprime.storage.ports import Store
 from mailprime.storage.recent import RecentContent
 from mailprime.storage.sql import open_store
@@ -71,6 +84,7 @@ class Server:
     listeners: dict[str, SmtpListener | Pop3Listener | ImapListener] = field(default_factory=dict)
     worker_task: asyncio.Task[None] | None = None
     dkim: DkimSigner | None = None  # the process's DKIM signer (its key cache)
+    tls_reports: TlsReports | None = None  # RFC 8460 counters, flushed in the background
 
     @property
     def ports(self) -> dict[str, int]:
@@ -86,10 +100,13 @@ class Server:
             self.worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.worker_task
+        if self.tls_reports is not None:
+            await self.tls_reports.close()
         await self.store.close()
 
 
-async def _build_transport(settings: Settings, store: Store) -> Transport:
+async def _build_transport(settings: Settings, store: Store,
+                           tls_reports: TlsReports | None = None) -> Transport:
     if settings.delivery.sandbox:
         address = settings.delivery.sandbox_mailbox
         if not address:
@@ -108,8 +125,57 @@ async def _build_transport(settings: Settings, store: Store) -> Transport:
         require_tls=settings.delivery.require_tls,
         connect_timeout=settings.delivery.connect_timeout,
         command_timeout=settings.delivery.command_timeout,
+        verify_context=client_context(verify=True, cafile=settings.mta_sts.ca_file or None),
     )
-    return SmtpTransport(Router(resolver), dialer, port=settings.delivery.mx_port)
+    router, sts_dialer = mta_sts_routing(settings, store, resolver, clock=SystemClock(),
+                                         dialer=dialer, reports=tls_reports)
+    return SmtpTransport(router, sts_dialer, port=settings.delivery.mx_port,
+                         shaping=build_shaping(settings, store, SystemClock()),
+                         route_cache_seconds=settings.shaping.route_cache_seconds)
+
+
+def _mx_authenticator(settings: Settings, store: Store) -> MxAuthenticator | None:
+    """SPF/DKIM/DMARC/ARC verification (and rspamd) for the MX listeners, with a DNS resolver
+    of their own whose cache follows [authentication] dns_cache_size / dns_max_ttl."""
+    auth = settings.authentication
+    auth.check()  # again: environment overrides were applied after the section was built
+    if not auth.verify or not any(lst.role is Role.MX for lst in settings.listeners):
+        return None
+    resolver = CachingResolver(
+        DnsResolver(settings.dns.nameservers, timeout=settings.dns.timeout,
+                    cache_size=auth.dns_cache_size, max_ttl=auth.dns_max_ttl),
+        max_seconds=min(auth.dns_memo_seconds, auth.dns_max_ttl), size=auth.dns_cache_size)
+    spam = (RspamdClient(HttpClient(), auth.rspamd_url, timeout=auth.rspamd_timeout)
+            if auth.rspamd_url else None)
+    policy = MxAuthPolicy(
+        authserv_id=auth.authserv_id or settings.server.hostname,
+        dmarc_reject_action=auth.dmarc_reject_action,
+        dmarc_quarantine_action=auth.dmarc_quarantine_action, junk_mailbox=auth.junk_mailbox,
+        rspamd_fail_open=auth.rspamd_fail_open, rspamd_junk_action=auth.rspamd_junk_action)
+    return MxAuthenticator(resolver, policy, store, spam=spam)
+
+
+def _bounce_handling(settings: Settings, store: Store, directory: CachedDirectory,
+                     clock: SystemClock) -> tuple[VerpSplitter | None, SyncBounces, FeedbackService]:
+    """VERP senders for the worker, its synchronous bounce policy, and the MX/submission side
+    (bounces and complaints at the MX, the suppression gate, Feedback-ID): [bounces]."""
+    b = settings.bounces
+    b.check()  # again: environment overrides were applied after the section was built
+    policy = SuppressionPolicy(store, clock, SuppressionConfig(
+        scope=b.scope, hard_reasons=frozenset(b.hard_reasons), soft_bounce_limit=b.soft_bounce_limit,
+        soft_bounce_days=b.soft_bounce_days, complaints=b.complaints,
+        submission_gate=b.submission_gate))
+    codec: VerpCodec | None = None
+    verp: VerpSplitter | None = None
+    if b.verp:
+        codec = VerpCodec(verp_key.load_or_create(b.secret_path(settings.data_path)),
+                          prefix=b.verp_prefix)
+        verp = VerpSplitter(codec, directory, bounce_domain=b.verp_domain)
+    feedback = FeedbackService(store, policy, codec=codec, directory=directory, config=FeedbackConfig(
+        fbl_addresses=tuple(b.fbl_addresses),
+        feedback_id=FeedbackIdConfig(sender_id=b.feedback_id_sender, mail_type=b.feedback_id_type,
+                                     campaign=b.feedback_id_campaign)))
+    return verp, SyncBounces(policy), feedback
 
 
 def _capabilities(settings: Settings, listener: ListenerSettings) -> ServerCapabilities:
@@ -117,6 +183,9 @@ def _capabilities(settings: Settings, listener: ListenerSettings) -> ServerCapab
         hostname=settings.server.hostname,
         starttls=listener.tls is TlsMode.STARTTLS,
         auth_mechanisms=("PLAIN", "LOGIN") if listener.role is Role.SUBMISSION else (),
+        # RFC 8689: offered (on TLS sessions only) where mail is accepted for relay; delivery
+        # keeps the promise (delivery.requiretls).
+        requiretls=settings.mta_sts.requiretls and listener.role in (Role.MX, Role.SUBMISSION),
     )
 
 
@@ -125,13 +194,20 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
                              inline_max=settings.storage.inline_max,
                              max_queue_lifetime=settings.delivery.max_queue_lifetime)
     clock = SystemClock()
+    tls_reports = (TlsReports(store, clock, flush_interval=settings.mta_sts.report_flush_seconds)
+                   if settings.mta_sts.enabled and settings.mta_sts.tls_reports else None)
     try:
-        transport = await _build_transport(settings, store)
+        transport = await _build_transport(settings, store, tls_reports)
     except BaseException:
         await store.close()
         raise
     recent = RecentContent()
     directory = CachedDirectory(store, ttl=settings.server.directory_cache_seconds)
+    try:
+        verp, sync_bounces, feedback = _bounce_handling(settings, store, directory, clock)
+    except BaseException:
+        await store.close()
+        raise
     dkim = DkimSigner(store, clock)  # one per process: its key cache is shared by every path
     injector = Injector(store, directory=directory, dkim=dkim)
     d = settings.delivery
@@ -141,13 +217,17 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
                                max_interval=d.retry_max_interval, lifetime=d.max_queue_lifetime),
         clock=clock, injector=injector,
         config=WorkerConfig(hostname=settings.helo_name, concurrency=d.concurrency,
-                            per_destination=d.per_destination_connections,
+                            # The SMTP transport caps connections per provider group itself.
+                            per_destination=0 if isinstance(transport, SmtpTransport)
+                            else d.per_destination_connections,
                             poll_interval=d.poll_interval, delay_warning=d.delay_warning,
                             lease_seconds=max(900.0, d.command_timeout * 3)),
-        recent=recent,
+        recent=recent, verp=verp, bounces=sync_bounces,
     )
     injector.on_queued = worker.wake
-    server = Server(settings, store, worker, dkim=dkim)
+    server = Server(settings, store, worker, dkim=dkim, tls_reports=tls_reports)
+    if tls_reports is not None:
+        tls_reports.start()
     ssl_ctx: ssl.SSLContext | None = None
     if any(lst.tls is not TlsMode.NONE for lst in settings.listeners):
         ssl_ctx = server_context(str(settings.cert_path), str(settings.key_path))
@@ -155,6 +235,7 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
                           max_recipients=settings.limits.max_recipients)
     imap: ImapService | None = None  # one per process: its caches and session counts are shared
     logins = LoginCache()  # one per process, for SMTP AUTH, IMAP and POP3 logins alike
+    mx_auth = _mx_authenticator(settings, store)  # one per process: its DNS cache is shared
     try:
         for lst in settings.listeners:
             if lst.role is Role.IMAP:
@@ -172,7 +253,9 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
                     InboundConfig(hostname=settings.server.hostname, role=lst.role.value,
                                   sender_policy=settings.submission.sender_policy),
                     clock, on_queued=worker.wake, directory=directory, recent=recent, handoff=worker,
-                    logins=logins, dkim=dkim if lst.role is Role.SUBMISSION else None)
+                    logins=logins, dkim=dkim if lst.role is Role.SUBMISSION else None,
+                    feedback=feedback,
+                    mx_auth=mx_auth if lst.role is Role.MX else None)
                 server.listeners[lst.name] = await serve_smtp(
                     service, name=lst.name, host=lst.address, port=lst.port, tls_mode=lst.tls.value,
                     ssl_context=ssl_ctx, capabilities=_capabilities(settings, lst), limits=limits,

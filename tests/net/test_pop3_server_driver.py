@@ -24,7 +24,7 @@ from mailprime.domain.errors import StorageError
 from mailprime.net.pop3_handler import ContentSink, PeerInfo
 from mailprime.net.pop3_server import Pop3Listener, serve_pop3
 from mailprime.net.tls import client_context, server_context
-from mailprime.proto.pop3.multiline import encode_whole
+from mailprime.proto.pop3.multiline import encode_known, encode_whole
 from mailprime.proto.pop3.types import LoginAccepted, MessageInfo, Pop3Capabilities, Pop3Limits, Reply
 
 HOST = "pop.test"
@@ -85,7 +85,9 @@ class Session:
         if content == b"GONE":
             return Reply.negative("Message was removed")
         if self.handler.encode_ahead and lines is None:
-            await sink.write_encoded(encode_whole(content))
+            await sink.write_encoded(encode_known(content, crlf_only=True, dot_lines=True)
+                                     if content.count(b"\n") == content.count(b"\r\n")
+                                     else [encode_whole(content)])
             return None
         piece = self.handler.piece
         for i in range(0, len(content), piece):

@@ -9,7 +9,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailprime.proto.pop3.multiline import ContentEncoder, encode_whole, listing
+from mailprime.proto.pop3.multiline import ContentEncoder, encode_known, encode_whole, listing
 
 FUZZ = settings(max_examples=300, deadline=None)
 
@@ -112,3 +112,70 @@ def test_random_content_is_framed_so_a_client_reads_it_back(content: bytes, cuts
 @given(CONTENT)
 def test_encode_whole_is_the_streamed_response(content: bytes) -> None:
     assert encode_whole(content) == encode(content) == reference(content)
+
+
+# encode_known: the same response for content whose line form the caller knows -----------------
+
+
+def dot_offsets(content: bytes) -> list[int]:
+    """The offsets of the lines that start with ".", found the slow way (a reference)."""
+    return [i for i in range(len(content)) if content[i:i + 1] == b"." and (i == 0 or content[i - 1] == 10)]
+
+
+def known(content: bytes, *, offsets: bool = False) -> bytes:
+    """`encode_known` as a caller that found the form itself (as a store does) would use it."""
+    crlf = content.count(b"\n") == content.count(b"\r\n")
+    dots = dot_offsets(content)
+    return b"".join(encode_known(content, crlf_only=crlf, dot_lines=bool(dots),
+                                 dot_offsets=dots if offsets else None))
+
+
+def test_content_without_dot_lines_goes_out_as_it_is() -> None:
+    content = b"Subject: x\r\n\r\nbody. not a dot line\r\n"
+    pieces = encode_known(content, crlf_only=True, dot_lines=False)
+    assert pieces[0] is content and pieces[1:] == [b".\r\n"]  # no copy of the content
+    assert encode_known(b"no end", crlf_only=True, dot_lines=False) == [b"no end", b"\r\n.\r\n"]
+    assert encode_known(b"x\r", crlf_only=True, dot_lines=False) == [b"x\r", b"\r\n.\r\n"]
+    assert encode_known(b"", crlf_only=True, dot_lines=False) == [b".\r\n"]
+
+
+def test_dot_lines_are_stuffed_between_slices_of_the_content() -> None:
+    content = b".a\r\nb\r\n.\r\n..c\r\nd.e\r\n"
+    pieces = encode_known(content, crlf_only=True, dot_lines=True)
+    assert [bytes(p) for p in pieces] == [b".", b".a\r\nb\r\n", b".", b".\r\n", b".",
+                                          b"..c\r\nd.e\r\n", b".\r\n"]
+    assert all(isinstance(p, memoryview) for p in pieces[1:-1:2])  # slices, not copies
+    assert b"".join(pieces) == encode_whole(content)
+
+
+def test_many_dot_lines_are_stuffed_in_one_copy() -> None:
+    content = b"x\r\n" + b".\r\n" * 200 + b"end\r\n"
+    pieces = encode_known(content, crlf_only=True, dot_lines=True)
+    assert len(pieces) < 80  # bounded: past the limit the rest is one stuffed copy
+    assert b"".join(pieces) == encode_whole(content)
+
+
+def test_unknown_line_ends_are_checked_as_encode_whole_does() -> None:
+    assert encode_known(b"a\n.b\n", crlf_only=False, dot_lines=True) == [b"a\r\n..b\r\n.\r\n"]
+
+
+def test_known_dot_offsets_are_not_searched_for_again() -> None:
+    content = b".a\r\nb\r\n.\r\nc\r\n"
+    pieces = encode_known(content, crlf_only=True, dot_lines=True, dot_offsets=(0, 7))
+    assert [bytes(p) for p in pieces] == [b".", b".a\r\nb\r\n", b".", b".\r\nc\r\n", b".\r\n"]
+    # Trusted as given: offsets that name no dot line stuff a dot there all the same.
+    wrong = encode_known(content, crlf_only=True, dot_lines=True, dot_offsets=(3,))
+    assert b"".join(wrong) != encode_whole(content)
+
+
+@FUZZ
+@given(CONTENT)
+def test_encode_known_is_encode_whole(content: bytes) -> None:
+    assert known(content) == known(content, offsets=True) == encode_whole(content) == reference(content)
+
+
+@FUZZ
+@given(st.lists(st.sampled_from([b"\r\n", b".", b"..", b"a", b"\r", b"\r\n."]), max_size=400))
+def test_encode_known_matches_with_dot_lines_past_the_piece_limit(parts: list[bytes]) -> None:
+    content = b"".join(parts)
+    assert known(content) == known(content, offsets=True) == encode_whole(content)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from mailprime.proto import LocalProtocolError
-from mailprime.proto.pop3.multiline import encode_whole
+from mailprime.proto.pop3.multiline import encode_known, encode_whole
 from mailprime.proto.pop3.server import (
     NEED_DATA,
     Authenticate,
@@ -425,27 +425,45 @@ def test_retr_sends_a_message_encoded_ahead_the_same_way() -> None:
     for number in (2, 3):
         assert peer.conn.next_event() == Retrieve(number, None, len(MESSAGES[number]))
         wire += peer.conn.send(CONTENT_FOLLOWS)
-        wire += peer.conn.send_encoded(encode_whole(MESSAGES[number]))
+        wire += b"".join(peer.conn.send_encoded([encode_whole(MESSAGES[number])]))
     assert peer.conn.next_event() is NEED_DATA
     assert wire + peer.conn.data_to_send() == expected
+
+
+def test_send_encoded_hands_back_the_pieces_it_was_given() -> None:
+    """The body's own pieces, not a copy of them: the driver joins a batch once."""
+    peer = Peer.logged_in(answers={Retrieve: lambda e: None})
+    content = MESSAGES[2]
+    pieces = encode_known(content, crlf_only=True, dot_lines=True)
+    assert len(pieces) > 2  # slices around the stuffed dots
+    peer.conn.receive_data(b"RETR 2\r\nNOOP\r\n")
+    assert peer.conn.next_event() == Retrieve(2, None, len(content))
+    status = peer.conn.send(CONTENT_FOLLOWS)
+    out = peer.conn.send_encoded(pieces)
+    assert len(out) == len(pieces) and all(a is b for a, b in zip(out, pieces, strict=True))
+    assert peer.conn.next_event() is NEED_DATA  # NOOP, answered by the core
+    assert status + b"".join(out) + peer.conn.data_to_send() == (
+        f"+OK {len(content)} octets\r\n".encode() + encode_whole(content) + b"+OK\r\n")
 
 
 def test_send_encoded_is_for_a_retr_not_yet_begun() -> None:
     peer = Peer.logged_in(answers={Retrieve: lambda e: None})
     with pytest.raises(LocalProtocolError):
-        peer.conn.send_encoded(b".\r\n")  # no RETR at all
+        peer.conn.send_encoded([b".\r\n"])  # no RETR at all
     peer.feed(b"TOP 1 0\r\n")
     peer.conn.send(CONTENT_FOLLOWS)
     with pytest.raises(LocalProtocolError):
-        peer.conn.send_encoded(encode_whole(MESSAGES[1]))  # TOP cuts: never encoded ahead
+        peer.conn.send_encoded([encode_whole(MESSAGES[1])])  # TOP cuts: never encoded ahead
     peer.conn.end_content()
     peer.feed(b"RETR 1\r\n")
     peer.conn.send(CONTENT_FOLLOWS)
     with pytest.raises(LocalProtocolError):
-        peer.conn.send_encoded(b"Subject: one\r\n")  # not what encode_whole makes
+        peer.conn.send_encoded([b"Subject: one\r\n"])  # not what encode_whole makes
+    with pytest.raises(LocalProtocolError):
+        peer.conn.send_encoded([])
     peer.conn.send_content(b"Subject")
     with pytest.raises(LocalProtocolError):
-        peer.conn.send_encoded(encode_whole(MESSAGES[1]))  # part of it is out already
+        peer.conn.send_encoded([encode_whole(MESSAGES[1])])  # part of it is out already
 
 
 @pytest.mark.parametrize("piece", [1, 2, 3, 1000])

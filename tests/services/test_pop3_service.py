@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +28,9 @@ from mailprime.services.mail_auth import LoginFailure, check_login
 from mailprime.services.passwords import hash_password
 from mailprime.services.pop3 import Pop3Config, Pop3Service, Pop3Session
 from mailprime.services.pop3_readahead import MAX_MESSAGES, MAX_OCTETS
+from mailprime.storage.ports import LineForm
 from mailprime.storage.sql import SqlStore, open_store
-from mailprime.storage.sql.schema import accounts
+from mailprime.storage.sql.schema import accounts, blobs
 
 INLINE_MAX = 4096
 ALICE = "alice@example.com"
@@ -49,18 +50,25 @@ class Sink:
 
     pieces: list[bytes] = field(default_factory=list)
     stop_after: int | None = None
-    encoded: list[bytes] = field(default_factory=list)  # what write_encoded got
+    encoded: list[bytes] = field(default_factory=list)  # what write_encoded got, joined
 
     async def write(self, chunk: bytes) -> bool:
         self.pieces.append(chunk)
         return self.stop_after is None or len(self.pieces) < self.stop_after
 
-    async def write_encoded(self, body: bytes) -> None:
-        self.encoded.append(body)
+    async def write_encoded(self, body: Sequence[bytes | memoryview]) -> None:
+        self.encoded.append(b"".join(body))
 
     @property
     def content(self) -> bytes:
+        """The message as streamed (TOP, or a spooled message), before the driver encodes it."""
         return b"".join(self.pieces)
+
+    @property
+    def sent(self) -> bytes:
+        """A RETR's response body as the client gets it (terminator included): the response
+        the session made whole, or the streamed message as the driver encodes it."""
+        return b"".join(self.encoded) if self.encoded else encode_whole(self.content)
 
 
 @dataclass
@@ -161,7 +169,7 @@ def test_retrieve_streams_inline_and_spooled_content_unchanged(tmp_path: Path) -
             small, big = Sink(), Sink()
             assert await session.on_retrieve(1, None, small) is None
             assert await session.on_retrieve(2, None, big) is None
-            assert small.content == SMALL
+            assert small.sent == encode_whole(SMALL) and not small.pieces  # whole, from memory
             assert big.content == BIG
             assert len(big.pieces) > 1 and max(map(len, big.pieces)) <= 128 * 1024  # streamed
 
@@ -190,7 +198,7 @@ def test_a_message_expunged_meanwhile_is_reported_removed(tmp_path: Path) -> Non
             assert removed == Reply.negative("Message was removed by another session")
             sink = Sink()
             assert await session.on_retrieve(3, None, sink) is None
-            assert sink.content == SMALL
+            assert sink.sent == encode_whole(SMALL)
             # QUIT deleting the removed one and another: only what still exists goes.
             assert await session.on_update([2, 3]) == Reply.positive(
                 "pop.example.com POP3 server signing off (1 messages left)")
@@ -313,11 +321,46 @@ def test_read_ahead_serves_every_message_in_any_order(tmp_path: Path) -> None:
             for number in order:
                 sink = Sink()
                 assert await session.on_retrieve(number, None, sink) is None
-                assert sink.content == contents[number - 1], number
+                assert sink.sent == encode_whole(contents[number - 1]), number
             sink = Sink(stop_after=1)
             assert await session.on_retrieve(4, 0, sink) is None  # TOP of a spooled one
             assert sink.content.startswith(b"Subject: big 3\r\n")
             assert session.counts.retrieved == len(order)
+
+    run(main())
+
+
+def test_every_line_form_and_an_unknown_one_give_the_same_response(tmp_path: Path) -> None:
+    """The store's line form picks the cheapest encoding (as stored, slices around the dots
+    it found, or a full pass); content stored before the store kept it (NULL) is checked here."""
+    contents = (b"Subject: as stored\r\n\r\nx\r\n", b"Subject: dots\r\n\r\n.a\r\n..b\r\n",
+                b".first\r\nno end", b"Subject: bare\n\n.lf\n", b"", *mixed(20))
+
+    async def retrieve_all(w: World) -> list[bytes]:
+        session, _ = await w.login()
+        sent = []
+        for number in range(1, len(contents) + 1):
+            sink = Sink()
+            assert await session.on_retrieve(number, None, sink) is None
+            session.on_idle()
+            sent.append(sink.sent)
+        return sent
+
+    async def main() -> None:
+        async with world(tmp_path, contents) as w:
+            listing = await w.store.message_listing(w.inbox)
+            assert {m.line_form for m in listing} == {*LineForm, None}  # None: the spooled ones
+            assert listing[1].dot_lines == (17, 21)  # "Subject: dots" ... where to stuff
+            expected = [encode_whole(c) for c in contents]
+            assert await retrieve_all(w) == expected
+            engine = create_engine(w.db_url)
+            try:
+                with engine.begin() as conn:  # as rows written before migration 0008 read
+                    conn.execute(update(blobs).values(line_form=None, dot_lines=None))
+            finally:
+                engine.dispose()
+            assert {m.line_form for m in await w.store.message_listing(w.inbox)} == {None}
+            assert await retrieve_all(w) == expected
 
     run(main())
 
@@ -355,7 +398,7 @@ def test_an_expunge_after_the_read_ahead_is_seen_at_once_in_this_process(tmp_pat
                 "Message was removed by another session")
             sink = Sink()
             assert await session.on_retrieve(3, None, sink) is None
-            assert sink.content == contents[2]
+            assert sink.sent == encode_whole(contents[2])
 
     run(main())
 
@@ -376,7 +419,7 @@ def test_an_expunge_by_another_process_is_seen_at_the_next_read(tmp_path: Path) 
                 await other.close()
             sink = Sink()
             assert await session.on_retrieve(10, None, sink) is None
-            assert sink.content == contents[9]
+            assert sink.sent == encode_whole(contents[9])
             assert await session.on_retrieve(70, None, Sink()) == Reply.negative(
                 "Message was removed by another session")
 
@@ -406,16 +449,19 @@ def test_the_next_message_is_encoded_while_the_client_reads(tmp_path: Path) -> N
     async def main() -> None:
         async with world(tmp_path, contents) as w:
             session, _ = await w.login()
+            assert session.maildrop is not None
+            readahead = session.maildrop.readahead
             ahead = 0
             for number in range(1, 31):
                 sink = Sink()
+                ahead += readahead.encoded_ahead == number
                 assert await session.on_retrieve(number, None, sink) is None
+                assert readahead.encoded_ahead is None  # used, or dropped
                 session.on_idle()  # what the driver does before it reads the next command
-                if sink.encoded:
+                if len(contents[number - 1]) > INLINE_MAX:  # spooled: streamed from its file
+                    assert sink.content == contents[number - 1] and not sink.encoded
+                else:  # in memory already: its whole response in one go
                     assert sink.encoded == [encode_whole(contents[number - 1])] and not sink.pieces
-                    ahead += 1
-                else:
-                    assert sink.content == contents[number - 1]
             # All but the first and the spooled ones (streamed, never encoded ahead); 30 messages
             # fit one read-ahead batch (the first message of the next would be read, not ahead).
             spooled = sum(1 for c in contents if len(c) > INLINE_MAX)
@@ -430,20 +476,25 @@ def test_a_message_encoded_ahead_is_used_only_for_its_own_retr(tmp_path: Path) -
     async def main() -> None:
         async with world(tmp_path, contents) as w:
             session, _ = await w.login()
+            assert session.maildrop is not None
+            readahead = session.maildrop.readahead
             await session.on_retrieve(1, None, Sink())
-            session.on_idle()  # encodes 2
+            session.on_idle()
+            assert readahead.encoded_ahead == 2
             top = Sink()
             assert await session.on_retrieve(2, 0, top) is None  # TOP: streamed and cut
             assert top.content == contents[1] and not top.encoded
-            for number in (2, 5):  # dropped by the TOP; then not the message asked for
+            for number in (2, 5):  # read again after the TOP; then not the message encoded
                 sink = Sink()
                 assert await session.on_retrieve(number, None, sink) is None
-                assert sink.content == contents[number - 1] and not sink.encoded
+                assert sink.encoded == [encode_whole(contents[number - 1])]
+                assert readahead.encoded_ahead is None
                 session.on_idle()
-            await session.on_retrieve(6, None, Sink())  # encoded ahead at the last idle moment
-            session.on_idle()  # encodes 7
+            assert readahead.encoded_ahead == 6
+            await session.on_retrieve(6, None, Sink())
+            session.on_idle()
+            assert readahead.encoded_ahead == 7
             assert await w.store.expunge(w.inbox, [7], only_deleted=False) == [7]
             assert await session.on_retrieve(7, None, Sink()) == Reply.negative(
                 "Message was removed by another session")
-
     run(main())

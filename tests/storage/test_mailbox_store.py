@@ -11,7 +11,7 @@ import pytest
 from mailprime.domain.errors import AlreadyExists, NotFound
 from mailprime.domain.ids import AccountId, MailboxId, new_queue_id
 from mailprime.domain.mail import Acceptance, FlagMode, LocalDelivery
-from mailprime.storage.ports import ListedMessage
+from mailprime.storage.ports import LineForm, ListedMessage
 from mailprime.storage.sql import SqlStore
 
 if TYPE_CHECKING:
@@ -243,9 +243,42 @@ async def test_message_listing_is_messages_without_the_rest_of_the_row(backend: 
             await store.append_message(inbox, content, flags=frozenset(flags))
         await store.expunge(inbox, [1], only_deleted=False)
         full = await store.messages(inbox)
+        # The spooled one's line form is not known (its file is checked as it is streamed).
         assert await store.message_listing(inbox) == [
-            ListedMessage(m.uid, m.size, m.flags) for m in full]
+            ListedMessage(m.uid, m.size, m.flags, form)
+            for m, form in zip(full, (None, LineForm.AS_STORED), strict=True)]
         assert [(m.uid, m.size) for m in full] == [(2, 5000), (3, 0)]
+
+
+async def test_the_line_form_is_found_where_content_is_stored(backend: Backend) -> None:
+    """Append and accept find what the content needs before it goes out as a multi-line body;
+    a copy shares it with its content; a spooled message's form is not known."""
+    forms = {
+        MSG: LineForm.AS_STORED,
+        b"": LineForm.AS_STORED,
+        b"no line end": LineForm.AS_STORED,
+        b"a lone CR\r ends no line\r\n": LineForm.AS_STORED,
+        b"Subject: x\r\n\r\n.dot\r\n": LineForm.DOT_LINES,
+        b".first\r\n": LineForm.DOT_LINES,
+        b"Subject: x\r\n\r\nbare\n": LineForm.BARE_LF,
+        b"Subject: x\n\n.both\n": LineForm.BARE_LF,
+        b"Subject: big\r\n\r\n" + b"x" * 5000: None,
+    }
+    async with backend.open(inline_max=1024) as store:
+        account, inbox = await _inbox(store)
+        for content in forms:
+            await store.append_message(inbox, content)
+        for content in forms:
+            await store.accept(Acceptance(queue_id=new_queue_id(), content=content, sender="",
+                                          local=(LocalDelivery(account, "bob@example.com", "INBOX"),)))
+        listed = await store.message_listing(inbox)
+        assert [m.line_form for m in listed] == [*forms.values(), *forms.values()]
+        dots = [m.dot_lines for m in listed[:len(forms)]]
+        assert dots == [None, None, None, None, (14,), (0,), None, None, None]
+        other = await store.create_mailbox(account, "Other")
+        await store.copy_messages(inbox, [m.uid for m in listed], other.id)
+        assert [(m.line_form, m.dot_lines) for m in await store.message_listing(other.id)] == [
+            (m.line_form, m.dot_lines) for m in listed]
 
 
 async def test_local_change_mark_follows_this_process_commits_only(backend: Backend) -> None:

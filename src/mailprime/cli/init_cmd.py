@@ -15,6 +15,7 @@ from mailprime.config import load_settings
 from mailprime.domain.address import normalize_domain
 from mailprime.domain.errors import InvalidAddress
 from mailprime.services.passwords import generate_password, hash_password
+from mailprime.services.verp_key import ensure_secret_file
 
 
 def init(
@@ -59,6 +60,8 @@ def init(
     config_path.write_text(header + tomli_w.dumps(document), encoding="utf-8")
     settings = load_settings(config_path)
     write_self_signed(settings.cert_path, settings.key_path, hostname)
+    verp_secret = settings.bounces.secret_path(settings.data_path)
+    ensure_secret_file(verp_secret)  # kept if it exists: bounces of mail already sent still verify
     db = settings.data_path / "mailprime.db"
     if force:
         for suffix in ("", "-wal", "-shm"):
@@ -75,6 +78,7 @@ def init(
     console.print(f"created [bold]{config_path}[/]")
     console.print(f"database  {settings.database_url}")
     console.print(f"TLS       {settings.cert_path} (self-signed for {hostname})")
+    console.print(f"VERP key  {verp_secret} (signs bounce addresses; keep it secret)")
     console.print(f"domain    {domain}")
     console.print(f"account   [bold]{postmaster}[/]  password: [bold]{password}[/]  (shown once)")
     if sandbox:

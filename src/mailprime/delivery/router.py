@@ -33,6 +33,7 @@ import ipaddress
 import random
 from dataclasses import dataclass
 
+from mailprime.delivery.transport import TlsRequirement
 from mailprime.domain.errors import DomainError
 from mailprime.message.resolver import DnsError, DnsNoData, DnsNxDomain, MxRecord, Resolver
 
@@ -54,12 +55,15 @@ class IpPreference(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One address to try. `implicit` is True when the domain had no MX (RFC 5321 5.1)."""
+    """One address to try. `implicit` is True when the domain had no MX (RFC 5321 5.1). `tls`
+    is the TLS the route demands (set by delivery.mta_sts.MtaStsRouter; None: the dialer's own
+    opportunistic policy); the transport hands it to `Dialer.connect`."""
 
     mx_host: str
     ip: str
     preference: int
     implicit: bool = False
+    tls: TlsRequirement | None = None
 
     @property
     def host(self) -> str:

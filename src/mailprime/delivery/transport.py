@@ -14,13 +14,17 @@ from mailprime.storage.ports import BlobReader
 
 
 class DeliveryError(Exception):
-    """A delivery attempt failed as a whole (connect, TLS, timeout, protocol)."""
+    """A delivery attempt failed as a whole (connect, TLS, timeout, protocol). `reply`: the
+    server's reply that ended the session, when one did (a 421 greeting or a 421 mid-session),
+    so that traffic shaping can see throttling."""
 
-    def __init__(self, reason: str, *, transient: bool = True, enhanced: str = "4.4.1") -> None:
+    def __init__(self, reason: str, *, transient: bool = True, enhanced: str = "4.4.1",
+                 reply: Reply | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
         self.enhanced = enhanced
+        self.reply = reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +59,13 @@ class OutboundConnection(Protocol):
 
     async def transact(self, sender: str, recipients: Sequence[OutboundRecipient], content: BlobReader,
                        *, smtputf8: bool, ret: DsnRet | None, envid: str | None,
-                       body_8bit: bool = False) -> TransactionReplies:
+                       body_8bit: bool = False, require_tls: bool = False) -> TransactionReplies:
         """Streams `content` (its chunks, from the start). `body_8bit`: the content has octets
-        above 127 (declared as BODY=8BITMIME where offered, RFC 6152). Raises DeliveryError when
-        the connection fails before the transaction has replies."""
+        above 127 (declared as BODY=8BITMIME where offered, RFC 6152). `require_tls`: the
+        message carries REQUIRETLS (RFC 8689), sent on MAIL FROM; a session without TLS or a
+        server that does not offer REQUIRETLS answers with the local refusal 550 5.7.30 as the
+        MAIL reply, without a word on the wire. Raises DeliveryError when the connection fails
+        before the transaction has replies."""
         ...
 
     async def close(self) -> None: ...
@@ -69,10 +76,13 @@ class TlsRequirement:
     """TLS that a route demands (MTA-STS "enforce", RFC 8461 4.2; REQUIRETLS, RFC 8689):
     STARTTLS must succeed, and with `verify` the certificate must chain to a trusted root and
     match the MX host name; otherwise the route is not used. None (no requirement) means the
-    dialer's own policy: opportunistic TLS by default (RFC 7435)."""
+    dialer's own policy: opportunistic TLS by default (RFC 7435). With `enforce` False (an
+    MTA-STS policy in "testing" mode) a failure is only counted and the route used anyway, so
+    such a connection proves nothing about its TLS and must not serve an enforced route."""
 
     verify: bool = True
     source: str = "mta-sts"  # what demanded it: for logs, DSNs and TLS reports
+    enforce: bool = True
 
 
 class Dialer(Protocol):

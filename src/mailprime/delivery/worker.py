@@ -28,9 +28,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from mailprime.delivery.bounce_policy import SyncBounces
 from mailprime.delivery.notifications import DEFAULT_DELAY_WARNING, MailInjector, Notifier
 from mailprime.delivery.schedule import RetrySchedule
 from mailprime.delivery.transport import Transport
+from mailprime.delivery.verp_split import VerpSplitter
 from mailprime.domain.clock import Clock
 from mailprime.domain.mail import (
     DeliveryJob,
@@ -48,6 +50,8 @@ log = logging.getLogger("mailprime.delivery")
 class WorkerConfig:
     hostname: str
     concurrency: int = 50
+    # Concurrent jobs per recipient domain; 0: no cap here (the SMTP transport caps connections
+    # per provider group, delivery.smtp_transport).
     per_destination: int = 10
     poll_interval: float = 1.0
     lease_seconds: float = 900.0
@@ -60,9 +64,12 @@ class WorkerConfig:
 class DeliveryWorker:
     def __init__(self, store: Store, transport: Transport, *, schedule: RetrySchedule, clock: Clock,
                  injector: MailInjector, config: WorkerConfig,
-                 recent: RecentContent | None = None) -> None:
+                 recent: RecentContent | None = None, verp: VerpSplitter | None = None,
+                 bounces: SyncBounces | None = None) -> None:
         self.store = store
         self.recent = recent  # content of messages this process just accepted
+        self.verp = verp  # one transaction per recipient with a VERP sender (delivery.verp_split)
+        self.bounces = bounces  # classifies failures, feeds the suppression list (bounce_policy)
         self.transport = transport
         self.schedule = schedule
         self.clock = clock
@@ -75,8 +82,9 @@ class DeliveryWorker:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(config.concurrency)
-        self._per_domain: dict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(config.per_destination))
+        self._per_domain: defaultdict[str, contextlib.AbstractAsyncContextManager[object]] = (
+            defaultdict(lambda: asyncio.Semaphore(config.per_destination))
+            if config.per_destination > 0 else defaultdict(contextlib.nullcontext))
         self.claimed_jobs = 0  # jobs taken by claim_due
         self.direct_jobs = 0  # jobs handed over at accept, leased already (no claim)
 
@@ -188,11 +196,13 @@ class DeliveryWorker:
             try:
                 # Streamed from the store (the spool file stays open for the whole attempt).
                 cached = self.recent.get(job.message.id) if self.recent is not None else None
+                deliver = self.transport.deliver if self.verp is None else self.verp.through(
+                    self.transport)
                 if cached is not None:
-                    outcomes = list(await self.transport.deliver(job, cached))
+                    outcomes = list(await deliver(job, cached))
                 else:
                     async with self.store.open_blob(job.message.blob_id) as content:
-                        outcomes = list(await self.transport.deliver(job, content))
+                        outcomes = list(await deliver(job, content))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug or storage fault must not lose the job
@@ -201,8 +211,17 @@ class DeliveryWorker:
                                              f"451 4.3.0 local error: {type(exc).__name__}")
                             for r in job.recipients]
             outcomes = self._schedule_retries(job, outcomes)
+            if self.bounces is not None:  # the events record_outcomes appends carry the class
+                outcomes = self.bounces.annotate(job, outcomes)
             await self.store.record_outcomes(job, outcomes, self.clock.now())
             self._log(job, outcomes, time.monotonic() - started)
+            if self.bounces is not None:
+                try:
+                    await self.bounces.after_recorded(job, outcomes)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # recorded already; a lost suppression must not kill the task
+                    log.exception("%s: applying the bounce policy failed", job.message.id)
             try:
                 await self.notifier.after_attempt(job, outcomes, self.clock.now())
             except asyncio.CancelledError:

@@ -227,6 +227,10 @@ class Acceptance:
     dsn_envid: str | None = None
     smtputf8: bool = False
     source: str = "smtp"  # listener role or api, for logs
+    # RFC 8689: MAIL FROM ... REQUIRETLS was given (relay only over verified TLS to hops that
+    # offer REQUIRETLS), or "TLS-Required: No" without it (ignore the recipient's MTA-STS).
+    require_tls: bool = False
+    tls_optional: bool = False
     client: str = ""  # peer description, for logs and events
 
     @property
@@ -251,6 +255,16 @@ class QueuedMessage:
     dsn_envid: str | None = None
     smtputf8: bool = False
     body_8bit: bool = False  # content has octets above 127: relay with BODY=8BITMIME (RFC 6152)
+    require_tls: bool = False  # RFC 8689 REQUIRETLS (see Acceptance)
+    tls_optional: bool = False  # RFC 8689 "TLS-Required: No" (see Acceptance)
+    # The reverse-path to send in MAIL FROM when it differs from `sender` (a VERP address, set
+    # per recipient at delivery, never stored): `sender` stays the sender that IP pools,
+    # DSNs and events go by.
+    return_path: str | None = None
+
+    @property
+    def wire_sender(self) -> str:
+        return self.sender if self.return_path is None else self.return_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +311,9 @@ class RecipientOutcome:
     # The next hop offered DSN and so was handed NOTIFY/ORCPT: it reports SUCCESS itself, and
     # we owe no "relayed" DSN (RFC 3461 5.2.1 and 5.2.2).
     remote_dsn: bool = False
+    # More facts for the outcome's event (delivery.bounce_policy: the bounce's reason, hard or
+    # soft, the enhanced status, source=sync), appended to the attrs record_outcomes writes.
+    attrs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,16 +16,26 @@ are prepended, RSA first, for verifiers that look at the first signature only.
 from __future__ import annotations
 
 import base64
+import binascii  # base64.b64encode without its Python wrapper, on the signing path
 import enum
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import cast
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 
-from mailprime.message.dkim_canon import CRLF, body_hash, relaxed_header, split_fields, split_message
+from mailprime.message.dkim_canon import (
+    CRLF,
+    body_hash,
+    relaxed_header,
+    relaxed_value,
+    split_fields,
+    split_message,
+)
 
 # RFC 6376 3.5 recommends folding; RFC 5322 2.1.1: lines SHOULD be at most 78 characters.
 FOLD_WIDTH = 78
@@ -71,6 +81,10 @@ class DkimAlgorithm(enum.StrEnum):
 
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
+# Stateless parameter objects, made once instead of per signature.
+_PKCS1V15 = padding.PKCS1v15()
+_PREHASHED_SHA256 = utils.Prehashed(hashes.SHA256())
+
 
 class DkimKeyError(ValueError):
     """A private key that cannot sign: not PEM, another key type, or an RSA key too short."""
@@ -83,18 +97,20 @@ class SigningKey:
     domain: str
     selector: str
     key: PrivateKey
+    # The a= the key signs with, found once: isinstance against cryptography's key classes (ABCs)
+    # runs ABCMeta.__instancecheck__ in Python, a cost paid several times per message otherwise.
+    algorithm: DkimAlgorithm = field(init=False, repr=False, compare=False)
 
-    @property
-    def algorithm(self) -> DkimAlgorithm:
-        if isinstance(self.key, ed25519.Ed25519PrivateKey):
-            return DkimAlgorithm.ED25519_SHA256
-        return DkimAlgorithm.RSA_SHA256
+    def __post_init__(self) -> None:
+        ed = isinstance(self.key, ed25519.Ed25519PrivateKey)
+        object.__setattr__(self, "algorithm",
+                           DkimAlgorithm.ED25519_SHA256 if ed else DkimAlgorithm.RSA_SHA256)
 
     def sign_digest(self, digest: bytes) -> bytes:
         """The b= octets for the SHA-256 `digest` of the canonicalized header data."""
-        if isinstance(self.key, ed25519.Ed25519PrivateKey):
-            return self.key.sign(digest)
-        return self.key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+        if self.algorithm is DkimAlgorithm.ED25519_SHA256:
+            return cast(ed25519.Ed25519PrivateKey, self.key).sign(digest)
+        return cast(rsa.RSAPrivateKey, self.key).sign(digest, _PKCS1V15, _PREHASHED_SHA256)
 
 
 # Keys and their DNS records -----------------------------------------------------------------
@@ -169,6 +185,10 @@ def _domain_of(addr_spec: bytes) -> str | None:
     domain = domain.strip().rstrip(b".").lower()
     if not at or not local or not domain or b" " in domain:
         return None
+    if domain.isascii() and len(domain) < 64 and not domain.startswith(b".") and b".." not in domain:
+        # What the IDNA codec returns for it (ASCII labels of 1 to 63 octets pass unchanged),
+        # without the codec's cost on every message signed.
+        return domain.decode("ascii")
     try:
         # An SMTPUTF8 message may carry U-labels; keys are stored under A-labels (IDNA), as
         # domain.address.normalize_domain writes them.
@@ -193,6 +213,9 @@ def from_domain(fields: Sequence[tuple[bytes, bytes]]) -> str | None:
 
 
 _SIGNED_BYTES = frozenset(name.encode("ascii") for name in SIGNED_FIELDS)
+# SIGNED_FIELDS as (name, its bytes, oversigned), for the one loop of `_names_and_data`.
+_SIGNED_ORDER = tuple((name, name.encode("ascii"), name in OVERSIGNED_FIELDS)
+                      for name in SIGNED_FIELDS)
 
 
 def _signable(fields: Sequence[tuple[bytes, bytes]]) -> dict[bytes, list[tuple[bytes, bytes]]]:
@@ -223,6 +246,33 @@ def _data_of(present: dict[bytes, list[tuple[bytes, bytes]]], names: Sequence[st
     return b"".join(out)
 
 
+def _names_and_data(present: dict[bytes, list[tuple[bytes, bytes]]]) -> tuple[list[str], bytes]:
+    """`_names_of` and `_data_of` in one pass: with h= in SIGNED_FIELDS order, each name's
+    instances are taken bottom up and the oversigned extra contributes nothing (5.4.2), so the
+    data is every present instance, name by name, last instance first."""
+    names: list[str] = []
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    for name, key, oversigned in _SIGNED_ORDER:
+        instances = present.get(key)
+        if instances:
+            for _, value in reversed(instances):
+                names.append(name)
+                keys.append(key)  # the raw name stripped and lower-cased: its relaxed form
+                values.append(value)
+        if oversigned:
+            names.append(name)
+    # One look at all the values at once instead of four per field: with no CR, LF, VT or FF
+    # anywhere (no folded field, nothing odd), SP and HTAB are all the whitespace split() sees,
+    # and each relaxed value is its tokens joined by one SP (what relaxed_value does then too).
+    every = b"".join(values)
+    if b"\r" in every or b"\n" in every or b"\x0b" in every or b"\x0c" in every:
+        relaxed = [relaxed_value(v) for v in values]
+    else:
+        relaxed = [b" ".join(v.split()) for v in values]
+    return names, b"".join([k + b":" + v + CRLF for k, v in zip(keys, relaxed, strict=True)])
+
+
 def signed_field_names(fields: Sequence[tuple[bytes, bytes]]) -> list[str]:
     """The h= list: each field of SIGNED_FIELDS as often as present (From once more), in the
     order of SIGNED_FIELDS."""
@@ -240,38 +290,52 @@ def signed_header_data(fields: Sequence[tuple[bytes, bytes]], names: Sequence[st
 
 # The DKIM-Signature field ------------------------------------------------------------------
 
-def _fold_tags(tags: Sequence[str], first_line: str) -> list[str]:
-    """Lays "tag=value;" items out on lines of at most FOLD_WIDTH characters (continuation
-    lines start with a tab). An h= list too long for a line of its own breaks after a colon,
-    where RFC 6376 3.5 allows FWS."""
-    lines = [first_line]
+def _fold_tags(tags: Sequence[str], lines: list[str]) -> list[str]:
+    """Lays "tag=value;" items out after `lines` (extended in place and returned) on lines of
+    at most FOLD_WIDTH characters (continuation lines start with a tab). An h= list too long for
+    a line of its own breaks after a colon, where RFC 6376 3.5 allows FWS."""
     for tag in tags:
         if len(lines[-1]) + 1 + len(tag) <= FOLD_WIDTH:
             lines[-1] += " " + tag
         elif len(tag) + 1 <= FOLD_WIDTH or not tag.startswith("h="):
             lines.append("\t" + tag)
         else:
-            names = tag.split(":")
-            line = "\t"
-            for i, name in enumerate(names):
-                piece = name if i == len(names) - 1 else name + ":"
-                if len(line) + len(piece) > FOLD_WIDTH and line != "\t":
-                    lines.append(line)
-                    line = "\t"
-                line += piece
-            lines.append(line)
+            lines += _fold_long_h(tag)
     return lines
+
+
+@functools.lru_cache(maxsize=256)
+def _fold_long_h(tag: str) -> tuple[str, ...]:
+    """An h= tag too long for a line, broken after colons onto lines of its own. It does not
+    depend on what precedes it, and mail from one sender repeats the same few h= lists: cached."""
+    names = tag.split(":")
+    lines: list[str] = []
+    line = "\t"
+    for i, name in enumerate(names):
+        piece = name if i == len(names) - 1 else name + ":"
+        if len(line) + len(piece) > FOLD_WIDTH and line != "\t":
+            lines.append(line)
+            line = "\t"
+        line += piece
+    lines.append(line)
+    return tuple(lines)
+
+
+@functools.lru_cache(maxsize=1024)
+def _key_lines(algorithm: DkimAlgorithm, domain: str, selector: str) -> tuple[str, ...]:
+    """The folded lines of the tags that are the same in every signature of one key: folding
+    is greedy left to right, so the per-message tags simply continue from these."""
+    tags = ("v=1;", f"a={algorithm.value};", "c=relaxed/relaxed;", f"d={domain};",
+            f"s={selector};")
+    return tuple(_fold_tags(tags, ["DKIM-Signature:"]))
 
 
 def unsigned_field(key: SigningKey, names: Sequence[str], bh: bytes, timestamp: int) -> str:
     """The folded DKIM-Signature field up to and including an empty "b=" (no CRLF at the end):
     what the header hash covers, and what the signature value is appended to."""
-    tags = [
-        "v=1;", f"a={key.algorithm.value};", "c=relaxed/relaxed;", f"d={key.domain};",
-        f"s={key.selector};", f"t={timestamp};", f"h={':'.join(names)};",
-        f"bh={base64.b64encode(bh).decode('ascii')};",
-    ]
-    lines = _fold_tags(tags, "DKIM-Signature:")
+    tags = (f"t={timestamp};", f"h={':'.join(names)};",
+            f"bh={binascii.b2a_base64(bh, newline=False).decode('ascii')};")
+    lines = _fold_tags(tags, list(_key_lines(key.algorithm, key.domain, key.selector)))
     # b= starts a line of its own so that its value can take the rest of the width.
     lines.append("\tb=")
     return "\r\n".join(lines)
@@ -295,7 +359,7 @@ def sign_field(key: SigningKey, header_data: bytes, unsigned: str) -> str:
     name, _, value = unsigned.partition(":")
     own = relaxed_header(name.encode("ascii"), value.encode("ascii"))[:-2]
     digest = hashlib.sha256(header_data + own).digest()
-    b = base64.b64encode(key.sign_digest(digest)).decode("ascii")
+    b = binascii.b2a_base64(key.sign_digest(digest), newline=False).decode("ascii")
     return _fold_b(b, unsigned)
 
 
@@ -306,11 +370,10 @@ def signature_fields(fields: Sequence[tuple[bytes, bytes]], bh: bytes,
     RSA before Ed25519. Empty if `keys` is."""
     if not keys:
         return b""
-    present = _signable(fields)
-    names = _names_of(present)
-    data = _data_of(present, names)
-    ordered = sorted(keys, key=lambda k: k.algorithm is not DkimAlgorithm.RSA_SHA256)
-    out = [sign_field(k, data, unsigned_field(k, names, bh, timestamp)) for k in ordered]
+    names, data = _names_and_data(_signable(fields))
+    if len(keys) > 1:
+        keys = sorted(keys, key=lambda k: k.algorithm is not DkimAlgorithm.RSA_SHA256)
+    out = [sign_field(k, data, unsigned_field(k, names, bh, timestamp)) for k in keys]
     return "".join(out).encode("ascii")
 
 

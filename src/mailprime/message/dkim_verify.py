@@ -23,12 +23,13 @@ caller can treat it with the caution RFC 6376 8.2 asks for.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import enum
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -137,35 +138,84 @@ def select_fields(fields: Sequence[tuple[bytes, bytes]], names: Sequence[str]) -
     return chosen
 
 
+# (body canonicalization "simple"/"relaxed", l= or None)
+HashKey = tuple[str, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class BodyDigest:
+    """One canonical body's hash (of its first l= octets when l= was given) and its length."""
+
+    digest: bytes
+    length: int  # octets of the whole canonical body; -1 when not counted (relaxed without l=)
+
+
+def signature_fields(fields: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The DKIM-Signature fields a verifier checks: the first MAX_SIGNATURES, top-down."""
+    return [f for f in fields if f[0].strip(b" \t").lower() == b"dkim-signature"][:MAX_SIGNATURES]
+
+
+def body_keys(fields: Sequence[tuple[bytes, bytes]]) -> set[HashKey]:
+    """The (body canonicalization, l=) pairs the signatures need hashed. A signature whose tags
+    do not parse needs none: its verdict does not depend on the body."""
+    keys: set[HashKey] = set()
+    for _name, value in signature_fields(fields):
+        try:
+            tags = parse_tag_list(value.decode("utf-8", errors="replace"))
+        except ValueError:
+            continue
+        canon = tags.get("c", "simple/simple").lower().partition("/")[2] or "simple"
+        length = tags.get("l")
+        if canon not in ("simple", "relaxed"):
+            continue
+        if length is not None and not (length.isascii() and length.isdigit() and len(length) <= 76):
+            continue
+        keys.add((canon, int(length) if length is not None else None))
+    return keys
+
+
+def body_digest(body: bytes, key: HashKey) -> BodyDigest:
+    """The digest `key` asks for, of a body held in memory."""
+    canon, length = key
+    canonical = relaxed_body(body) if canon == "relaxed" else simple_body(body)
+    signed = canonical if length is None else canonical[:length]
+    return BodyDigest(hashlib.sha256(signed).digest(), len(canonical))
+
+
 async def verify_dkim(message: bytes, resolver: Resolver, now: int) -> tuple[DkimVerdict, ...]:
     """Verdicts of every DKIM-Signature (top-down); `(DkimVerdict(NONE),)` when there is none.
     `now` is the current Unix time, for x= (injected so that tests are deterministic)."""
     head, body = split_message(normalize_line_ends(message))
     fields = split_fields(head)
-    signatures = [(i, f) for i, f in enumerate(fields) if f[0].strip(b" \t").lower() == b"dkim-signature"]
+    digests = {key: body_digest(body, key) for key in body_keys(fields)}
+    return await verify_fields(fields, digests, resolver, now)
+
+
+async def verify_fields(fields: Sequence[tuple[bytes, bytes]], digests: Mapping[HashKey, BodyDigest],
+                        resolver: Resolver, now: int) -> tuple[DkimVerdict, ...]:
+    """The verdicts for a message given as its header fields and the body digests its
+    signatures need (`body_keys`): from a body in memory (`verify_dkim`) or hashed while it
+    streamed past (message.dkim_stream). The key look-ups of all signatures run at once."""
+    signatures = signature_fields(fields)
     if not signatures:
         return (DkimVerdict(DkimResult.NONE, reason="no DKIM-Signature"),)
-    verdicts = []
-    for _index, field in signatures[:MAX_SIGNATURES]:
-        verdicts.append(await _verify_one(field, fields, body, resolver, now))
-    return tuple(verdicts)
-
+    return tuple(await asyncio.gather(*(
+        _verify_one(field, fields, digests, resolver, now) for field in signatures)))
 
 async def _verify_one(signature_field: tuple[bytes, bytes], fields: Sequence[tuple[bytes, bytes]],
-                      body: bytes, resolver: Resolver, now: int) -> DkimVerdict:
-    raw = signature_field[1]
+                      digests: Mapping[HashKey, BodyDigest], resolver: Resolver,
+                      now: int) -> DkimVerdict:
     try:
-        tags = parse_tag_list(raw.decode("utf-8", errors="replace"))
+        tags = parse_tag_list(signature_field[1].decode("utf-8", errors="replace"))
     except ValueError as exc:
         return DkimVerdict(DkimResult.NEUTRAL, reason=f"malformed signature: {exc}")
     domain = tags.get("d", "").lower().rstrip(".")
     base = DkimVerdict(DkimResult.NEUTRAL, domain, tags.get("s", ""), tags.get("a", "").lower(),
                        tags.get("i", ""), _FWS.sub("", tags.get("b", "")))
     try:
-        verdict = await _check(tags, base, _Signed(signature_field, fields, body), resolver, now)
+        return await _check(tags, base, _Signed(signature_field, fields, digests), resolver, now)
     except _Unusable as exc:
         return _with(base, exc.result, exc.reason)
-    return verdict
 
 
 def _with(base: DkimVerdict, result: DkimResult, reason: str, partial: bool = False) -> DkimVerdict:
@@ -175,17 +225,19 @@ def _with(base: DkimVerdict, result: DkimResult, reason: str, partial: bool = Fa
 
 @dataclass(frozen=True, slots=True)
 class _Signed:
-    """What one signature covers: its own field, the message's fields and its body."""
+    """What one signature covers: its own field, the message's fields and the body digests."""
 
     signature_field: tuple[bytes, bytes]
     fields: Sequence[tuple[bytes, bytes]]
-    body: bytes
+    digests: Mapping[HashKey, BodyDigest]
 
 
 async def _check(tags: dict[str, str], base: DkimVerdict, signed: _Signed, resolver: Resolver,
                  now: int) -> DkimVerdict:
+    """dkim_verify._check, step for step (its module docstring numbers them), with step 4
+    reading the streamed digest."""
     field_name, raw = signed.signature_field
-    fields, body = signed.fields, signed.body
+    fields, digests = signed.fields, signed.digests
     missing = [t for t in ("v", "a", "b", "bh", "d", "h", "s") if not tags.get(t)]
     if missing:
         raise _Unusable(DkimResult.NEUTRAL, f"missing tag(s) {', '.join(missing)} (RFC 6376 3.5)")
@@ -221,14 +273,15 @@ async def _check(tags: dict[str, str], base: DkimVerdict, signed: _Signed, resol
 
     key = await _fetch_key(resolver, base, algorithm)
 
-    canon_body = relaxed_body(body) if body_canon == "relaxed" else simple_body(body)
+    digest = digests.get((body_canon, length))
+    if digest is None:  # cannot happen for a message fed through StreamedMessage
+        raise _Unusable(DkimResult.TEMPERROR, "body not hashed for this signature")
     partial = False
     if length is not None:
-        if length > len(canon_body):
+        if length > digest.length:
             raise _Unusable(DkimResult.PERMERROR, "l= is longer than the body (RFC 6376 6.1.3)")
-        partial = length < len(canon_body)
-        canon_body = canon_body[:length]
-    if hashlib.sha256(canon_body).digest() != expected_bh:
+        partial = length < digest.length
+    if digest.digest != expected_bh:
         return _with(base, DkimResult.FAIL, "body hash mismatch")
 
     relaxed = header_canon == "relaxed"

@@ -36,12 +36,14 @@ import contextlib
 import dataclasses
 import logging
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailprime.domain.errors import DomainError
 from mailprime.net.channel import StreamChannel
 from mailprime.net.listener import Listener, check_tls_mode, is_loopback
 from mailprime.net.pop3_handler import PeerInfo, Pop3Handler, Pop3Session
+from mailprime.proto.pop3.multiline import Piece
 from mailprime.proto.pop3.server import (
     NEED_DATA,
     Authenticate,
@@ -108,8 +110,10 @@ class _Sink:
             await connection.flush()
         return not core.content_complete
 
-    async def write_encoded(self, body: bytes) -> None:
-        self._connection.emit(self._begin().send_encoded(body))
+    async def write_encoded(self, body: Sequence[Piece]) -> None:
+        connection = self._connection
+        for piece in self._begin().send_encoded(body):
+            connection.emit(piece)
         self.ended = True
 
     def _begin(self) -> ServerConnection:
@@ -129,7 +133,7 @@ class _Connection:
         self._channel = channel
         self._session = session
         self._stopping = False
-        self._out: list[bytes] = []  # responses of the current batch, written together
+        self._out: list[Piece] = []  # responses of the current batch, written together
         self.pending = 0  # octets in `_out`
         self.core = ServerConnection(config.capabilities, config.limits, tls_active=tls,
                                      auth_allowed=config.auth_allowed(tls))
@@ -139,7 +143,7 @@ class _Connection:
         self._timed_out = False
         self._timer: asyncio.TimerHandle | None = None
 
-    def emit(self, data: bytes) -> None:
+    def emit(self, data: Piece) -> None:
         """Queues `data` for the next `flush`."""
         if data:
             self._out.append(data)
@@ -207,7 +211,9 @@ class _Connection:
             self._channel.interrupt()
 
     async def flush(self) -> None:
-        out = b"".join(self._out)  # one piece (the usual case) is returned as it is, not copied
+        # The one copy of a batch (a RETR's status line, the stored message or its slices and
+        # the terminator); a lone bytes piece is returned as it is, not copied.
+        out = b"".join(self._out)
         self._out.clear()
         self.pending = 0
         if self._channel.lost:
@@ -240,7 +246,9 @@ class _Connection:
 
     async def _dispatch(self, event: Event) -> None:
         core, session = self.core, self._session
-        match event:
+        match event:  # the hot path first: a maildrop download is mostly RETRs
+            case Retrieve():
+                await self._retrieve(event)
             case StartTls():
                 self.emit(core.send(Reply.positive("Begin TLS negotiation")))
                 if core.state is State.TLS:
@@ -254,8 +262,6 @@ class _Connection:
                 if core.auth_failures > failures:
                     # Slows password guessing; the answer waits, so does every command after it.
                     await asyncio.sleep(self._config.failure_delay(core.auth_failures))
-            case Retrieve():
-                await self._retrieve(event)
             case Update():
                 self.emit(core.send(await session.on_update(event.deleted)))
             case ProtocolViolation(reply=reply):

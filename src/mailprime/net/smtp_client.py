@@ -101,7 +101,15 @@ class SmtpProtocolError(SmtpClientError):
 
 
 class SmtpTlsError(SmtpClientError):
-    """TLS was required but not offered, refused, or the handshake failed."""
+    """TLS was required but not offered, refused, or the handshake failed. `kind` names the
+    failure with its RFC 8460 4.3.2.1 result type (starttls-not-supported,
+    certificate-host-mismatch, certificate-expired, certificate-not-trusted, validation-failure)
+    so that TLS reports need not parse the reason."""
+
+    def __init__(self, reason: str, reply: Reply | None = None,
+                 kind: str = "validation-failure") -> None:
+        super().__init__(reason, reply)
+        self.kind = kind
 
 
 class SmtpReplyError(SmtpClientError):
@@ -196,23 +204,27 @@ class SmtpClient:
     limits: ReplyLimits | None = None
 
     async def open(self, host_ip: str, port: int, *, server_name: str | None = None,
-                   source_ip: str | None = None) -> SmtpClientSession:
+                   source_ip: str | None = None, tls: TlsPolicy | None = None,
+                   ssl_context: ssl.SSLContext | None = None) -> SmtpClientSession:
         """Connects (from `source_ip` when given), reads the greeting, says EHLO (HELO if
         refused), and upgrades with STARTTLS per the TLS policy. In opportunistic mode a failed
         TLS handshake is followed by one plaintext reconnection (`session.tls_fallback` says
-        why)."""
+        why). `tls` and `ssl_context` override the client's own for this session (a route
+        whose MTA-STS policy demands verified TLS, RFC 8461 4.2)."""
+        policy = tls or self.tls
         try:
-            return await self._open(host_ip, port, server_name, self.tls, source_ip)
+            return await self._open(host_ip, port, server_name, policy, source_ip=source_ip,
+                                   ssl_context=ssl_context)
         except SmtpTlsError as exc:
-            if self.tls != "opportunistic":
+            if policy != "opportunistic":
                 raise
-            session = await self._open(host_ip, port, server_name, "none", source_ip)
+            session = await self._open(host_ip, port, server_name, "none", source_ip=source_ip)
             session.tls_fallback = exc.reason
             return session
 
     async def _open(
-        self, host_ip: str, port: int, server_name: str | None, tls: TlsPolicy,
-        source_ip: str | None = None,
+        self, host_ip: str, port: int, server_name: str | None, tls: TlsPolicy, *,
+        source_ip: str | None = None, ssl_context: ssl.SSLContext | None = None,
     ) -> SmtpClientSession:
         label = f"{server_name}[{host_ip}]:{port}" if server_name else f"[{host_ip}]:{port}"
         local_addr = (source_ip, 0) if source_ip else None
@@ -233,7 +245,7 @@ class SmtpClient:
             final_timeout=self.final_timeout or 2 * self.command_timeout,
         )
         try:
-            await session._handshake(tls, self._context(tls), server_name)
+            await session._handshake(tls, ssl_context or self._context(tls), server_name)
         except BaseException as exc:
             if not isinstance(exc, SmtpClientError):
                 session._broken = True  # cancelled or our bug: no QUIT, just drop the socket
@@ -405,12 +417,14 @@ class SmtpClientSession:
             return
         if not self.capabilities.starttls:
             if tls == "required":
-                raise SmtpTlsError(f"{self.description}: TLS required but STARTTLS not offered")
+                raise SmtpTlsError(f"{self.description}: TLS required but STARTTLS not offered",
+                                   kind="starttls-not-supported")
             return
         reply = await self._command(StartTls(), "STARTTLS")
         if reply.code != 220:
             if tls == "required":
-                raise SmtpTlsError(f"{self.description}: STARTTLS refused: {reply.one_line()}", reply)
+                raise SmtpTlsError(f"{self.description}: STARTTLS refused: {reply.one_line()}", reply,
+                                   kind="starttls-not-supported")
             # RFC 3207 4: after a refused STARTTLS the session goes on in plaintext.
             self.tls_fallback = f"STARTTLS refused: {reply.one_line()}"
             return
@@ -421,7 +435,8 @@ class SmtpClientSession:
             raise self._fail(SmtpTlsError(f"{self.description}: TLS handshake timed out")) from None
         except (OSError, ssl.SSLError) as exc:
             raise self._fail(
-                SmtpTlsError(f"{self.description}: TLS handshake failed: {_os_reason(exc)}")
+                SmtpTlsError(f"{self.description}: TLS handshake failed: {_os_reason(exc)}",
+                             kind=_tls_failure_kind(exc))
             ) from exc
         self.tls_active = True
         await self._hello()  # RFC 3207 4.2: forget the pre-TLS capabilities and ask again
@@ -450,11 +465,14 @@ class SmtpClientSession:
         ret: str | None = None,
         envid: str | None = None,
         size: int | None = None,
+        require_tls: bool = False,
     ) -> TransactionResult:
         """One mail transaction. `content` is the whole message (CRLF or LF line ends; bare LF
         is converted) as bytes or as chunks, sync or async. `size` is announced with SIZE when
-        offered (computed for bytes content). Raises SmtpClientError if the session fails;
-        refusals come back as replies in the result."""
+        offered (computed for bytes content). `require_tls`: the message carries REQUIRETLS
+        (RFC 8689), passed on as the MAIL parameter; a session without TLS or a server that
+        does not offer it gets the local refusal 550 5.7.30 (RFC 8689 5). Raises SmtpClientError
+        if the session fails; refusals come back as replies in the result."""
         if not recipients:
             raise ValueError("a transaction needs at least one recipient")
         if self._closed or self._broken or self._busy:
@@ -463,7 +481,7 @@ class SmtpClientSession:
         try:
             return await self._transaction(
                 sender, recipients, content, smtputf8=smtputf8, body_8bit=body_8bit,
-                ret=ret, envid=envid, size=size,
+                ret=ret, envid=envid, size=size, require_tls=require_tls,
             )
         except LocalProtocolError:
             self._broken = True  # our own bug: the core's state can no longer be trusted
@@ -485,6 +503,7 @@ class SmtpClientSession:
         ret: str | None,
         envid: str | None,
         size: int | None,
+        require_tls: bool = False,
     ) -> TransactionResult:
         caps = self.capabilities
         addresses = tuple(r.address for r in recipients)
@@ -492,7 +511,8 @@ class SmtpClientSession:
         smtputf8 = smtputf8 or not all(a.isascii() for a in (sender, *addresses))
         if size is None and isinstance(content, bytes):
             size = len(content)
-        refusal = _local_refusal(caps, smtputf8=smtputf8, size=size)
+        refusal = _local_refusal(caps, smtputf8=smtputf8, size=size,
+                                 require_tls=require_tls, tls_active=self.tls_active)
         if refusal is not None:
             return TransactionResult(refusal, (refusal,) * len(recipients), None, addresses, sent=False)
         mail = Mail(
@@ -504,6 +524,7 @@ class SmtpClientSession:
             smtputf8=smtputf8,
             ret=ret if caps.dsn else None,
             envid=envid if caps.dsn else None,
+            requiretls=require_tls,
         )
         rcpts = [
             Rcpt(r.address, r.notify if caps.dsn else (), r.orcpt if caps.dsn else None) for r in recipients
@@ -637,8 +658,13 @@ class SmtpClientSession:
 # Helpers ----------------------------------------------------------------------------------
 
 
-def _local_refusal(caps: Capabilities, *, smtputf8: bool, size: int | None) -> Reply | None:
+def _local_refusal(caps: Capabilities, *, smtputf8: bool, size: int | None,
+                   require_tls: bool = False, tls_active: bool = False) -> Reply | None:
     """Refusals decided without asking the server."""
+    if require_tls and not (tls_active and caps.offers("REQUIRETLS")):
+        # RFC 8689 4.2.1 / 5: a REQUIRETLS message never goes to a hop that cannot promise it.
+        return Reply(550, "REQUIRETLS support required: the next hop does not offer it "
+                          "(RFC 8689)", "5.7.30")
     if smtputf8 and not caps.smtputf8:
         # RFC 6531 3.4: a message that needs SMTPUTF8 must not go to a server without it.
         return Reply(553, "server does not support SMTPUTF8 (RFC 6531 3.4)", "5.6.7")
@@ -659,6 +685,23 @@ async def _pieces(content: MessageContent) -> AsyncGenerator[bytes, None]:
     else:
         for piece in content:
             yield bytes(piece)
+
+
+# OpenSSL X509_V_ERR_* codes (x509_vfy.h) -> RFC 8460 4.3.2.1 result types.
+_CERT_EXPIRED = frozenset({10, 12})  # CERT_HAS_EXPIRED, CRL_HAS_EXPIRED
+_CERT_NOT_TRUSTED = frozenset({2, 18, 19, 20, 21, 27, 28})  # unknown issuer, self-signed, untrusted
+_HOST_MISMATCH = frozenset({62})  # X509_V_ERR_HOSTNAME_MISMATCH
+
+
+def _tls_failure_kind(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code in _HOST_MISMATCH:
+            return "certificate-host-mismatch"
+        if exc.verify_code in _CERT_EXPIRED:
+            return "certificate-expired"
+        if exc.verify_code in _CERT_NOT_TRUSTED:
+            return "certificate-not-trusted"
+    return "validation-failure"
 
 
 def _names(commands: Sequence[Command]) -> str:

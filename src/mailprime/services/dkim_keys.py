@@ -266,8 +266,12 @@ class DkimSigner:
         """`message` with its DKIM-Signature fields on top (unchanged if none apply)."""
         head, body = split_message(message)
         fields = split_fields(head)
-        domain = from_domain(fields)
-        keys = await self.keys_for(domain) if domain is not None else ()
+        domain = from_domain(fields)  # lower case already
+        if domain is None:
+            return message
+        if self._monotonic() >= self._expires:  # keys_for without its await when fresh
+            await self._refresh()
+        keys = self._keys.get(domain, ())
         if not keys:
             return message
         return signature_fields(fields, body_hash(body), keys,

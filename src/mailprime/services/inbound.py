@@ -44,12 +44,16 @@ from mailprime.domain.mail import (
 )
 from mailprime.logline import emit
 from mailprime.message.dkim_canon import MessageHasher
+from mailprime.message.dkim_stream import StreamedMessage
 from mailprime.message.dsn import DsnAction, DsnRecipient, build_dsn, wants_dsn
 from mailprime.message.headers import MAX_HEADER_SECTION, build_received, missing_header_lines
+from mailprime.message.tls_required import asks_no_tls_policy
 from mailprime.proto.smtp.types import AuthOutcome, MailParams, PeerInfo, RcptParams, Reply
 from mailprime.services.dkim_keys import DkimSigner
+from mailprime.services.feedback import FeedbackService, FeedbackTarget
 from mailprime.services.inject import Injector
 from mailprime.services.mail_auth import LoginCache, check_login
+from mailprime.services.mx_auth import Envelope, MxAuthenticator
 from mailprime.services.recipients import owns_address, resolve_recipient
 from mailprime.storage.ports import DirectoryStore, SpoolWriter, Store
 from mailprime.storage.recent import RecentContent
@@ -100,6 +104,16 @@ class _Transaction:
     head: bytearray = field(default_factory=bytearray)
     spool_failure: str = ""  # the writer failed mid-body (disk full): answered at end of data
     dkim: MessageHasher | None = None  # submission with a signer: hashes the body as it streams
+    feedback: list[FeedbackTarget] = field(default_factory=list)  # VERP/FBL RCPTs: services.feedback
+    auth: StreamedMessage | None = None  # MX with verification: DKIM body hashes as it streams
+
+
+def _dsn_ret(params: MailParams) -> DsnRet | None:
+    """RET of the MAIL command; RFC 8689 5: a REQUIRETLS message is returned as if RET=HDRS
+    (its body must not travel back over a path that may lack TLS), RET=FULL disregarded."""
+    if params.require_tls and params.ret is not None:
+        return DsnRet.HDRS
+    return DsnRet(params.ret) if params.ret in ("FULL", "HDRS") else None
 
 
 class InboundService:
@@ -111,9 +125,13 @@ class InboundService:
                  recent: RecentContent | None = None,
                  handoff: DeliveryHandoff | None = None,
                  logins: LoginCache | None = None,
-                 dkim: DkimSigner | None = None) -> None:
+                 dkim: DkimSigner | None = None,
+                 feedback: FeedbackService | None = None,
+                 mx_auth: MxAuthenticator | None = None) -> None:
         self.store = store
+        self.mx_auth = mx_auth  # SPF/DKIM/DMARC/ARC (+ rspamd) on the MX role: services.mx_auth
         self.dkim = dkim  # signs submitted mail that leaves (submission role only)
+        self.feedback = feedback  # bounces, complaints, suppression gate: services.feedback
         # Shared with IMAP and POP3 by the runtime: a password verified moments ago by any of
         # them is not verified (Argon2) again.
         self.logins = logins if logins is not None else LoginCache()
@@ -196,6 +214,17 @@ class InboundSession:
         tx = self.tx
         if tx is None:
             return Reply(503, "Need MAIL command", "5.5.1")
+        if self.service.feedback is not None:  # VERP/FBL addresses (MX), suppressions (submission)
+            decision = await self.service.feedback.on_rcpt(
+                submission=self._is_submission, sender=tx.sender, recipient=recipient)
+            if decision.reply is not None:
+                if decision.target is not None:
+                    tx.feedback.append(decision.target)
+                    tx.rcpt_addresses.append(recipient)
+                else:
+                    self.rejected += 1
+                    self._log_reject(recipient, decision.log_reason)
+                return decision.reply
         try:
             resolution = await resolve_recipient(self.service.directory, recipient)
         except InvalidAddress as exc:
@@ -227,6 +256,8 @@ class InboundSession:
         if (self._is_submission and signer is not None and self.tx.remote
                 and await signer.signs_anything()):
             self.tx.dkim = signer.new_hasher()
+        if not self._is_submission and self.service.mx_auth is not None:
+            self.tx.auth = self.service.mx_auth.new_message()
         return None
 
     async def on_data_chunk(self, chunk: bytes) -> None:
@@ -237,6 +268,8 @@ class InboundSession:
             tx.head += chunk[:_HEAD_MAX - len(tx.head)]
         if tx.dkim is not None:
             tx.dkim.update(chunk)
+        if tx.auth is not None:
+            tx.auth.update(chunk)
         if tx.spool is None:
             tx.spool = self.service.store.new_spool_writer()
         try:
@@ -264,6 +297,15 @@ class InboundSession:
             except DomainError as exc:
                 emit(log, self.session_id, logging.ERROR, status="not accepted", reason=exc.message)
                 return Reply(451, "Local error in processing; try again later", "4.3.0")
+        if tx.feedback and self.service.feedback is not None:  # bounces/complaints: no mailbox
+            done = await self.service.feedback.on_data_end(
+                tx.feedback, body if isinstance(body, bytes) else bytes(tx.head),
+                session=self.session_id, others=bool(tx.local or tx.remote))
+            tx.local.extend(done.forward)  # senders who asked for DSNs (NOTIFY) get them
+            if done.reply is not None:
+                if tx.spool is not None:
+                    await tx.spool.discard()
+                return done.reply
         queue_id = new_queue_id()
         now = self.service.clock.now()
         trace = build_received(
@@ -283,7 +325,17 @@ class InboundSession:
         if self._is_submission:
             added = missing_header_lines(bytes(tx.head), hostname=self.service.config.hostname,
                                          when=now)
+            if tx.remote and self.service.feedback is not None:  # Feedback-ID, signed by DKIM
+                added += self.service.feedback.outbound_lines(bytes(tx.head), tx.sender)
         signature = await self._dkim_signature(tx, added)
+        if tx.auth is not None and self.service.mx_auth is not None:
+            verdict = await self.service.mx_auth.check(tx.auth, body, Envelope(
+                self.peer.ip, self.helo, tx.sender, tuple(tx.rcpt_addresses), queue_id), tx.local, now)
+            if verdict.reply is not None:  # refused (DMARC, spam): nothing is stored
+                if tx.spool is not None:
+                    await tx.spool.discard()
+                return verdict.reply
+            body, trace, tx.local = verdict.content, trace + verdict.header, list(verdict.local)
         content = prepend(signature + trace + added, body)
         acceptance = Acceptance(
             queue_id=queue_id,
@@ -292,11 +344,14 @@ class InboundSession:
             local=tuple(tx.local),
             remote=tuple(tx.remote),
             priority=self.service.config.priority,
-            dsn_ret=DsnRet(tx.params.ret) if tx.params.ret in ("FULL", "HDRS") else None,
+            dsn_ret=_dsn_ret(tx.params),
             dsn_envid=tx.params.envid,
             smtputf8=tx.params.smtputf8,
             source=self.peer.listener,
             client=self._client(),
+            # RFC 8689 4.1: tag the message; with REQUIRETLS the header field is ignored.
+            require_tls=tx.params.require_tls,
+            tls_optional=not tx.params.require_tls and asks_no_tls_policy(bytes(tx.head)),
         )
         handoff = self.service.handoff
         lease_to = handoff.direct_lease_owner() if handoff is not None and tx.remote else None

@@ -149,14 +149,15 @@ class Pop3Session:
         maildrop = self._maildrop()
         message = maildrop.messages[number - 1]
         readahead = maildrop.readahead
-        content = await readahead.content(number)
+        content = readahead.buffered_content(number)
+        if content is None:
+            content = await readahead.content(number)
         if content is GONE:
             return _REMOVED
         if isinstance(content, bytes):
-            encoded = readahead.encoded(number, content) if lines is None else None
-            if encoded is not None:
-                await sink.write_encoded(encoded)
-            else:
+            if lines is None:  # the whole of it, in memory already: sent in one go
+                await sink.write_encoded(readahead.encoded(number, content))
+            else:  # TOP: the encoder finds where to cut
                 await _write_pieces(content, sink)
         else:  # in a spool file: streamed, so memory stays bounded whatever the size
             try:

@@ -19,15 +19,22 @@ so the next `content()` reads again and sees it; one committed by another worker
 at the next read, at most `MAX_MESSAGES` messages later (until then the content, read while the
 message existed, is sent: the same race as an expunge just after the RETR).
 
+Wire form: `encoded(n, content)` is RETR n's response body, made by the cheapest encoding the
+listing allows. Its `line_form` (found when the content was stored) says whether the content
+needs its line ends normalised or its dots stuffed, and `dot_lines` where those dots are; with
+CRLF line ends known the content goes out as it is, or in slices around the stuffed dots
+(`multiline.encode_known`: no scan, no copy);
+where the form is not known (content stored before the store kept it) the octets are checked
+and encoded here (`multiline.encode_whole`), as they always were.
+
 Encode-ahead: after a RETR of n the session calls `retrieved(n)`; when the connection then waits
 for the client (`encode_ahead`, from the driver's idle moment) message n+1, if buffered, is
-encoded for the wire (`multiline.encode_whole`) while the client is still reading n, so the
-answer to RETR n+1 is ready when it comes. `encoded()` hands it out only for that RETR and only
-with the very content the buffer gave for it (so every rule above still holds); any other
-command drops it.
+encoded for the wire while the client is still reading n, so the answer to RETR n+1 is ready
+when it comes. `encoded()` hands that out only for that RETR and only with the very content the
+buffer gave for it (so every rule above still holds); the next RETR drops it either way.
 
 Memory: at most `MAX_OCTETS` of buffered content (or one inline message, if larger) per session,
-plus one message encoded ahead.
+plus one message encoded ahead (a copy only where the form is not known or is BARE_LF).
 """
 
 from __future__ import annotations
@@ -37,8 +44,8 @@ from collections.abc import Sequence
 from typing import Final
 
 from mailprime.domain.ids import BlobId, MailboxId
-from mailprime.proto.pop3.multiline import encode_whole
-from mailprime.storage.ports import ListedMessage, MailboxStore
+from mailprime.proto.pop3.multiline import Piece, encode_known, encode_whole
+from mailprime.storage.ports import LineForm, ListedMessage, MailboxStore
 
 MAX_MESSAGES = 64  # messages per read
 MAX_OCTETS = 2 * 1024 * 1024  # buffered content per session, by the snapshot's sizes
@@ -66,21 +73,32 @@ class ReadAhead:
         self._gone: set[int] = set()
         self._mark = 0  # the store's change mark when the buffer was filled
         self._next: int | None = None  # the message to encode at the next idle moment
-        self._encoded: tuple[int, bytes, bytes] | None = None  # number, content, wire form
+        self._encoded: tuple[int, bytes, list[Piece]] | None = None  # number, content, wire form
 
     @property
     def buffered(self) -> tuple[int, ...]:
         """The message numbers whose content is in the buffer (for logs and tests)."""
         return tuple(sorted(self._buffer))
 
-    async def content(self, number: int) -> bytes | BlobId | Gone:
-        """Message `number`'s content, the blob to stream it from, or GONE. Raises what the
-        store raises."""
+    @property
+    def encoded_ahead(self) -> int | None:
+        """The number of the message encoded ahead, waiting for its RETR (for logs and tests)."""
+        return None if self._encoded is None else self._encoded[0]
+
+    def buffered_content(self, number: int) -> bytes | BlobId | Gone | None:
+        """What `content(number)` would return, when it can answer without a read (no I/O,
+        no coroutine: the usual case); else None."""
         if number in self._gone:
             return GONE
         if self._mark != self._store.local_change_mark(self._mailbox_id):
             self._buffer.clear()  # something changed here: maybe an expunge, so read again
-        found = self._buffer.pop(number, None)
+            return None
+        return self._buffer.pop(number, None)
+
+    async def content(self, number: int) -> bytes | BlobId | Gone:
+        """Message `number`'s content, the blob to stream it from, or GONE. Raises what the
+        store raises."""
+        found = self.buffered_content(number)
         if found is not None:
             return found
         self._buffer.clear()
@@ -113,15 +131,24 @@ class ReadAhead:
             return  # the buffer is stale: `content` reads again
         content = self._buffer.get(number)
         if isinstance(content, bytes):
-            self._encoded = (number, content, encode_whole(content))
+            self._encoded = (number, content, self._encode(number, content))
 
-    def encoded(self, number: int, content: bytes) -> bytes | None:
-        """The wire form of message `number`, if it was encoded ahead from this `content` (as
-        `content()` just returned it). Whatever was encoded ahead is dropped either way."""
+    def encoded(self, number: int, content: bytes) -> list[Piece]:
+        """RETR `number`'s response body for this `content` (as `content()` just returned it):
+        the one encoded ahead if it was made from this very content, else made now. Whatever
+        was encoded ahead is dropped either way."""
         found, self._encoded = self._encoded, None
         if found is not None and found[0] == number and found[1] is content:
             return found[2]
-        return None
+        return self._encode(number, content)
+
+    def _encode(self, number: int, content: bytes) -> list[Piece]:
+        message = self._messages[number - 1]
+        form = message.line_form
+        if form is None or form is LineForm.BARE_LF:
+            return [encode_whole(content)]
+        return encode_known(content, crlf_only=True, dot_lines=form is LineForm.DOT_LINES,
+                            dot_offsets=message.dot_lines)
 
     def _last_of_batch(self, first: int) -> int:
         """The last message of the batch that starts at `first`."""

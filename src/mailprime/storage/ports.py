@@ -8,6 +8,7 @@ answers "accepted" to a peer (`accept`) returns only after its transaction is du
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -39,14 +40,30 @@ from mailprime.domain.mail import (
 )
 
 
+class LineForm(enum.IntEnum):
+    """What a message's stored octets need before they go out as a multi-line body (POP3's
+    RETR, RFC 1939 3: CRLF line ends, a line starting with "." sent with one more). Found where
+    the content is written and kept with it, so a reader need not scan the octets each time it
+    sends them; None where it is not known (content written before it was kept, or streamed to a
+    spool file): the reader then checks the octets itself."""
+
+    BARE_LF = 0  # some LF has no CR before it: the line ends are normalised, then dots stuffed
+    DOT_LINES = 1  # every LF ends a CRLF, and some line starts with ".": only stuffed
+    AS_STORED = 2  # every LF ends a CRLF and no line starts with ".": sent as stored
+
+
 @dataclass(frozen=True, slots=True)
 class ListedMessage:
     """A message as a maildrop listing (POP3's LIST and UIDL) needs it: a few columns of its row,
-    read without the cost of a whole `StoredMessage` (dates, modseqs) for every message."""
+    read without the cost of a whole `StoredMessage` (dates, modseqs) for every message, and the
+    `LineForm` of its content (None: not known) with, for DOT_LINES, the offsets of the lines
+    that start with "." when the store kept them (None: find them)."""
 
     uid: int
     size: int
     flags: frozenset[str]
+    line_form: LineForm | None = None
+    dot_lines: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +210,8 @@ class MailboxStore(Protocol):
         ...
 
     async def message_listing(self, mailbox_id: MailboxId) -> Sequence[ListedMessage]:
-        """UID, size and flags of every message, in UID order (`messages` without the rest)."""
+        """UID, size, flags and content line form of every message, in UID order (`messages`
+        without the rest)."""
         ...
 
     async def message_contents(self, mailbox_id: MailboxId, first_uid: int,
@@ -392,6 +410,7 @@ __all__ = [
     "DirectoryStore",
     "DkimKeyStore",
     "EventLog",
+    "LineForm",
     "ListedMessage",
     "MailStore",
     "MailboxStore",

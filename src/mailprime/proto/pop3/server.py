@@ -17,7 +17,7 @@ message content needs the application: `Retrieve` is answered with CONTENT_FOLLO
 the application streams the stored message through `send_content()` (the core line-normalises
 and byte-stuffs it, and for TOP reports `content_complete` once enough lines are out) and
 finishes with `end_content()`; or, for RETR, sends a whole message it encoded ahead of time
-(`multiline.encode_whole`) with `send_encoded()`; or it gives up mid-stream with
+(`multiline.encode_whole` or `encode_known`, as pieces) with `send_encoded()`; or it gives up mid-stream with
 `abort_content()`, which ends the connection (the response cannot be completed honestly).
 QUIT in TRANSACTION enters UPDATE and asks the application, through `Update`, to remove the
 marked messages (RFC 1939 6); a connection that ends any other way updates nothing.
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mailprime.proto import LocalProtocolError
 from mailprime.proto.pop3.events import (
@@ -49,7 +49,7 @@ from mailprime.proto.pop3.events import (
     StartTls,
     Update,
 )
-from mailprime.proto.pop3.multiline import TERMINATOR, ContentEncoder, listing
+from mailprime.proto.pop3.multiline import TERMINATOR, ContentEncoder, Piece, listing
 from mailprime.proto.pop3.types import (
     CONTENT_FOLLOWS,
     Answer,
@@ -76,6 +76,10 @@ __all__ = [
 
 
 class State(enum.Enum):
+    # Members are singletons: hashing by identity is correct and skips Enum's Python-level
+    # __hash__, paid by every dispatch-table look-up (several per command).
+    __hash__ = object.__hash__
+
     GREETING = "greeting"
     AUTHORIZATION = "authorization"
     SASL = "sasl"
@@ -88,6 +92,8 @@ class State(enum.Enum):
 
 class _Pending(enum.Enum):
     """Which event the application owes an answer to."""
+
+    __hash__ = object.__hash__  # as State's
 
     GREETING = "greeting"
     STLS = "stls"
@@ -221,19 +227,22 @@ class ServerConnection:
         self._state = State.TRANSACTION
         return out + self.data_to_send()
 
-    def send_encoded(self, body: bytes) -> bytes:
+    def send_encoded(self, body: Sequence[Piece]) -> list[Piece]:
         """Sends and ends a RETR response in one go, its content encoded ahead of the command
-        with `multiline.encode_whole` (instead of `send_content` and `end_content`)."""
+        (`multiline.encode_whole` or `encode_known`; instead of `send_content` and
+        `end_content`). Returns the pieces due on the wire, in order: the body's own (so a
+        stored message is not copied here) and what the core wrote after them."""
         event, encoder = self._retrieving, self._encoder
         if (self._state is not State.CONTENT or event is None or event.lines is not None
                 or encoder is None or encoder.started):
             raise LocalProtocolError("send_encoded() outside a RETR response not yet begun")
-        if not body.endswith(TERMINATOR):
+        if not body or not bytes(body[-1][-3:]).endswith(TERMINATOR):
             raise LocalProtocolError("send_encoded() takes what encode_whole() made")
         self._encoder = None
         self._retrieving = None
         self._state = State.TRANSACTION
-        return body + self.data_to_send()
+        rest = self.data_to_send()
+        return [*body, rest] if rest else list(body)
 
     def abort_content(self) -> None:
         """The content cannot be sent in full (storage failed mid-stream): the response stays

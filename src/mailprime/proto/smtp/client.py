@@ -93,6 +93,7 @@ class Mail:
     smtputf8: bool = False
     ret: str | None = None
     envid: str | None = None
+    requiretls: bool = False  # RFC 8689: the next hop must relay it over verified TLS only
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,6 +418,9 @@ class ClientConnection:
             if len(mail.envid) > MAX_ENVID or not mail.envid.isascii():
                 raise LocalProtocolError("ENVID must be ASCII and at most 100 characters (RFC 3461 4.4)")
             params.append(f"ENVID={xtext.encode(mail.envid)}")
+        if mail.requiretls:
+            _require(caps.offers("REQUIRETLS"), "REQUIRETLS", "RFC 8689")
+            params.append("REQUIRETLS")
         path = _path(mail.sender, smtputf8=mail.smtputf8, allow_null=True)
         return _line("MAIL FROM:", path, params, smtputf8=mail.smtputf8)
 

@@ -173,6 +173,8 @@ class _MailBuilder:
     ret: str | None = None
     envid: str | None = None
     auth: str | None = None
+    tls: bool = False  # the session is TLS-protected
+    require_tls: bool = False
 
 
 def _need(value: str | None, key: str) -> str:
@@ -239,6 +241,21 @@ def _mail_auth(b: _MailBuilder, value: str | None) -> None:
         raise _syntax("AUTH= is not xtext") from None
 
 
+def _mail_requiretls(b: _MailBuilder, value: str | None) -> None:
+    # RFC 8689 2: the option is only valid in a TLS-protected session, and is offered only
+    # there. Before STARTTLS on a listener that would offer it, say what is missing (RFC 3207
+    # 4's 530; 5.7.10 "Encryption needed", the code RFC 8689 4.2.1 gives a missing TLS session);
+    # elsewhere it is an extension this session does not have (RFC 5321 4.1.1.11: 555).
+    if b.caps.requiretls and b.caps.starttls and not b.tls:
+        raise CommandError(Reply(530, "Must issue a STARTTLS command first: REQUIRETLS needs a "
+                                      "TLS session (RFC 8689)", "5.7.10"))
+    if not (b.caps.requiretls and b.tls):
+        raise _unknown("REQUIRETLS")
+    if value is not None:
+        raise _syntax("REQUIRETLS takes no value")  # RFC 8689 3
+    b.require_tls = True
+
+
 _MAIL_PARAMS: dict[str, Callable[[_MailBuilder, str | None], None]] = {
     "SIZE": _mail_size,
     "BODY": _mail_body,
@@ -246,6 +263,7 @@ _MAIL_PARAMS: dict[str, Callable[[_MailBuilder, str | None], None]] = {
     "RET": _mail_ret,
     "ENVID": _mail_envid,
     "AUTH": _mail_auth,
+    "REQUIRETLS": _mail_requiretls,
 }
 
 
@@ -317,12 +335,13 @@ def _after_keyword(arg: str, keyword: str, usage: str) -> str:
     return arg[len(keyword) :].lstrip(" ")
 
 
-def parse_mail(arg: str, caps: ServerCapabilities, max_size: int) -> MailCommand:
-    """`arg` is everything after "MAIL "."""
+def parse_mail(arg: str, caps: ServerCapabilities, max_size: int, *,
+               tls: bool = False) -> MailCommand:
+    """`arg` is everything after "MAIL "; `tls`: the session is TLS-protected."""
     rest = _after_keyword(arg, "FROM:", "MAIL FROM:<address> [parameters]")
     bad = CommandError(Reply(501, "Bad sender address syntax", "5.1.7"))
     path = _split_path(rest, bad)
-    builder = _MailBuilder(caps, max_size)
+    builder = _MailBuilder(caps, max_size, tls=tls)
     for key, value in _parse_params(path.rest):
         handler = _MAIL_PARAMS.get(key)
         if handler is None:
@@ -337,6 +356,7 @@ def parse_mail(arg: str, caps: ServerCapabilities, max_size: int) -> MailCommand
         ret=builder.ret,
         envid=builder.envid,
         auth=builder.auth,
+        require_tls=builder.require_tls,
     )
     return MailCommand(path.mailbox, params)
 

@@ -481,7 +481,7 @@ class ServerConnection:
         if self._transactions >= self._limits.max_transactions:
             return self._error(Reply(421, "Too many messages in one connection, reconnect", "4.7.0"))
         try:
-            command = parse_mail(arg, self._caps, self._limits.max_message_size)
+            command = parse_mail(arg, self._caps, self._limits.max_message_size, tls=self._tls)
         except CommandError as exc:
             return self._error(exc.reply)
         self._mail_params = command.params
@@ -607,6 +607,8 @@ class ServerConnection:
             keywords.append("CHUNKING")
         if caps.dsn:
             keywords.append("DSN")
+        if caps.requiretls and self._tls:  # RFC 8689 4.1: only on TLS-protected sessions
+            keywords.append("REQUIRETLS")
         return (*keywords, *caps.extra)
 
     def _on_starttls(self, answer: Answer) -> None:

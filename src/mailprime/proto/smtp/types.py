@@ -57,6 +57,7 @@ class MailParams:
     ret: str | None = None  # "FULL" or "HDRS"
     envid: str | None = None  # xtext-decoded
     auth: str | None = None
+    require_tls: bool = False  # RFC 8689 REQUIRETLS: relay only over verified TLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,9 @@ class ServerCapabilities:
     dsn: bool = True
     smtputf8: bool = True
     pipelining: bool = True
+    # RFC 8689: offered on TLS sessions only (2, 4.1). Offering it is a promise that delivery
+    # keeps (delivery.requiretls); the runtime turns it on per [mta_sts] requiretls.
+    requiretls: bool = False
     extra: tuple[str, ...] = field(default=())
 
 

@@ -43,6 +43,7 @@ from mailprime.storage.sql.schema import (
     queue_messages,
     queue_recipients,
 )
+from mailprime.storage.sql.streams import line_columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +77,9 @@ class AcceptRecord:
             data, prefix = None, content.prefix or None
         else:
             data, prefix = (None if self.spool_path else content), None
+        # Inline content only: a spool file is streamed, and checked by its reader as it goes.
         return {"size": self.acceptance.size, "data": data, "path": self.spool_path,
-                "prefix": prefix, "created_at": now}
+                "prefix": prefix, "created_at": now, **line_columns(data)}
 
 
 def recipient_domain(address: str) -> str:
@@ -191,7 +193,8 @@ class AcceptWriter:
                               "priority": int(a.priority), "created_at": now, "expires_at": expires,
                               "dsn_ret": a.dsn_ret.value if a.dsn_ret else None,
                               "dsn_envid": a.dsn_envid, "smtputf8": a.smtputf8,
-                              "body_8bit": a.body_8bit, "source": a.source, "client": a.client})
+                              "body_8bit": a.body_8bit, "source": a.source, "client": a.client,
+                              "require_tls": a.require_tls, "tls_optional": a.tls_optional})
                 attrs = json.dumps({"sender": a.sender, "size": str(size), "source": a.source,
                                     "client": a.client})
                 owner, until = None, None
@@ -245,7 +248,8 @@ def _jobs(a: Acceptance, blob_id: BlobId, now: datetime, expires: datetime,
     message = QueuedMessage(id=a.queue_id, sender=a.sender, blob_id=blob_id, size=a.size,
                             priority=a.priority, created_at=now, expires_at=expires,
                             dsn_ret=a.dsn_ret, dsn_envid=a.dsn_envid, smtputf8=a.smtputf8,
-                            body_8bit=a.body_8bit)
+                            body_8bit=a.body_8bit, require_tls=a.require_tls,
+                            tls_optional=a.tls_optional)
     groups: dict[str, list[QueueRecipient]] = {}
     for rcpt, rid in zip(a.remote, ids, strict=True):
         domain = recipient_domain(rcpt.address)

@@ -42,6 +42,8 @@ def _dialect_insert(conn: Connection, table: Any) -> postgresql.Insert | sqlite.
 
 # ---- suppressions ------------------------------------------------------------------------------
 
+MAX_DETAIL = 2000  # octets of evidence kept: a DSN diagnostic is at most this long (bounce_parse)
+
 def _to_suppression(row: Any) -> Suppression:
     return Suppression(address=row.address, scope=row.scope, reason=SuppressionReason(row.reason),
                        created_at=row.created_at, detail=row.detail,
@@ -49,13 +51,15 @@ def _to_suppression(row: Any) -> Suppression:
 
 
 def suppress(conn: Connection, entry: Suppression) -> bool:
+    # RETURNING says whether the row went in: psycopg reports rowcount -1 for an
+    # INSERT ... ON CONFLICT DO NOTHING, which read as "new" every time.
     stmt = _dialect_insert(conn, suppressions).on_conflict_do_nothing(
-        index_elements=["address", "scope"])
+        index_elements=["address", "scope"]).returning(suppressions.c.address)
     result = conn.execute(stmt, {
         "address": normalize_address(entry.address), "scope": entry.scope.lower(),
-        "reason": entry.reason.value, "detail": entry.detail[:2000],
+        "reason": entry.reason.value, "detail": entry.detail[:MAX_DETAIL],
         "queue_id": entry.queue_id, "created_at": entry.created_at})
-    return bool(result.rowcount)
+    return result.first() is not None
 
 
 def unsuppress(conn: Connection, address: str, scope: str | None) -> int:
@@ -74,7 +78,8 @@ def find_suppression(conn: Connection, address: str, sending_domain: str) -> Sup
 
 
 def list_suppressions(conn: Connection, scope: str | None, limit: int) -> Sequence[Suppression]:
-    stmt = select(suppressions).order_by(suppressions.c.created_at.desc()).limit(limit)
+    stmt = select(suppressions).order_by(suppressions.c.created_at.desc(),
+                                         suppressions.c.address, suppressions.c.scope).limit(limit)
     if scope is not None:
         stmt = stmt.where(suppressions.c.scope == scope.lower())
     return [_to_suppression(r) for r in conn.execute(stmt)]

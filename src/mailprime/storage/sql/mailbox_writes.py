@@ -33,6 +33,7 @@ from mailprime.storage.sql.directory import release_blobs
 from mailprime.storage.sql.folders import UidValidityClock, mailbox_name
 from mailprime.storage.sql.rows import to_mailbox, to_stored_message
 from mailprime.storage.sql.schema import blobs, mailbox_messages, mailboxes
+from mailprime.storage.sql.streams import line_columns
 
 mm = mailbox_messages
 
@@ -175,6 +176,8 @@ def account_usage(conn: Connection, account_id: AccountId) -> AccountUsage:
 def append(conn: Connection, mailbox_id: MailboxId, blob_row: dict[str, object], size: int, *,
            flags: frozenset[str], internal_date: datetime) -> StoredMessage:
     box = _lock(conn, mailbox_id)
+    data = blob_row.get("data")  # inline content; a spool file is checked by its reader
+    blob_row = {**blob_row, **line_columns(data if isinstance(data, bytes) else None)}
     blob_id = conn.execute(insert(blobs).returning(blobs.c.id), blob_row).scalar_one()
     uid = box.uidnext
     modseq = _bump(conn, box, uidnext=uid + 1)

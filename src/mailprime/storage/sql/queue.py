@@ -110,7 +110,7 @@ def record_outcomes(conn: Connection, job: DeliveryJob, outcomes: Sequence[Recip
             {"at": now, "kind": _OUTCOME_EVENT[o.status].value, "queue_id": job.message.id,
              "recipient": addresses.get(o.recipient_id), "detail": o.reply,
              "attrs": attrs_json([("reply", o.reply), ("remote_host", o.remote_host),
-                                  ("domain", job.domain)])}
+                                  ("domain", job.domain), *o.attrs])}
             for o in outcomes
         ])
     # Recipients of the job that got no outcome are handed back as they were.

@@ -47,7 +47,8 @@ def to_queued_message(r: Row[Any]) -> QueuedMessage:
                          priority=Priority(r.priority), created_at=r.created_at,
                          expires_at=r.expires_at, dsn_ret=DsnRet(r.dsn_ret) if r.dsn_ret else None,
                          dsn_envid=r.dsn_envid, smtputf8=bool(r.smtputf8),
-                         body_8bit=bool(r.body_8bit))
+                         body_8bit=bool(r.body_8bit), require_tls=bool(r.require_tls),
+                         tls_optional=bool(r.tls_optional))
 
 
 def to_recipient(r: Row[Any]) -> QueueRecipient:

@@ -143,6 +143,13 @@ blobs = Table(
     # With `path`: octets that come before the file's content (the trace headers of a body that
     # was streamed to the spool before they were known). Migration 0002.
     Column("prefix", LargeBinary, nullable=True),
+    # What the content needs before it goes out as a multi-line body (POP3 RETR): a
+    # storage.ports.LineForm, found where the content is written; NULL = not known (written
+    # before migration 0008, or streamed to a spool file). With DOT_LINES, the offsets of the
+    # lines that start with "." (little-endian 32-bit; NULL when there are too many to keep).
+    # Migration 0008.
+    Column("line_form", SmallInteger, nullable=True),
+    Column("dot_lines", LargeBinary, nullable=True),
     sqlite_autoincrement=True,  # migration 0004: ids never reused
 )
 
@@ -196,6 +203,10 @@ queue_messages = Table(
     # An octet above 127 in the content, found at accept time so that delivery can declare
     # BODY=8BITMIME (RFC 6152) without reading the content first. Migration 0002.
     Column("body_8bit", Boolean, nullable=False, default=False, server_default=false()),
+    # RFC 8689: MAIL FROM ... REQUIRETLS (every hop verified TLS offering REQUIRETLS), and
+    # "TLS-Required: No" without it (the recipient's MTA-STS policy is ignored). Migration 0007.
+    Column("require_tls", Boolean, nullable=False, default=False, server_default=false()),
+    Column("tls_optional", Boolean, nullable=False, default=False, server_default=false()),
     Index(None, "blob_id"),
 )
 
