@@ -384,6 +384,20 @@ class DoctorSettings:
 
 
 @dataclass(slots=True)
+class MarketingSettings:
+    """[marketing]: contacts, lists, consent, campaigns (issue 5)."""
+
+    postal_address: str = ""  # the sender's postal address (CAN-SPAM), shown in every campaign
+
+
+@dataclass(slots=True)
+class HttpSettings:
+    """[http]: the HTTP API, tracking and unsubscribe endpoints (issue 5)."""
+
+    enabled: bool = True
+
+
+@dataclass(slots=True)
 class LogSettings:
     format: str = "text"  # or "json"
     level: str = "INFO"
@@ -419,6 +433,8 @@ class Settings:
     shaping: ShapingSettings = field(default_factory=ShapingSettings)
     mta_sts: MtaStsSettings = field(default_factory=MtaStsSettings)
     doctor: DoctorSettings = field(default_factory=DoctorSettings)
+    marketing: MarketingSettings = field(default_factory=MarketingSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     log: LogSettings = field(default_factory=LogSettings)
     config_path: str = ""
 
@@ -553,6 +569,8 @@ _SECTIONS: dict[str, type] = {
     "shaping": ShapingSettings,
     "mta_sts": MtaStsSettings,
     "doctor": DoctorSettings,
+    "marketing": MarketingSettings,
+    "http": HttpSettings,
     "log": LogSettings,
 }
 

@@ -12,6 +12,13 @@ BlobId = NewType("BlobId", int)
 QueueId = NewType("QueueId", str)
 RecipientId = NewType("RecipientId", int)
 EventId = NewType("EventId", int)
+# Marketing (issue 5)
+ContactId = NewType("ContactId", int)
+ListId = NewType("ListId", int)
+SegmentId = NewType("SegmentId", int)
+TemplateId = NewType("TemplateId", int)
+CampaignId = NewType("CampaignId", int)
+ApiKeyId = NewType("ApiKeyId", int)
 
 _ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"
 

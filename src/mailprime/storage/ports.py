@@ -398,14 +398,29 @@ class MtaStsStore(Protocol):
     async def tls_results(self, day: date) -> Sequence[tuple[TlsResultKey, int]]: ...
 
 
+class AudienceStore(Protocol):
+    """Contacts, lists, memberships, the consent ledger and segments (issue 5)."""
+
+
+class TemplateStore(Protocol):
+    """Message templates for campaigns (issue 5)."""
+
+
+class ApiKeyStore(Protocol):
+    """HTTP API keys, stored hashed, with their scopes (issue 5)."""
+
+
 class Store(DirectoryStore, MailStore, MailboxStore, QueueStore, EventLog, DkimKeyStore,
-            SuppressionStore, SendingIpStore, MtaStsStore, Protocol):
+            SuppressionStore, SendingIpStore, MtaStsStore, AudienceStore, TemplateStore,
+            ApiKeyStore, Protocol):
     """All storage ports in one object; the composition root builds one and passes it down."""
 
     async def close(self) -> None: ...
 
 
 __all__ = [
+    "ApiKeyStore",
+    "AudienceStore",
     "BlobReader",
     "DirectoryStore",
     "DkimKeyStore",
@@ -421,4 +436,5 @@ __all__ = [
     "SpoolWriter",
     "Store",
     "SuppressionStore",
+    "TemplateStore",
 ]

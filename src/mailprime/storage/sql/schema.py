@@ -307,6 +307,18 @@ tls_results = Table(
     Column("count", BigInteger, nullable=False, server_default="0"),
 )
 
+# ---- AudienceStore (migration 0009) -----------------------------------------------------------
+
+# ---- end of AudienceStore ---------------------------------------------------------------------
+
+# ---- TemplateStore (migration 0010) -----------------------------------------------------------
+
+# ---- end of TemplateStore ---------------------------------------------------------------------
+
+# ---- ApiKeyStore (migration 0011) -------------------------------------------------------------
+
+# ---- end of ApiKeyStore -----------------------------------------------------------------------
+
 ALL_TABLES = (domains, accounts, aliases, blobs, mailboxes, mailbox_messages, queue_messages,
               queue_recipients, events, dkim_keys, suppressions, soft_bounces, ip_usage,
               mta_sts_policies, tls_results)

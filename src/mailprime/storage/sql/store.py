@@ -515,6 +515,19 @@ class SqlStore:
         return await self._read(lambda c: deliverability.get_tls_results(c, day))
 
 
+    # ---- AudienceStore (issue 5) ---------------------------------------------------------------
+
+    # ---- end of AudienceStore ------------------------------------------------------------------
+
+    # ---- TemplateStore (issue 5) ---------------------------------------------------------------
+
+    # ---- end of TemplateStore ------------------------------------------------------------------
+
+    # ---- ApiKeyStore (issue 5) -----------------------------------------------------------------
+
+    # ---- end of ApiKeyStore --------------------------------------------------------------------
+
+
 async def open_store(url: str, *, spool_dir: Path, inline_max: int,
                      max_queue_lifetime: timedelta | float = DEFAULT_QUEUE_LIFETIME,
                      clock: Clock | None = None, read_threads: int = 4,
