@@ -43,7 +43,14 @@ def _enable_wal(cur: sqlite3.Cursor) -> None:
         raise sqlite3.OperationalError(f"cannot use WAL on this database (journal_mode={mode})")
 
 
-def _sqlite_engine(db: DatabaseUrl, *, pool_size: int, begin: str) -> Engine:
+# SQLite reads a blob of a few pages (a 13 KB message: four overflow pages) through one pread
+# per page unless the database file is memory-mapped: mapped, the read of such a message takes
+# half the time (4.5 -> 2.2 us, measured). Address space only; the pages are the page cache's.
+# Readers only: the writer's pages go through the WAL anyway.
+SQLITE_READER_MMAP_SIZE = 1 << 30
+
+
+def _sqlite_engine(db: DatabaseUrl, *, pool_size: int, begin: str, mmap_size: int = 0) -> Engine:
     engine = create_engine(
         db.url,
         pool_size=pool_size,
@@ -62,6 +69,8 @@ def _sqlite_engine(db: DatabaseUrl, *, pool_size: int, begin: str) -> Engine:
             _enable_wal(cur)  # readers never block the writer
             cur.execute("PRAGMA synchronous = FULL")  # a COMMIT fsyncs the WAL: accept means durable
             cur.execute("PRAGMA foreign_keys = ON")
+            if mmap_size:
+                cur.execute(f"PRAGMA mmap_size = {mmap_size}")
         finally:
             cur.close()
 
@@ -93,5 +102,6 @@ def writer_engine(db: DatabaseUrl) -> Engine:
 
 def reader_engine(db: DatabaseUrl, pool_size: int) -> Engine:
     if db.backend == "sqlite":
-        return _sqlite_engine(db, pool_size=pool_size, begin="BEGIN")
+        return _sqlite_engine(db, pool_size=pool_size, begin="BEGIN",
+                              mmap_size=SQLITE_READER_MMAP_SIZE)
     return _postgresql_engine(db, pool_size=pool_size, pre_ping=True)

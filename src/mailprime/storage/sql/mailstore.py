@@ -75,25 +75,9 @@ def message_listing(conn: Connection, mailbox_id: MailboxId) -> list[ListedMessa
     return listing
 
 
-# SQLite reads a blob of a few pages (a 13 KB message: four overflow pages) through one pread
-# per page unless the database file is memory-mapped: mapped, the read of such a message takes
-# half the time (4.5 -> 2.2 us, measured). Address space only; the pages are the page cache's.
-_SQLITE_MMAP_SIZE = 1 << 30
-
-
-def _map_database(conn: Connection) -> None:
-    """Memory-maps the SQLite database for this reader connection, once (the setting stays with
-    the connection in the pool). The bulk content reads below are the reads that gain; every
-    other read on the connection then maps too, which does no harm."""
-    if conn.dialect.name == "sqlite" and not conn.info.get("mmap"):
-        conn.exec_driver_sql(f"PRAGMA mmap_size = {_SQLITE_MMAP_SIZE}")
-        conn.info["mmap"] = True
-
-
 def message_contents(conn: Connection, mailbox_id: MailboxId, first_uid: int,
                      last_uid: int) -> dict[int, bytes | BlobId]:
     """uid -> inline content, or the blob id of content in a spool file (its octets unread)."""
-    _map_database(conn)
     rows = conn.execute(_CONTENTS_IN_RANGE, {"mailbox_id": mailbox_id, "first_uid": first_uid,
                                              "last_uid": last_uid})
     return {uid: (bytes(data or b"") if path is None else BlobId(blob_id))
