@@ -281,3 +281,46 @@ def test_submission_is_never_verified(tmp_path: Path, dns_server: DnsTestServer)
             assert dns_server.queries == []
 
     run(scenario)
+
+
+def test_a_header_section_past_the_limit_is_refused_not_let_through(
+        tmp_path: Path, dns_server: DnsTestServer) -> None:
+    """Past MAX_HEADER_SECTION the fields are unknown: a forged Authentication-Results there
+    could not be removed nor DMARC applied, so the message is refused (552 5.3.4)."""
+    zone(dns_server)
+    from mailprime.message.headers import MAX_HEADER_SECTION
+
+    forged = f"Authentication-Results: {AUTHSERV}; dmarc=pass\r\n".encode()
+    padding = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"y" * 900) for i in range(MAX_HEADER_SECTION // 900 + 2))
+
+    async def scenario() -> None:
+        async with mx(tmp_path, dns_server) as m:
+            reply = await m.send(message(extra=forged + padding))
+            assert (reply.code, reply.enhanced) == (552, "5.3.4")
+            assert str(MAX_HEADER_SECTION) in reply.text
+            assert await m.stored() == [] and m.spool_files() == 0
+
+    run(scenario)
+
+
+def test_several_from_authors_are_rejected_as_dmarc_cannot_apply(
+        tmp_path: Path, dns_server: DnsTestServer) -> None:
+    """RFC 7489 6.6.1: mail with several From authors (two fields, or two domains in one) leaves
+    DMARC no domain to check, and "is typically rejected": the reject action applies."""
+    zone(dns_server)
+
+    async def scenario() -> None:
+        async with mx(tmp_path, dns_server) as m:
+            two_fields = message(extra=b"From: Mallory <ceo@victim.test>\r\n")
+            two_domains = message().replace(b"From: Alice <alice@sender.test>",
+                                            b"From: alice@sender.test, ceo@victim.test")
+            for data in (two_fields, two_domains):
+                reply = await m.send(data)
+                assert (reply.code, reply.enhanced) == (550, "5.7.1"), reply
+                assert "several From authors" in reply.text
+            assert await m.stored() == []
+            junk = MxAuthPolicy(AUTHSERV, dmarc_reject_action="junk")
+            assert (await m.send(two_fields, policy=junk)).code == 250
+            assert len(await m.stored("Junk")) == 1
+
+    run(scenario)

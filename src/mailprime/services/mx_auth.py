@@ -97,6 +97,9 @@ class _Verdicts:
     dkim: tuple[DkimVerdict, ...]
     dmarc: DmarcVerdict
     arc: ArcVerdict
+    # Several From fields, or one listing authors of more than one domain: RFC 7489 6.6.1
+    # leaves DMARC no single domain, and such mail "is typically rejected".
+    several_authors: bool = False
 
 
 class MxAuthenticator:
@@ -119,6 +122,11 @@ class MxAuthenticator:
         digests = streamed.finish()
         head, fields = streamed.header_section, streamed.fields
         ours = self.policy.authserv_id
+        if head is None or fields is None:
+            # Its fields are unknown past the limit: forged Authentication-Results could not be
+            # removed nor DMARC applied, so such a message is refused rather than let through.
+            return self._refuse(envelope, "header section too large", Reply(
+                552, f"Message header section exceeds {MAX_HEADER_SECTION} octets", "5.3.4"))
         if head is not None and fields is not None and _has_forged(head, fields, ours):
             if isinstance(content, SpooledContent):
                 return self._refuse(envelope, "forged Authentication-Results", Reply(
@@ -138,8 +146,12 @@ class MxAuthenticator:
             if scan_task is not None and not scan_task.done():
                 scan_task.cancel()
         header = build_header(ours, verdicts.spf, verdicts.dkim, verdicts.dmarc, verdicts.arc)
-        action = self._dmarc_action(verdicts.dmarc)
+        action = self._dmarc_action(verdicts)
         log_fields = _log_fields(verdicts, action, scan)
+        if action == "reject" and verdicts.several_authors:
+            return self._refuse(envelope, "DMARC", Reply(
+                550, "Message has several From authors: DMARC cannot be applied to it "
+                "(RFC 7489 6.6.1)", "5.7.1"), log_fields)
         if action == "reject":
             return self._refuse(envelope, "DMARC", Reply(
                 550, f"Email rejected per DMARC policy for {verdicts.dmarc.from_domain} "
@@ -160,17 +172,11 @@ class MxAuthenticator:
         return Decision(None, header, content, deliveries)
 
     # Verification -------------------------------------------------------------------------
-    async def _verify(self, head: bytes | None, fields: list[tuple[bytes, bytes]] | None,
+    async def _verify(self, head: bytes, fields: list[tuple[bytes, bytes]],
                       digests: dict[HashKey, BodyDigest], message: bytes | None, *,
                       envelope: Envelope, now: int) -> _Verdicts:
         resolver = self.resolver
         spf_check = check_spf(resolver, envelope.client_ip, envelope.helo, envelope.mail_from)
-        if head is None or fields is None:  # over MAX_HEADER_SECTION: the signed fields are unknown
-            spf = await spf_check
-            why = f"header section over {MAX_HEADER_SECTION} octets, not verified"
-            return _Verdicts(spf, (DkimVerdict(DkimResult.NEUTRAL, reason=why),),
-                             DmarcVerdict(DmarcResult.PERMERROR, reason=why),
-                             ArcVerdict(ArcResult.NONE, 0, why))
         names = [name.strip(b" \t").lower() for name, _value in fields]
         authors = [value.replace(CRLF, b" ").decode("utf-8", errors="replace")
                    for name, (_n, value) in zip(names, fields, strict=True) if name == b"from"]
@@ -190,7 +196,8 @@ class MxAuthenticator:
         if arc_task is not None:
             arc = arc_task.result()
         dmarc = await check_dmarc(resolver, authors, spf, dkim, self.sample)
-        return _Verdicts(spf, dkim, dmarc, arc)
+        several = len(authors) > 1 or len(set(author_domains(authors))) > 1
+        return _Verdicts(spf, dkim, dmarc, arc, several)
 
     async def _arc(self, sets: int, message: bytes | None) -> ArcVerdict:
         if message is None:
@@ -212,7 +219,10 @@ class MxAuthenticator:
         return await self.spam.scan(message, envelope)
 
     # Actions ------------------------------------------------------------------------------
-    def _dmarc_action(self, dmarc: DmarcVerdict) -> str:
+    def _dmarc_action(self, verdicts: _Verdicts) -> str:
+        dmarc = verdicts.dmarc
+        if verdicts.several_authors:
+            return self.policy.dmarc_reject_action
         if dmarc.result is not DmarcResult.FAIL:
             return "none"
         if dmarc.disposition is Disposition.REJECT:
