@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import ipaddress
 import os
 import re
 import tomllib
@@ -191,6 +192,9 @@ class BounceSettings:
     verp_prefix: str = "bounces"  # 1-15 characters: the token takes 48 of the 64 (RFC 5321)
     verp_domain: str = ""  # a local domain that receives the bounces; default: the sender's
     verp_secret_file: str = ""  # default <data_dir>/verp.key (32 random octets, mode 0600)
+    # A VERP token older than this many days (it carries its issue day) is refused at RCPT
+    # (550 5.1.1): a bounce comes within the sender's retry period, an FBL report within hours.
+    verp_max_age_days: int = 30
     # "global": a suppression stops mail from every sending domain; "domain": only from the
     # sending domain (the envelope sender's) whose mail bounced or was complained about.
     scope: str = "global"
@@ -218,6 +222,8 @@ class BounceSettings:
         if not 1 <= len(self.verp_prefix) <= 15 or "+" in self.verp_prefix or "@" in self.verp_prefix:
             raise ConfigError("[bounces] verp_prefix: 1 to 15 characters without '+' or '@' "
                               "(RFC 5321 4.5.3.1.1: the local part is at most 64 octets)")
+        if not 1 <= self.verp_max_age_days <= 3650:
+            raise ConfigError("[bounces] verp_max_age_days: 1 to 3650 (a token's age in days)")
         if self.scope not in ("global", "domain"):
             raise ConfigError("[bounces] scope: must be 'global' or 'domain'")
         if self.complaints not in ("suppress", "record"):
@@ -388,13 +394,114 @@ class MarketingSettings:
     """[marketing]: contacts, lists, consent, campaigns (issue 5)."""
 
     postal_address: str = ""  # the sender's postal address (CAN-SPAM), shown in every campaign
+    # Retention (`mailprime retention run`, marketing.retention): events and finished queue
+    # messages older than this many days are deleted; 0 keeps them for ever. 395 days keeps a
+    # year of events for year-on-year comparison, plus a month.
+    event_retention_days: int = 395
+    message_retention_days: int = 30
+    # Campaign guardrails (marketing.guardrails): once `guardrail_min_sample` messages are
+    # queued, a campaign pauses itself when hard bounces / sent passes `max_hard_bounce_rate`
+    # or complaints / sent passes `max_complaint_rate` (Gmail's and Yahoo's bulk-sender
+    # guidance: keep complaints under 0.3 %; a list bouncing over 5 % is not a kept list).
+    guardrail_min_sample: int = 200
+    max_hard_bounce_rate: float = 0.05
+    max_complaint_rate: float = 0.003
+    # Campaign dispatch (marketing.dispatch): contacts per batch (memory is bounded by it),
+    # how often the server looks for campaigns to start or resume, and how long a process's
+    # claim on a campaign lasts without renewal (after a crash, another process takes over then).
+    dispatch_batch: int = 500
+    dispatch_poll_seconds: float = 5.0
+    dispatch_lease_seconds: float = 60.0
+
+    def check(self) -> None:
+        """Raises ConfigError for a value that cannot work."""
+        if self.guardrail_min_sample < 1:
+            raise ConfigError("[marketing] guardrail_min_sample: at least 1")
+        for key in ("max_hard_bounce_rate", "max_complaint_rate"):
+            if not 0.0 < getattr(self, key) <= 1.0:
+                raise ConfigError(f"[marketing] {key}: a fraction above 0 and at most 1 "
+                                  "(0.05 is 5 %)")
+        if not 1 <= self.dispatch_batch <= 10_000:
+            raise ConfigError("[marketing] dispatch_batch: 1 to 10000 contacts")
+        if not 0.05 <= self.dispatch_poll_seconds <= 3600:
+            raise ConfigError("[marketing] dispatch_poll_seconds: 0.05 to 3600")
+        if not 5 <= self.dispatch_lease_seconds <= 3600:
+            raise ConfigError("[marketing] dispatch_lease_seconds: 5 to 3600")
 
 
 @dataclass(slots=True)
 class HttpSettings:
-    """[http]: the HTTP API, tracking and unsubscribe endpoints (issue 5)."""
+    """[http]: the HTTP API, tracking and unsubscribe endpoints (issue 5).
 
-    enabled: bool = True
+    Off unless the file turns it on (`mailprime init` writes `enabled = true`): a configuration
+    written before the listener existed does not open a new port after an upgrade."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    port: int = 8025  # 0: any free port (ready.json says which)
+    # The scheme, host (and port) links in mail point to, e.g. "https://mail.example.com"; a
+    # reverse proxy with TLS normally sits in front. Default: http://<address>:<port>.
+    public_url: str = ""
+    max_request_size: int = 1024 * 1024  # octets of a request body; larger: 413
+    track_opens: bool = True  # default for campaigns that do not say (switchable per campaign)
+    track_clicks: bool = True
+    token_secret_file: str = ""  # signs tracking/unsubscribe links; default <data_dir>/links.key
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (uvicorn's
+    # forwarded_allow_ips), e.g. ["127.0.0.1"]; empty: none.
+    trusted_proxies: list[str] = field(default_factory=list)
+    # Networks (CIDR) of mail scanners or proxies known to the operator: opens and clicks from
+    # them are recorded with machine=yes (marketing.machine_opens knows the common ones).
+    machine_networks: list[str] = field(default_factory=list)
+
+    def secret_path(self, data_path: Path) -> Path:
+        return Path(self.token_secret_file) if self.token_secret_file else data_path / "links.key"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}"
+
+    def check(self) -> None:
+        """Raises ConfigError for a value that cannot work (called by `validate`)."""
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"[http] port: {self.port} out of range")
+        if self.public_url and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", self.public_url):
+            raise ConfigError("[http] public_url: an http:// or https:// URL without query, e.g. "
+                              "https://mail.example.com")
+        if not 1024 <= self.max_request_size <= 1024 ** 3:
+            raise ConfigError("[http] max_request_size: 1024 octets to 1 GiB")
+        for cidr in self.machine_networks:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"[http] machine_networks: {cidr!r} is not a network "
+                                  "(e.g. 192.0.2.0/24)") from None
+
+
+@dataclass(slots=True)
+class WebhookSettings:
+    """[webhooks]: how events are POSTed to the webhooks made with /api/v1/webhooks (issue 5)."""
+
+    enabled: bool = True  # the dispatcher runs (in every process; they share the work)
+    poll_interval: float = 1.0  # seconds between looks at the event log
+    batch: int = 200  # events looked at per webhook per look
+    concurrency: int = 8  # POSTs in flight per process
+    timeout: float = 10.0  # seconds for one POST, connect to answer
+    retry_base: float = 60.0  # seconds before the first retry; doubled each time ...
+    retry_max: float = 86400.0  # ... up to this interval (24 h)
+    max_attempts: int = 12  # then the delivery is marked failed
+    ca_file: str = ""  # a CA bundle trusted for https:// receivers besides the system's
+
+    def check(self) -> None:
+        if self.poll_interval <= 0 or self.timeout <= 0 or self.retry_base <= 0:
+            raise ConfigError("[webhooks] poll_interval, timeout, retry_base: positive seconds")
+        if self.retry_max < self.retry_base:
+            raise ConfigError("[webhooks] retry_max: at least retry_base")
+        if not 1 <= self.max_attempts <= 100 or not 1 <= self.concurrency <= 256 \
+                or not 1 <= self.batch <= 10_000:
+            raise ConfigError("[webhooks] max_attempts 1-100, concurrency 1-256, batch 1-10000")
 
 
 @dataclass(slots=True)
@@ -435,6 +542,7 @@ class Settings:
     doctor: DoctorSettings = field(default_factory=DoctorSettings)
     marketing: MarketingSettings = field(default_factory=MarketingSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     log: LogSettings = field(default_factory=LogSettings)
     config_path: str = ""
 
@@ -571,6 +679,7 @@ _SECTIONS: dict[str, type] = {
     "doctor": DoctorSettings,
     "marketing": MarketingSettings,
     "http": HttpSettings,
+    "webhooks": WebhookSettings,
     "log": LogSettings,
 }
 
@@ -655,6 +764,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("[imap] quota_bytes, quota_messages, max_sessions_per_account: 0 or more")
     settings.bounces.check()
     settings.mta_sts.check()
+    settings.http.check()
+    settings.marketing.check()
     for ns in settings.dns.nameservers:
         _host, _, port = ns.rpartition(":") if ns.count(":") == 1 else (ns, "", "53")
         if port and not port.isdigit():

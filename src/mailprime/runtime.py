@@ -17,12 +17,15 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import multiprocessing.process
+import multiprocessing.queues
 import os
+import queue
 import signal
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailprime.adapters.mta_sts import mta_sts_routing
 from mailprime.adapters.shaping import build_shaping
@@ -43,7 +46,7 @@ from mailprime.message.caching_resolver import CachingResolver
 from mailprime.message.feedback_id import FeedbackIdConfig
 from mailprime.message.verp import VerpCodec
 from mailprime.net.dns import DnsResolver
-from mailprime.net.http_client import HttpClient
+from mailprime.net.http_client import HttpClient, verifying_context
 from mailprime.net.imap_server import ImapListener, serve_imap
 from mailprime.net.pop3_server import Pop3Listener, serve_pop3
 from mailprime.net.smtp_server import SmtpListener, serve_smtp
@@ -67,9 +70,15 @@ from mailprime.services.mx_auth import MxAuthenticator, MxAuthPolicy
 from mailprime.services.pop3 import Pop3Config, Pop3Service
 from mailprime.services.rspamd import RspamdClient
 from mailprime.services.suppression import SuppressionConfig, SuppressionPolicy
+from mailprime.services.webhooks import WebhookConfig, WebhookDispatcher
 from mailprime.storage.ports import Store
 from mailprime.storage.recent import RecentContent
 from mailprime.storage.sql import open_store
+
+if TYPE_CHECKING:  # imported where used: the web stack and the campaign engine (FastAPI,
+    # pydantic, Jinja2) cost every process ~1 s to import, and only some processes need them
+    from mailprime.marketing.campaigns import CampaignRunner
+    from mailprime.web.server import HttpListener
 
 log = logging.getLogger("mailprime.runtime")
 
@@ -85,17 +94,37 @@ class Server:
     worker_task: asyncio.Task[None] | None = None
     dkim: DkimSigner | None = None  # the process's DKIM signer (its key cache)
     tls_reports: TlsReports | None = None  # RFC 8460 counters, flushed in the background
+    http: HttpListener | None = None  # the HTTP API, tracking and unsubscribe ([http])
+    webhooks: WebhookDispatcher | None = None  # POSTs events to webhooks ([webhooks])
+    webhooks_task: asyncio.Task[None] | None = None
+    campaigns: CampaignRunner | None = None  # dispatches sending campaigns ([marketing])
+    campaigns_task: asyncio.Task[None] | None = None
 
     @property
     def ports(self) -> dict[str, int]:
-        return {name: lst.port for name, lst in self.listeners.items()}
+        ports = {name: lst.port for name, lst in self.listeners.items()}
+        if self.http is not None:
+            ports["http"] = self.http.port
+        return ports
 
     async def stop(self, grace: float = 10.0) -> None:
         for lst in self.listeners.values():
             await lst.close()
         for lst in self.listeners.values():
             await lst.drain(grace)
+        if self.http is not None:
+            await self.http.stop(grace)
+        if self.campaigns is not None and self.campaigns_task is not None:
+            self.campaigns_task.cancel()  # no new dispatchers, then the running ones stop:
+            with contextlib.suppress(asyncio.CancelledError):  # a batch cut short is
+                await self.campaigns_task  # reconciled by the next run (marketing.dispatch)
+            await self.campaigns.stop()
         await self.worker.stop(grace)
+        if self.webhooks is not None and self.webhooks_task is not None:
+            self.webhooks.stop()  # a POST in flight is cut short: its delivery is retried
+            self.webhooks_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.webhooks_task
         if self.worker_task is not None:
             self.worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -172,7 +201,7 @@ def _bounce_handling(settings: Settings, store: Store, directory: CachedDirector
                           prefix=b.verp_prefix)
         verp = VerpSplitter(codec, directory, bounce_domain=b.verp_domain)
     feedback = FeedbackService(store, policy, codec=codec, directory=directory, config=FeedbackConfig(
-        fbl_addresses=tuple(b.fbl_addresses),
+        fbl_addresses=tuple(b.fbl_addresses), verp_max_age_days=b.verp_max_age_days,
         feedback_id=FeedbackIdConfig(sender_id=b.feedback_id_sender, mail_type=b.feedback_id_type,
                                      campaign=b.feedback_id_campaign)))
     return verp, SyncBounces(policy), feedback
@@ -264,10 +293,19 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
                     allow_plaintext_auth=lst.allow_plaintext_auth_on_loopback, reuse_port=reuse_port)
             log.info("listening: name=%s, role=%s, address=%s, port=%d, tls=%s", lst.name,
                      lst.role.value, lst.address, server.listeners[lst.name].port, lst.tls.value)
+        server.campaigns = _campaign_runner(settings, store, clock, dkim, worker.wake)
+        if settings.http.enabled:
+            server.http = await _serve_http(settings, store, clock, reuse_port=reuse_port,
+                                            injector=injector)
     except BaseException:
         await server.stop(0)
         raise
     server.worker_task = asyncio.create_task(worker.run())
+    if server.campaigns is not None:
+        server.campaigns_task = asyncio.create_task(server.campaigns.run(), name="campaigns")
+    if settings.webhooks.enabled:
+        server.webhooks = _webhook_dispatcher(settings, store, clock)
+        server.webhooks_task = asyncio.create_task(server.webhooks.run(), name="webhooks")
     return server
 
 
@@ -310,11 +348,70 @@ async def _serve_imap(settings: Settings, lst: ListenerSettings, service: ImapSe
         allow_plaintext_login=lst.allow_plaintext_auth_on_loopback, reuse_port=reuse_port)
 
 
-def _write_ready(settings: Settings, server: Server) -> None:
+def _webhook_dispatcher(settings: Settings, store: Store, clock: SystemClock) -> WebhookDispatcher:
+    w = settings.webhooks
+    w.check()
+    return WebhookDispatcher(store, HttpClient(verifying_context(w.ca_file or None)), clock,
+                             WebhookConfig(poll_interval=w.poll_interval, batch=w.batch,
+                                           concurrency=w.concurrency, timeout=w.timeout,
+                                           retry_base=w.retry_base, retry_max=w.retry_max,
+                                           max_attempts=w.max_attempts))
+
+
+async def _serve_http(settings: Settings, store: Store, clock: SystemClock, *,
+                      reuse_port: bool, injector: Injector | None = None) -> HttpListener:
+    """The HTTP API, tracking and unsubscribe endpoints ([http]); links are signed with the
+    keys in the link secret file (created on first start, like the VERP key)."""
+    from mailprime.marketing.tokens import TokenSigner  # noqa: PLC0415 (see TYPE_CHECKING above)
+    from mailprime.web.app import create_app  # noqa: PLC0415
+    from mailprime.web.deps import WebDeps  # noqa: PLC0415
+    from mailprime.web.server import serve_http  # noqa: PLC0415
+
+    http = settings.http
+    http.check()  # again: environment overrides were applied after the section was built
+    path = http.secret_path(settings.data_path)
+    try:
+        keys = verp_key.load_or_create(path)
+    except ConfigError as exc:
+        reason = exc.message.removeprefix("[bounces] verp_secret_file: ")  # same file format
+        raise ConfigError(f"[http] token_secret_file: {reason}") from exc
+    app = create_app(WebDeps.build(store, settings, clock, TokenSigner(keys)))
+    app.state.injector = injector  # POST /messages queues through it (and wakes the worker)
+    listener = await serve_http(app, host=http.address, port=http.port, reuse_port=reuse_port,
+                                trusted_proxies=http.trusted_proxies)
+    log.info("listening: name=http, address=%s, port=%d, public_url=%s", http.address,
+             listener.port, http.base_url)
+    return listener
+
+
+def _campaign_runner(settings: Settings, store: Store, clock: SystemClock, dkim: DkimSigner,
+                     wake: Callable[[], None]) -> CampaignRunner:
+    """Sends the campaigns in state sending (and starts scheduled ones when due): links
+    signed with the [http] link keys, messages DKIM-signed by the process's signer."""
+    from mailprime.marketing.campaigns import CampaignRunner  # noqa: PLC0415 (TYPE_CHECKING above)
+    from mailprime.marketing.dispatch import DispatchConfig, Dispatcher  # noqa: PLC0415
+    from mailprime.marketing.guardrails import GuardrailPolicy  # noqa: PLC0415
+    from mailprime.marketing.tokens import TokenSigner  # noqa: PLC0415
+
+    m = settings.marketing
+    m.check()  # again: environment overrides were applied after the section was built
+    tokens = TokenSigner(verp_key.load_or_create(settings.http.secret_path(settings.data_path)))
+    config = DispatchConfig(
+        base_url=settings.http.base_url, owner=f"{settings.server.hostname}:{os.getpid()}",
+        batch_size=m.dispatch_batch, lease_seconds=m.dispatch_lease_seconds,
+        guardrails=GuardrailPolicy(min_sample=m.guardrail_min_sample,
+                                   max_hard_bounce_rate=m.max_hard_bounce_rate,
+                                   max_complaint_rate=m.max_complaint_rate))
+    return CampaignRunner(
+        store, lambda: Dispatcher(store, dkim, tokens, config, clock=clock, on_queued=wake),
+        clock=clock, poll_seconds=m.dispatch_poll_seconds)
+
+
+def _write_ready(settings: Settings, ports: dict[str, int]) -> None:
     run_dir = settings.data_path / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f"ready.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"pid": os.getpid(), "ports": server.ports}))
+    tmp.write_text(json.dumps({"pid": os.getpid(), "ports": ports}))
     tmp.replace(run_dir / "ready.json")
 
 
@@ -328,36 +425,60 @@ def _remove_ready(settings: Settings) -> None:
 
 
 async def serve_forever(settings: Settings, *, reuse_port: bool,
-                        on_ready: Callable[[Server], None] | None = None) -> int:
+                        on_ready: Callable[[Server], None] | None = None,
+                        write_ready: bool = True) -> int:
     server = await start_server(settings, reuse_port=reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    _write_ready(settings, server)
+    if write_ready:
+        _write_ready(settings, server.ports)
     if on_ready is not None:
         on_ready(server)
     log.info("ready: pid=%d, ports=%s", os.getpid(), server.ports)
     await stop.wait()
     log.info("shutting down: draining sessions and deliveries")
     await server.stop(grace=10.0)
-    _remove_ready(settings)
+    if write_ready:
+        _remove_ready(settings)
     log.info("stopped")
     return 0
 
 
-def _run_process(settings: Settings, reuse_port: bool) -> int:
+def _run_process(settings: Settings, reuse_port: bool,
+                 ready: multiprocessing.queues.Queue[dict[str, int]] | None = None) -> int:
     setup_logging(settings.log.format, settings.log.level, settings.log.file)
     try:
         import uvloop  # noqa: PLC0415  (optional speed-up)
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
-    return int(runner(serve_forever(settings, reuse_port=reuse_port)))
+    on_ready = (lambda server: ready.put(server.ports)) if ready is not None else None
+    return int(runner(serve_forever(settings, reuse_port=reuse_port, on_ready=on_ready,
+                                    write_ready=ready is None)))
 
 
-def _child(settings: Settings) -> None:
-    raise SystemExit(_run_process(settings, reuse_port=True))
+def _child(settings: Settings, ready: multiprocessing.queues.Queue[dict[str, int]]) -> None:
+    raise SystemExit(_run_process(settings, reuse_port=True, ready=ready))
+
+
+def _await_workers(procs: list[multiprocessing.process.BaseProcess],
+                   ready: multiprocessing.queues.Queue[dict[str, int]]) -> dict[str, int] | None:
+    """The ports once every worker has bound its listeners (each reports on `ready`); None if a
+    worker died first. Until then ready.json is not written: a client told "up" while only some
+    workers listen would have all its connections on those (SO_REUSEPORT spreads only over the
+    sockets bound at connect time)."""
+    ports: dict[str, int] = {}
+    waiting = len(procs)
+    while waiting:
+        try:
+            ports = ready.get(timeout=0.5)
+            waiting -= 1
+        except queue.Empty:
+            if any(not p.is_alive() for p in procs):
+                return None
+    return ports
 
 
 def run_server(settings: Settings) -> int:
@@ -367,8 +488,10 @@ def run_server(settings: Settings) -> int:
         return _run_process(settings, reuse_port=False)
     setup_logging(settings.log.format, settings.log.level, settings.log.file)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_child, args=(settings,), name=f"mailprime-{i}")
-             for i in range(workers)]
+    ready: multiprocessing.queues.Queue[dict[str, int]] = ctx.Queue()
+    procs: list[multiprocessing.process.BaseProcess] = [
+        ctx.Process(target=_child, args=(settings, ready), name=f"mailprime-{i}")
+        for i in range(workers)]
     for p in procs:
         p.start()
 
@@ -379,8 +502,13 @@ def run_server(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    ports = _await_workers(procs, ready)
+    if ports is not None:
+        _write_ready(settings, ports)
+        log.info("ready: %d workers, ports=%s", workers, ports)
     codes = []
     for p in procs:
         p.join()
         codes.append(p.exitcode or 0)
+    _remove_ready(settings)
     return max(codes)

@@ -43,6 +43,7 @@ def configure(data_dir: DataDir, ca: trustme.CA, nameserver: str, mx_port: int) 
     ports = {}
     for listener in doc["listeners"]:
         listener["port"] = ports[listener["name"]] = free_port()
+    doc["http"]["port"] = ports["http"] = free_port()  # init turns the HTTP listener on
     doc["delivery"].update(mx_port=mx_port, retry_first=60, retry_max_interval=60,
                            poll_interval=0.2, connect_timeout=3.0)
     doc["dns"] = {"nameservers": [nameserver], "timeout": 2.0}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import trustme
 
 from mailprime.adapters.mta_sts import HttpsPolicyFetcher
@@ -241,6 +242,80 @@ def test_concurrent_lookups_share_one_fetch(tmp_path: Path, ca: trustme.CA,
         results = await asyncio.gather(*(policies.policy(DOMAIN) for _ in range(10)))
         assert len(set(results)) == 1 and results[0] is not None
         assert (w.txt_queries(), w.fetches()) == (1, 1)
+    run(tmp_path, ca, dns_server, body)
+
+
+class CrashingFetcher:
+    """A PolicyFetcher (the port) that fails with something other than PolicyFetchError, as
+    a bug provoked by a hostile policy host would; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def fetch(self, domain: str) -> str:
+        self.calls += 1
+        raise ValueError("readexactly size can not be less than zero")
+
+
+def test_a_malformed_chunk_size_is_a_fetch_error_not_a_crash(
+        tmp_path: Path, ca: trustme.CA, dns_server: DnsTestServer) -> None:
+    async def body(w: World) -> None:
+        w.publish("1")
+        w.https.serve_raw(POLICY_PATH, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                                       b"Transfer-Encoding: chunked\r\n\r\n-1\r\nx\r\n0\r\n\r\n")
+        policies = w.make(recheck_seconds=0, retry_seconds=600)
+        assert await policies.policy(DOMAIN) is None
+        assert w.failures() == {"sts-policy-fetch-error": 1}
+        w.clock.advance(1)  # not fetched again before retry_seconds: deliveries do not refetch
+        assert await policies.policy(DOMAIN) is None
+        assert w.fetches() == 1
+    run(tmp_path, ca, dns_server, body)
+
+
+def test_any_exception_from_the_fetcher_is_a_logged_fetch_error(
+        tmp_path: Path, ca: trustme.CA, dns_server: DnsTestServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def body(w: World) -> None:
+        w.publish("1")
+        w.https.serve_text(POLICY_PATH, ENFORCE)
+        assert await w.make().policy(DOMAIN) is not None  # a policy cached and stored
+        w.publish("2")
+        fetcher = CrashingFetcher()
+        policies = MtaStsPolicies(DnsResolver([w.dns.address], timeout=2.0), fetcher, w.store,
+                                  w.clock, reports=w.reports, recheck_seconds=0,
+                                  retry_seconds=600)
+        w.clock.advance(10)
+        policy = await policies.policy(DOMAIN)  # the stored policy still applies (RFC 8461 5.1)
+        assert policy is not None and policy.mode is StsMode.ENFORCE
+        assert fetcher.calls == 1 and w.failures() == {"sts-policy-fetch-error": 1}
+        assert "mta-sts: example.test: policy fetch failed" in caplog.text
+        assert "ValueError" in caplog.text
+        w.clock.advance(1)
+        assert await policies.policy(DOMAIN) == policy
+        assert fetcher.calls == 1  # held back for retry_seconds
+    run(tmp_path, ca, dns_server, body)
+
+
+def test_retry_hold_offs_are_bounded(tmp_path: Path, ca: trustme.CA,
+                                     dns_server: DnsTestServer) -> None:
+    async def body(w: World) -> None:
+        names = [f"d{n}.test" for n in range(6)]
+        for name in names:
+            dns_server.zone.add_txt(f"_mta-sts.{name}", "v=STSv1; id=1;", ttl=0)
+        fetcher = CrashingFetcher()
+        policies = MtaStsPolicies(DnsResolver([w.dns.address], timeout=2.0), fetcher, w.store,
+                                  w.clock, recheck_seconds=0, retry_seconds=60, max_entries=3)
+        for name in names:
+            assert await policies.policy(name) is None
+            assert policies.holding_back <= 3
+        assert fetcher.calls == 6
+        # The oldest hold-offs made room: d0 is fetched again at once, d5 is still held back.
+        assert await policies.policy("d0.test") is None and fetcher.calls == 7
+        assert await policies.policy("d5.test") is None and fetcher.calls == 7
+        # Expired hold-offs are pruned first.
+        w.clock.advance(61)
+        assert await policies.policy("d1.test") is None and fetcher.calls == 8
+        assert policies.holding_back == 1
     run(tmp_path, ca, dns_server, body)
 
 

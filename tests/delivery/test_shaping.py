@@ -15,7 +15,13 @@ from mailprime.delivery.provider_groups import (
     registered_domain,
     share_rule,
 )
-from mailprime.delivery.shaping import AdaptivePolicy, GroupLimits, Shaper, is_throttle_reply
+from mailprime.delivery.shaping import (
+    AdaptivePolicy,
+    GroupLimits,
+    Shaper,
+    Stage,
+    is_throttle_reply,
+)
 from mailprime.proto.smtp.types import Reply
 
 
@@ -155,23 +161,58 @@ def test_adaptation_off_ignores_replies() -> None:
     assert s.snapshot("g").state == "open"
 
 
-@pytest.mark.parametrize(("reply", "throttle"), [
-    (Reply(421, "Try again later, closing connection", "4.7.0"), True),
-    (Reply(421, "Service not available"), True),
-    (Reply(450, "Our system has detected an unusual rate of unsolicited mail", "4.7.28"), True),
+CONNECT, MAIL, RCPT, DATA = Stage.CONNECT, Stage.MAIL, Stage.RCPT, Stage.DATA
+
+
+@pytest.mark.parametrize(("reply", "stage", "throttle"), [
+    # 421 closes the channel (RFC 5321 3.8): about us, whatever the stage.
+    (Reply(421, "Try again later, closing connection", "4.7.0"), MAIL, True),
+    (Reply(421, "Service not available"), CONNECT, True),
+    (Reply(421, "Try again later, closing connection", "4.7.0"), RCPT, True),
+    (Reply(421, "Too many errors", "4.7.0"), DATA, True),
+    # Providers' documented rate-limit codes, at any stage.
+    (Reply(450, "Our system has detected an unusual rate of unsolicited mail", "4.7.28"), MAIL, True),
+    (Reply(450, "Our system has detected an unusual rate of unsolicited mail", "4.7.28"), RCPT, True),
     (Reply(451, "The mail server [192.0.2.1] has been temporarily rate limited due to IP "
-                "reputation", "4.7.650"), True),
-    (Reply(451, "Temporarily deferred due to unexpected volume [TSS04]", "4.7.0"), True),
-    (Reply(452, "Too many messages, slow down"), True),
-    (Reply(451, "The sender's SPF record does not pass", "4.7.27"), False),
-    (Reply(451, "DKIM signature did not verify", "4.7.30"), False),
-    (Reply(452, "Too many recipients", "4.5.3"), False),
-    (Reply(452, "Mailbox full", "4.2.2"), False),
-    (Reply(550, "Rate limited permanently", "5.7.1"), False),
-    (Reply(250, "ok"), False),
+                "reputation", "4.7.650"), RCPT, True),
+    (Reply(451, "Server busy. Please try again later from [192.0.2.1]", "4.7.500"), RCPT, True),
+    (Reply(451, "Temporarily deferred due to unexpected volume [TSS04]", "4.7.0"), RCPT, True),
+    # Sender-level stages: a 4.7.x, or words of rate limiting.
+    (Reply(451, "Temporarily deferred due to unexpected volume", "4.7.0"), MAIL, True),
+    (Reply(450, "Too many connections from your IP", "4.7.0"), CONNECT, True),
+    (Reply(452, "Too many messages, slow down"), MAIL, True),
+    (Reply(451, "The sender's SPF record does not pass", "4.7.27"), MAIL, False),
+    (Reply(451, "DKIM signature did not verify", "4.7.30"), MAIL, False),
+    (Reply(452, "Too many recipients", "4.5.3"), MAIL, False),
+    # Per recipient or per message: never a reason to pause the provider.
+    (Reply(452, "Too many messages, slow down"), RCPT, False),
+    (Reply(450, "The user you are trying to contact is receiving mail at a rate that prevents "
+                "additional messages from being delivered", "4.2.1"), RCPT, False),
+    (Reply(452, "Too many recipients", "4.5.3"), RCPT, False),
+    (Reply(452, "Mailbox full", "4.2.2"), RCPT, False),
+    (Reply(451, "Message deferred for content review", "4.7.1"), DATA, False),
+    (Reply(550, "Rate limited permanently", "5.7.1"), MAIL, False),
+    (Reply(250, "ok"), MAIL, False),
 ])
-def test_which_replies_are_throttling(reply: Reply, throttle: bool) -> None:
-    assert is_throttle_reply(reply) is throttle
+def test_which_replies_are_throttling(reply: Reply, stage: Stage, throttle: bool) -> None:
+    assert is_throttle_reply(reply, stage=stage) is throttle
+
+
+@pytest.mark.parametrize(("reply", "stage"), [
+    (Reply(450, "<u@b.test>: Recipient address rejected: Greylisted, see "
+                "http://postgrey.schweikert.ch/help/b.test.html", "4.7.1"), RCPT),
+    (Reply(451, "Greylisted, please try again in 300 seconds", "4.7.1"), RCPT),
+    (Reply(450, "<u@b.test>: Recipient address rejected: Greylisted", "4.2.0"), RCPT),
+    (Reply(451, "Please try again later", "4.7.1"), RCPT),
+    (Reply(451, "Temporarily deferred"), RCPT),
+    (Reply(450, "Try again later"), RCPT),
+    (Reply(451, "Greylisted, please try again later", "4.7.1"), DATA),
+    (Reply(451, "Greylisting in action, please come back later", "4.7.1"), MAIL),
+])
+def test_greylisting_is_no_throttle(reply: Reply, stage: Stage) -> None:
+    """With VERP every message is a new greylisting triplet: counting it would keep a whole
+    provider group paused."""
+    assert not is_throttle_reply(reply, stage=stage)
 
 
 DEFAULTS = GroupLimits(connections=10, messages_per_connection=100, messages_per_minute=0.0)

@@ -1,12 +1,13 @@
 """The worker with VERP and the synchronous bounce policy, on a real SQLite store: one
-transaction per recipient with its own signed sender, the events record_outcomes appends carry
-the classification, and failures reach the suppression list (hard at once, soft once per
-message, throttling never)."""
+transaction per recipient with its own signed sender, each recipient's outcome written as soon as
+its transaction ends (a stop half-way sends nobody twice), a split job that never outlives its
+lease, the events record_outcomes appends carry the classification, and failures reach the
+suppression list (hard at once, soft once per message, throttling never)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,18 @@ class ScriptedTransport:
     replies: dict[str, str] = field(default_factory=dict)
     crash_for: str = ""
     calls: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    hang_for: str = ""  # the transaction of this recipient never ends (until cancelled)
+    hanging: asyncio.Event = field(default_factory=asyncio.Event)  # set when it has started
+    before_each: Callable[[], Awaitable[None]] | None = None
 
     async def deliver(self, job: DeliveryJob, content: BlobReader) -> Sequence[RecipientOutcome]:
         data = b"".join([chunk async for chunk in content.chunks()])
         self.calls.append((job.message.wire_sender, [r.address for r in job.recipients], data))
+        if self.before_each is not None:
+            await self.before_each()
+        if any(r.address == self.hang_for for r in job.recipients):
+            self.hanging.set()
+            await asyncio.Event().wait()
         out = []
         for r in job.recipients:
             if r.address == self.crash_for:
@@ -82,6 +91,15 @@ class Rig:
     worker: DeliveryWorker
     codec: VerpCodec
     clock: FixedClock
+    dsns: DsnSink
+    restart: Callable[[ScriptedTransport], DeliveryWorker]  # a new process on the same queue
+
+    async def accept(self, sender: str, recipients: list[str]) -> QueueId:
+        qid = new_queue_id()
+        await self.store.accept(Acceptance(
+            queue_id=qid, content=b"Subject: s\r\n\r\nbody\r\n", sender=sender,
+            remote=tuple(EnvelopeRecipient(r) for r in recipients)))
+        return qid
 
     async def send(self, sender: str, recipients: list[str]) -> QueueId:
         qid = new_queue_id()
@@ -104,13 +122,18 @@ async def rig(tmp: Path, transport: ScriptedTransport, *, verp: bool = True,
     await store.add_domain("a.test")
     codec = VerpCodec([SECRET])
     policy = SuppressionPolicy(store, clock, SuppressionConfig(soft_bounce_limit=soft_limit))
-    worker = DeliveryWorker(
-        store, transport, schedule=RetrySchedule(60, 2.0, 3600, 86400), clock=clock,
-        injector=DsnSink(), config=WorkerConfig(hostname="mail.a.test", owner="node:1"),
-        verp=VerpSplitter(codec, store, bounce_domain=bounce_domain) if verp else None,
-        bounces=SyncBounces(policy))
+    dsns = DsnSink()
+
+    def worker_for(transport: ScriptedTransport, owner: str = "node:1") -> DeliveryWorker:
+        return DeliveryWorker(
+            store, transport, schedule=RetrySchedule(60, 2.0, 3600, 86400), clock=clock,
+            injector=dsns, config=WorkerConfig(hostname="mail.a.test", owner=owner),
+            verp=VerpSplitter(codec, store, bounce_domain=bounce_domain) if verp else None,
+            bounces=SyncBounces(policy))
+
     try:
-        yield Rig(store, transport, worker, codec, clock)
+        yield Rig(store, transport, worker_for(transport), codec, clock, dsns,
+                  lambda t: worker_for(t, "node:2"))
     finally:
         await store.close()
 
@@ -172,6 +195,70 @@ def test_a_crash_for_one_recipient_defers_only_that_one(tmp_path: Path) -> None:
             deferred = await r.events(qid, EventKind.DEFERRED)
             assert deferred["y@b.test"].detail == "451 4.3.0 local error: RuntimeError"
             assert await r.store.find_suppression("y@b.test") is None  # our fault, not theirs
+
+    asyncio.run(scenario())
+
+
+def test_a_stop_half_way_keeps_what_was_sent_and_sends_nobody_twice(tmp_path: Path) -> None:
+    replies = {"gone@b.test": "550 5.1.1 <gone@b.test>: Recipient address rejected: User unknown"}
+
+    async def scenario() -> None:
+        async with rig(tmp_path, ScriptedTransport(replies, hang_for="y@b.test")) as r:
+            qid = await r.accept("alice@a.test", ["x@b.test", "gone@b.test", "y@b.test",
+                                                  "z@b.test"])
+            running = asyncio.create_task(r.worker.run())
+            await asyncio.wait_for(r.transport.hanging.wait(), 5)
+            # Each finished transaction is written at once, releasing only its own lease: the
+            # recipients still in the job stay leased (no other worker may take them).
+            status = {rc.address: rc.status for rc in await r.store.get_recipients(qid)}
+            assert status == {"x@b.test": RecipientStatus.DELIVERED,
+                              "gone@b.test": RecipientStatus.BOUNCED,
+                              "y@b.test": RecipientStatus.PENDING,
+                              "z@b.test": RecipientStatus.PENDING}
+            assert await r.store.claim_due(r.clock.now(), 10, "rival", 900) == []
+
+            await r.worker.stop(grace=0)  # y's transaction is cancelled
+            await asyncio.wait_for(running, 5)
+            # What was written is reported once: the failed DSN for gone@, its suppression.
+            assert r.dsns.sent == [("", ["alice@a.test"])]
+            assert await r.store.find_suppression("gone@b.test") is not None
+
+            again = ScriptedTransport(replies)
+            await r.restart(again).run_until_idle()
+            assert [rcpts for _s, rcpts, _d in again.calls] == [["y@b.test"], ["z@b.test"]]
+            events = await r.store.list_events(qid)
+            delivered = [e.recipient for e in events if e.kind is EventKind.DELIVERED]
+            assert sorted(delivered) == ["x@b.test", "y@b.test", "z@b.test"]
+            assert [e.recipient for e in events if e.kind is EventKind.BOUNCED] == ["gone@b.test"]
+            assert r.dsns.sent == [("", ["alice@a.test"])]  # no second DSN after the restart
+
+    asyncio.run(scenario())
+
+
+def test_a_long_split_job_never_outlives_its_lease(tmp_path: Path) -> None:
+    """Each transaction takes 300 s (the clock moves) against a 900 s lease: past half of it
+    the job hands its untried recipients back, and the next claim leases them anew. A rival
+    worker looking for due mail at the start of every transaction never finds any."""
+    rival: list[list[str]] = []
+
+    async def scenario() -> None:
+        transport = ScriptedTransport()
+        async with rig(tmp_path, transport) as r:
+            async def slow_transaction() -> None:
+                jobs = await r.store.claim_due(r.clock.now(), 10, "rival", 900)
+                rival.extend([rc.address for rc in j.recipients] for j in jobs)
+                r.clock.advance(300)
+
+            transport.before_each = slow_transaction
+            qid = await r.send("alice@a.test", ["w@b.test", "x@b.test", "y@b.test", "z@b.test"])
+            assert [rcpts for _s, rcpts, _d in transport.calls] == [
+                ["w@b.test"], ["x@b.test"], ["y@b.test"], ["z@b.test"]]
+            assert rival == []
+            assert r.worker.verp is not None and r.worker.verp.handed_back == 2
+            assert r.worker.claimed_jobs == 2
+            recipients = await r.store.get_recipients(qid)
+            assert {rc.status for rc in recipients} == {RecipientStatus.DELIVERED}
+            assert {rc.attempts for rc in recipients} == {1}  # handing back is not an attempt
 
     asyncio.run(scenario())
 

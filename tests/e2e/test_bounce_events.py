@@ -76,6 +76,7 @@ async def world(tmp: Path, ca: trustme.CA, dns: DnsTestServer) -> AsyncIterator[
             settings = make_settings(tmp / "a", ca, hostname="mail.a.test",
                                      nameservers=[dns.address], mx_port=port, retry_first=3600)
             settings.bounces.soft_bounce_limit = 1
+            settings.bounces.verp_max_age_days = 5
             await provision(settings, Provisioning("a.test", {ALICE: "alice-secret"}))
             server = await start_server(settings)
             try:
@@ -264,6 +265,31 @@ def test_complaint_at_the_fbl_address_suppresses_the_recipient(
             assert entry is not None and entry.reason is SuppressionReason.COMPLAINT
             assert entry.queue_id == qid
             assert await a.mailbox(ALICE) == []
+
+            # The FBL sends it again: acknowledged, recorded once.
+            code, text = await asyncio.to_thread(send_to_mx, a, "fbl@a.test", arf,
+                                                 "fbl-noreply@b.test")
+            assert (code, text) == (250, "2.0.0 Ok: report already recorded")
+            events = await a.server.store.list_events(qid)
+            assert len([e for e in events if e.kind is EventKind.COMPLAINED]) == 1
+
+            # A report without our token names anyone: recorded, nobody suppressed.
+            forged = arf_report(original_mail_from="news@a.test", recipient="victim@b.test")
+            code, text = await asyncio.to_thread(send_to_mx, a, "fbl@a.test", forged,
+                                                 "anyone@elsewhere.test")
+            assert code == 250, text
+            assert await a.server.store.find_suppression("victim@b.test") is None
+            unmapped = [e for e in await a.server.store.list_events()
+                        if e.kind is EventKind.COMPLAINED and e.queue_id is None]
+            assert len(unmapped) == 1 and has(unmapped[0].attrs, {
+                "mapped": "no", "reported_recipient": "victim@b.test"})
+
+            # [bounces] verp_max_age_days = 5: a token issued six days ago is refused at RCPT.
+            old = w.codec.encode(qid, row.id, "a.test", day=w.codec.today() - 6)
+            assert old is not None
+            code, text = await asyncio.to_thread(send_to_mx, a, old, arf)
+            assert (code, text) == (550, f"5.1.1 <{old}>: Recipient address rejected: "
+                                         "expired bounce address")
 
     asyncio.run(scenario())
 

@@ -36,6 +36,8 @@ from mailprime.net.dns import DnsResolver
 from mailprime.storage.sql import open_store
 from mailprime.storage.sql.store import SqlStore
 from tests.support.dns_server import DnsTestServer
+from tests.support.scripted_smtp import Script, scripted_smtp
+from tests.support.scripted_smtp import ScriptedSmtpServer as RcptScriptedServer
 from tests.support.scripted_smtp_server import ScriptedSmtpServer
 
 pytestmark = pytest.mark.slow  # real sockets
@@ -94,7 +96,7 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(tmp_path: Path, dns: DnsTestServer, server: ScriptedSmtpServer, *,
+async def rig(tmp_path: Path, dns: DnsTestServer, server: ScriptedSmtpServer | RcptScriptedServer, *,
               rules: Sequence[ProviderRule] = (), policy: AdaptivePolicy | None = None,
               pools: Sequence[IpPool] = (), default_pool: str = "",
               warmup: dict[str, WarmupSchedule] | None = None) -> AsyncIterator[Rig]:
@@ -250,6 +252,38 @@ def test_a_421_greeting_pauses_the_group(tmp_path: Path, dns_server: DnsTestServ
             r.time.advance(60)
             await r.worker.run_until_idle()
             assert await r.statuses([qid, later]) == [RecipientStatus.DELIVERED] * 2
+
+    asyncio.run(scenario())
+
+
+def test_greylisting_defers_the_recipient_not_the_provider(tmp_path: Path,
+                                                           dns_server: DnsTestServer) -> None:
+    """Postgrey's "450 4.7.1 ... Greylisted" at RCPT is about one (sender, recipient, client)
+    triplet; with VERP every message is a new one. The group stays open: the other messages go
+    out on the same connection, and the greylisted ones come back by the retry schedule."""
+    mx(dns_server, "mx.grey.test", "grey.test")
+    replies = {f"g{n}@grey.test": f"450 4.7.1 <g{n}@grey.test>: Recipient address rejected: "
+                                  "Greylisted, see http://postgrey.schweikert.ch/help/grey.test.html"
+               for n in range(3)}
+
+    async def scenario() -> None:
+        async with scripted_smtp(Script.by_recipient(replies)) as server, rig(
+                tmp_path, dns_server, server, rules=[ProviderRule("grey.test", connections=1)]) as r:
+            greylisted = [await r.send("a@sender.test", address) for address in replies]
+            others = [await r.send("a@sender.test", f"u{n}@grey.test") for n in range(3)]
+            await r.worker.run_until_idle()
+            assert await r.statuses(others) == [RecipientStatus.DELIVERED] * 3
+            assert await r.statuses(greylisted) == [RecipientStatus.PENDING] * 3
+            for qid in greylisted:
+                assert (await r.deferrals(qid))[0].startswith("450 4.7.1 <g"), qid
+            snap = r.shaper.snapshot("grey.test")
+            assert (snap.state, snap.throttles, snap.deferred) == ("open", 0, 0)
+            assert server.connections == 1
+
+            server.script = Script()  # the greylisting delay is over
+            r.time.advance(60)  # the retry schedule's first interval
+            await r.worker.run_until_idle()
+            assert await r.statuses(greylisted) == [RecipientStatus.DELIVERED] * 3
 
     asyncio.run(scenario())
 

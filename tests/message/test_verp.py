@@ -1,8 +1,11 @@
-"""VERP return paths: encode/decode round trips, case folding, length, forgery and alteration."""
+"""VERP return paths: encode/decode round trips, case folding, length, forgery and alteration,
+the signed issue day."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 
 import pytest
 from hypothesis import given
@@ -10,11 +13,20 @@ from hypothesis import strategies as st
 
 from mailprime.domain.address import Address
 from mailprime.domain.ids import new_queue_id
-from mailprime.message.verp import MAX_PREFIX, TOKEN_LENGTH, VerpCodec, VerpError, check_prefix
+from mailprime.message.verp import (
+    MAX_PREFIX,
+    TOKEN_LENGTH,
+    VerpCodec,
+    VerpError,
+    check_prefix,
+    utc_day,
+)
 
 SECRET = bytes(range(32))
 OTHER = bytes(range(1, 33))
 QID = "0ZC1F4XKSNT6B7D8G9"  # 18 characters of new_queue_id's alphabet
+MAX_RCPT = 2**48 - 1  # the token's recipient id field
+NOON_2030_01_02 = 1893585600.0  # 2030-01-02T12:00:00Z
 
 
 def test_round_trip_names_message_and_recipient() -> None:
@@ -49,13 +61,13 @@ def test_case_changes_by_mtas_do_not_matter() -> None:
 
 def test_fits_rfc5321_local_part_and_address_parser() -> None:
     codec = VerpCodec([SECRET], prefix="x" * MAX_PREFIX)
-    address = codec.encode(QID, 2**64 - 1, "a.test")
+    address = codec.encode(QID, MAX_RCPT, "a.test")
     assert address is not None
     local = address.split("@")[0]
     assert len(local) == 64  # RFC 5321 4.5.3.1.1, exactly at the limit
     Address.parse(address)  # our own parser (which enforces the limit) accepts it
     target = codec.decode(address)
-    assert target is not None and target.recipient_id == 2**64 - 1
+    assert target is not None and target.recipient_id == MAX_RCPT
 
 
 def test_prefix_limits() -> None:
@@ -121,10 +133,12 @@ def test_queue_ids_not_ours_get_no_token() -> None:
     assert codec.token("0" + QID, 1) is None  # a padded id new_queue_id never makes
     assert codec.token("0ZC1F4XKSNT6B7D8Ga", 1) is None  # lower case is outside the alphabet
     assert codec.token(QID, -1) is None
-    assert codec.token(QID, 2**64) is None
+    assert codec.token(QID, MAX_RCPT + 1) is None
+    assert codec.token(QID, 1, day=-1) is None
+    assert codec.token(QID, 1, day=2**16) is None  # 2149-06-07: past the day field
 
 
-@given(st.integers(min_value=0, max_value=2**64 - 1))
+@given(st.integers(min_value=0, max_value=MAX_RCPT))
 def test_round_trip_any_recipient_and_fresh_queue_id(recipient_id: int) -> None:
     codec = VerpCodec([SECRET])
     qid = new_queue_id()
@@ -132,3 +146,35 @@ def test_round_trip_any_recipient_and_fresh_queue_id(recipient_id: int) -> None:
     assert address is not None
     target = codec.decode(address)
     assert target is not None and (target.queue_id, target.recipient_id) == (qid, recipient_id)
+
+
+def test_the_issue_day_is_signed_and_read_back() -> None:
+    now = [NOON_2030_01_02]
+    codec = VerpCodec([SECRET], clock=lambda: now[0])
+    assert codec.today() == utc_day(NOON_2030_01_02) == 21916  # days since 1970-01-01
+    address = codec.encode(QID, 42, "a.test")
+    assert address is not None
+    target = codec.decode(address)
+    assert target is not None and (target.recipient_id, target.day) == (42, 21916)
+    assert codec.age_days(target) == 0
+    now[0] += 31 * 86400
+    assert codec.age_days(target) == 31
+    # Another day makes another token; both verify, each with its own day.
+    later = codec.encode(QID, 42, "a.test")
+    assert later is not None and later != address
+    again = codec.decode(later)
+    assert again is not None and again.day == 21916 + 31
+    old = codec.encode(QID, 42, "a.test", day=21000)
+    assert old is not None
+    decoded = codec.decode(old)
+    assert decoded is not None and decoded.day == 21000
+
+
+def test_a_version_1_token_does_not_verify() -> None:
+    """The layout before the issue day (64-bit recipient id, tag "mailprime-verp-1") is not
+    read as a token of today's layout: no transition, such tokens are refused."""
+    payload = (17).to_bytes(12, "big") + (42).to_bytes(8, "big")
+    tag = hmac.new(SECRET, b"mailprime-verp-1" + payload, hashlib.sha256).digest()[:10]
+    token = base64.b32encode(payload + tag).decode().lower()
+    assert len(token) == TOKEN_LENGTH
+    assert VerpCodec([SECRET]).decode(f"bounces+{token}@a.test") is None

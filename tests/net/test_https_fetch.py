@@ -111,6 +111,40 @@ def test_size_limit_whatever_the_framing(ca: trustme.CA, dns_server: DnsTestServ
     run(ca, dns_server, body)
 
 
+CHUNKED = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("size", [b"-1", b"+5", b"0x5", b"5_0", b" ", b"5 5", b"\xb2",
+                                  b"0" * 16 + b"5"])
+def test_a_chunk_size_is_hex_digits_only(ca: trustme.CA, dns_server: DnsTestServer,
+                                         size: bytes) -> None:
+    """int(x, 16) takes all of these ("-1" then made readexactly raise ValueError, which no
+    caller expected); RFC 9112 7.1 says 1*HEXDIG, and 16 digits are the limit here."""
+    async def body(server: HttpsTestServer, fetcher: Callable[..., HttpsFetcher]) -> None:
+        server.serve_raw(PATH, CHUNKED + size + b"\r\nhello\r\n0\r\n\r\n")
+        assert "bad chunk size" in (await failure(fetcher())).reason
+    run(ca, dns_server, body)
+
+
+def test_chunk_sizes_with_leading_zeros_upper_case_and_extensions(
+        ca: trustme.CA, dns_server: DnsTestServer) -> None:
+    async def body(server: HttpsTestServer, fetcher: Callable[..., HttpsFetcher]) -> None:
+        server.serve_raw(PATH, CHUNKED + b"0" * 15 + b"5\r\nhello\r\n"
+                               b"A ; name=value\r\n, world!!!\r\n0\r\n\r\n")
+        assert await fetcher().get(HOST, PATH) == b"hello, world!!!"
+    run(ca, dns_server, body)
+
+
+@pytest.mark.parametrize("length", [b"-1", b"+5", b"\xb2", b"5, 5", b"1" * 17])
+def test_a_content_length_is_decimal_digits_only(ca: trustme.CA, dns_server: DnsTestServer,
+                                                 length: bytes) -> None:
+    async def body(server: HttpsTestServer, fetcher: Callable[..., HttpsFetcher]) -> None:
+        server.serve_raw(PATH, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                               b"Content-Length: " + length + b"\r\n\r\nhello")
+        assert "bad Content-Length" in (await failure(fetcher())).reason
+    run(ca, dns_server, body)
+
+
 def test_certificate_for_another_name_is_a_tls_failure(ca: trustme.CA,
                                                        dns_server: DnsTestServer) -> None:
     async def body(server: HttpsTestServer, fetcher: Callable[..., HttpsFetcher]) -> None:

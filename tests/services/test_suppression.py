@@ -13,7 +13,7 @@ from mailprime.domain.deliverability import SuppressionReason
 from mailprime.domain.ids import QueueId
 from mailprime.domain.mail import EventKind
 from mailprime.message.bounce_reason import BounceReason
-from mailprime.services.suppression import Failure, SuppressionConfig, SuppressionPolicy
+from mailprime.services.suppression import COUNTABLE, Failure, SuppressionConfig, SuppressionPolicy
 from mailprime.storage.sql import SqlStore, open_store
 from tests.storage.conftest import FixedClock
 
@@ -173,3 +173,52 @@ def test_gate_refuses_with_reason_and_date(tmp_path: Path) -> None:
         assert await p.gate("alice@a.test", "bob@b.test") is None
 
     run(tmp_path / "off", disabled, submission_gate=False)
+
+
+def test_domain_scope_never_suppresses_without_a_sending_domain(tmp_path: Path) -> None:
+    async def body(p: SuppressionPolicy, store: SqlStore, _clock: FixedClock) -> None:
+        # A sender without a domain: under scope = "domain" its scope would be "", which is
+        # the global scope: an entry there would stop mail from every domain.
+        assert await p.failure(replace(HARD, sender="postmaster")) is None
+        assert await p.complaint(queue_id=QID, address="dave@b.test", sender="",
+                                 feedback_type="abuse", evidence="e") is None
+        assert await store.list_suppressions() == []
+        assert await p.failure(HARD) is not None  # with a domain: scoped to it
+        assert [s.scope for s in await store.list_suppressions()] == ["a.test"]
+
+    run(tmp_path, body, scope="domain")
+
+
+def test_an_unmapped_complaint_is_recorded_and_suppresses_nothing(tmp_path: Path) -> None:
+    async def body(p: SuppressionPolicy, store: SqlStore, _clock: FixedClock) -> None:
+        assert await p.complaint(queue_id=None, address=None, sender="", mapped=False,
+                                 feedback_type="abuse", evidence="abuse report by X",
+                                 extra=(("reported_recipient", "victim@b.test"),)) is None
+        (event,) = await store.list_events()
+        assert (event.kind, event.recipient) == (EventKind.COMPLAINED, None)
+        assert dict(event.attrs) == {"feedback_type": "abuse", "source": "arf", "mapped": "no",
+                                     "reported_recipient": "victim@b.test"}
+        assert await store.list_suppressions() == []
+
+    run(tmp_path, body)
+
+
+def test_a_soft_failure_counts_once_per_message_by_its_events(tmp_path: Path) -> None:
+    async def body(p: SuppressionPolicy, store: SqlStore, _clock: FixedClock) -> None:
+        async def deferred(queue_id: QueueId) -> None:  # what the caller records first
+            await store.append(EventKind.DEFERRED, queue_id, "bob@b.test", "452 4.2.2 full",
+                               (("class", "soft"), COUNTABLE))
+
+        await deferred(QID)
+        assert await p.failure(FULL) is None  # the first of this message: counted (1)
+        await store.append(EventKind.DEFERRED, QID, "bob@b.test", "451 4.7.0 throttled",
+                           (("throttle", "yes"),))
+        await deferred(QID)
+        assert await p.failure(FULL) is None  # the same message again: not counted
+        assert await store.find_suppression("bob@b.test") is None
+        other = QueueId("0ZC1F4XKSNT6B7D8GB")
+        await deferred(other)
+        made = await p.failure(replace(FULL, queue_id=other))  # another message: 2 of 2
+        assert made is not None and made.reason is SuppressionReason.SOFT_BOUNCES
+
+    run(tmp_path, body, soft_bounce_limit=2)

@@ -54,6 +54,8 @@ def test_rotation_keeps_older_keys_and_bad_files_are_named(tmp_path: Path) -> No
     ("soft_bounce_days = 0", "soft_bounce_days"),
     ('hard_reasons = ["user_unknown", "typo"]', "hard_reasons"),
     ('feedback_id_sender = "a:b"', "feedback_id"),
+    ("verp_max_age_days = 0", "verp_max_age_days"),
+    ("verp_max_age_days = 3651", "verp_max_age_days"),
 ])
 def test_bad_bounce_settings_are_refused(tmp_path: Path, line: str, message: str) -> None:
     config = tmp_path / "mailprime.toml"

@@ -4,7 +4,11 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from mailprime.domain.deliverability import (
     GLOBAL_SCOPE,
@@ -14,6 +18,8 @@ from mailprime.domain.deliverability import (
     TlsResultKey,
 )
 from mailprime.domain.ids import QueueId
+from mailprime.storage.sql import deliverability
+from mailprime.storage.sql.urls import parse_database_url
 from tests.storage.conftest import Backend
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -110,6 +116,74 @@ async def test_concurrent_soft_bounces_are_all_counted(backend: Backend) -> None
             store.record_soft_bounce("bob@example.com", "", T0 + timedelta(seconds=i),
                                      T0 - timedelta(days=7)) for i in range(10)))
         assert sorted(results) == list(range(1, 11))
+
+
+async def test_concurrent_soft_bounces_from_two_stores_are_all_counted(backend: Backend) -> None:
+    """Two processes (two stores, two writers) soft-bouncing one address at once."""
+    async with backend.open() as one, backend.open() as two:
+        results = await asyncio.gather(*(
+            (one if i % 2 else two).record_soft_bounce(
+                "bob@example.com", "", T0 + timedelta(seconds=i), T0 - timedelta(days=7))
+            for i in range(12)))
+        assert sorted(results) == list(range(1, 13))
+
+
+async def test_soft_bounce_waits_for_a_concurrent_one_of_the_same_address(backend: Backend) -> None:
+    """The PostgreSQL race, made deterministic: one transaction has counted a soft bounce and
+    not committed yet; a second one for the same address must wait for it and count both
+    (under READ COMMITTED without the per-address lock it counted only its own). On SQLite the
+    second writer waits for the database lock: the same contract."""
+    async with backend.open():
+        pass  # creates the schema
+    engine = create_engine(parse_database_url(backend.url).url, poolclass=NullPool)
+    window = T0 - timedelta(days=7)
+    second: list[int] = []
+    try:
+        first = engine.connect()
+        try:
+            tx = first.begin()
+            assert deliverability.record_soft_bounce(first, "Bob@example.com", "", T0, window) == 1
+
+            def count_second() -> None:
+                with engine.begin() as conn:
+                    second.append(deliverability.record_soft_bounce(
+                        conn, "bob@example.com", "", T0 + timedelta(seconds=1), window))
+
+            worker = threading.Thread(target=count_second)
+            worker.start()
+            if backend.name == "postgresql":
+                # Bounded: until the second one waits on the lock (or, without it, finished).
+                with engine.connect() as probe:
+                    for _ in range(2000):
+                        waiting = probe.execute(text(
+                            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                            "AND NOT granted")).scalar_one()
+                        if waiting or not worker.is_alive():
+                            break
+                        worker.join(0.005)
+                assert waiting == 1 and worker.is_alive(), "the second count did not wait"
+            tx.commit()
+        finally:
+            first.close()
+        worker.join(10)
+        assert not worker.is_alive()
+    finally:
+        engine.dispose()
+    assert second == [2]
+
+
+async def test_purge_forgets_old_soft_bounces_of_every_address(backend: Backend) -> None:
+    async with backend.open() as store:
+        day = timedelta(days=1)
+        wide = T0 - 365 * day  # a window that would still count everything
+        assert await store.record_soft_bounce("bob@example.com", "", T0, wide) == 1
+        assert await store.record_soft_bounce("carol@example.com", "a.test", T0 + day, wide) == 1
+        assert await store.record_soft_bounce("dave@example.com", "", T0 + 3 * day, wide) == 1
+        assert await store.purge_soft_bounces(T0 + 2 * day) == 2  # bob's and carol's
+        assert await store.purge_soft_bounces(T0 + 2 * day) == 0
+        assert await store.record_soft_bounce("bob@example.com", "", T0 + 4 * day, wide) == 1
+        assert await store.record_soft_bounce("carol@example.com", "a.test", T0 + 4 * day, wide) == 1
+        assert await store.record_soft_bounce("dave@example.com", "", T0 + 4 * day, wide) == 2
 
 
 async def test_ip_usage_adds_up_per_day(backend: Backend) -> None:

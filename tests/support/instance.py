@@ -27,6 +27,7 @@ import trustme
 from mailprime.config import (
     DeliverySettings,
     DnsSettings,
+    HttpSettings,
     ListenerSettings,
     Pop3Settings,
     Role,
@@ -143,7 +144,8 @@ async def wait_for(check: Callable[[], Awaitable[T | None]], deadline: float = D
 def make_settings(tmp: Path, ca: trustme.CA, *, hostname: str, nameservers: list[str] | None = None,
                   mx_port: int = 25, sandbox: bool = False, storage_url: str = "",
                   max_queue_lifetime: int = 5 * 86400, retry_first: int = 1,
-                  sender_policy: str = "own", pop3: Pop3Settings | None = None) -> Settings:
+                  sender_policy: str = "own", pop3: Pop3Settings | None = None,
+                  http: bool = False) -> Settings:
     tmp.mkdir(parents=True, exist_ok=True)
     cert = ca.issue_cert(hostname, "localhost", "127.0.0.1")
     cert.private_key_pem.write_to_path(str(tmp / "key.pem"))
@@ -174,6 +176,8 @@ def make_settings(tmp: Path, ca: trustme.CA, *, hostname: str, nameservers: list
                                   connect_timeout=3.0, command_timeout=10.0),
         submission=SubmissionSettings(sender_policy=sender_policy),
         pop3=pop3 or Pop3Settings(),
+        # With `http`, the HTTP API too, on its own free port: `Instance.port("http")`.
+        http=HttpSettings(enabled=http, port=free_port() if http else 0),
         config_path=str(tmp / "mailprime.toml"),
     )
 

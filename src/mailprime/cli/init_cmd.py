@@ -51,6 +51,9 @@ def init(
             {"name": "pop3", "role": "pop3", "address": "127.0.0.1", "port": 2110, "tls": "starttls"},
             {"name": "pop3s", "role": "pop3", "address": "127.0.0.1", "port": 2995, "tls": "implicit"},
         ],
+        # The HTTP API, tracking and unsubscribe links; public_url is what links in mail use.
+        "http": {"enabled": True, "address": "127.0.0.1", "port": 8025,
+                 "public_url": f"http://{hostname}:8025"},
     }
     header = (
         "# mailprime configuration — see docs/configuration.md for every key.\n"
@@ -62,6 +65,8 @@ def init(
     write_self_signed(settings.cert_path, settings.key_path, hostname)
     verp_secret = settings.bounces.secret_path(settings.data_path)
     ensure_secret_file(verp_secret)  # kept if it exists: bounces of mail already sent still verify
+    link_secret = settings.http.secret_path(settings.data_path)
+    ensure_secret_file(link_secret)  # kept too: links in mail already sent still work
     db = settings.data_path / "mailprime.db"
     if force:
         for suffix in ("", "-wal", "-shm"):
@@ -79,6 +84,9 @@ def init(
     console.print(f"database  {settings.database_url}")
     console.print(f"TLS       {settings.cert_path} (self-signed for {hostname})")
     console.print(f"VERP key  {verp_secret} (signs bounce addresses; keep it secret)")
+    console.print(f"link key  {link_secret} (signs tracking and unsubscribe links; keep it secret)")
+    console.print(f"HTTP      {settings.http.base_url} (API at /api/v1; "
+                  "`mailprime apikey create` makes a key)")
     console.print(f"domain    {domain}")
     console.print(f"account   [bold]{postmaster}[/]  password: [bold]{password}[/]  (shown once)")
     if sandbox:

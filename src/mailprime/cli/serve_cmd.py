@@ -14,7 +14,7 @@ def serve(
                                         default_factory=config_option)],
     workers: Annotated[int | None, typer.Option(help="Worker processes (0: one per core).")] = None,
 ) -> None:
-    """Start the SMTP listeners (MX, submission) and outbound delivery."""
+    """Start the listeners (SMTP MX and submission, IMAP, POP3, HTTP) and outbound delivery."""
     settings = settings_from(config)  # first: a bad config is reported without the slow imports
     from mailprime.runtime import run_server  # noqa: PLC0415  (imported late: keeps `--help` fast)
 

@@ -11,13 +11,15 @@ recorded, `after_recorded` passes the failures that concern the address to the s
 policy (a `FailureRecorder`: services.suppression, wired by the runtime).
 
 Which soft failures count against the address: only those about the address itself (mailbox
-full, a temporary "user unknown"), and only once per message — an attempt counts when the
-recipient's previous reply (`QueueRecipient.last_reply`) did not already count, so a message
-deferred ten times for a full mailbox is one soft bounce, not ten. Never counted: a 421 reply
-(RFC 5321 4.2.3: the *service* is closing the channel) or any 4.7.x status (throttling, greylisting
-and other policy deferrals — the sender is being slowed, the recipient is fine), network and DNS
-trouble, and our own local errors. Hard failures go to the policy whatever their reason; it
-decides by reason which of them suppress.
+full, a temporary "user unknown"), and only once per message. `annotate` marks such an event
+`countable=yes`; the policy counts the failure only when its event is the first countable one
+of that message and recipient in the event log, so a message deferred ten times for a full
+mailbox is one soft bounce, not ten. (The recipient's previous reply, `last_reply`, cannot say
+it: our own shaping deferrals overwrite it between two "mailbox full" replies.) Never counted: a
+421 reply (RFC 5321 4.2.3: the *service* is closing the channel) or any 4.7.x status
+(throttling, greylisting and other policy deferrals — the sender is being slowed, the recipient
+is fine), network and DNS trouble, and our own local errors. Hard failures go to the policy
+whatever their reason; it decides by reason which of them suppress.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ log = logging.getLogger("mailprime.bounces")
 COUNTED_SOFT = frozenset({BounceReason.MAILBOX_FULL, BounceReason.USER_UNKNOWN})
 # The worker's own failure text (delivery.worker): not a reply of the recipient's server.
 _LOCAL_ERROR = "local error"
+# The attr the suppression policy looks for (services.suppression.COUNTABLE: the same pair; the
+# layers may not import each other).
+COUNTABLE = ("countable", "yes")
 
 
 class FailureRecorder(Protocol):
@@ -76,6 +81,8 @@ class SyncBounces:
                 ("status", c.status), ("source", "sync"))
             if not c.hard and is_throttle(outcome.reply, c):
                 attrs += (("throttle", "yes"),)
+            elif counts_as_soft_bounce(outcome.reply, c):
+                attrs += (COUNTABLE,)
             out.append(replace(outcome, attrs=outcome.attrs + attrs))
         return out
 
@@ -89,12 +96,8 @@ class SyncBounces:
             if rcpt is None or outcome.status is RecipientStatus.DELIVERED:
                 continue
             c = classify_reply(None, None, outcome.reply)
-            count = False
-            if not c.hard and counts_as_soft_bounce(outcome.reply, c):
-                # Once per message: not when the previous attempt's reply counted already.
-                previous = classify_reply(None, None, rcpt.last_reply) if rcpt.last_reply else None
-                count = rcpt.attempts == 0 or previous is None or not counts_as_soft_bounce(
-                    rcpt.last_reply, previous)
+            # Once per message is the policy's to check, on the events (see above).
+            count = not c.hard and counts_as_soft_bounce(outcome.reply, c)
             if not c.hard and not count:
                 continue
             await self.recorder.record_sync_failure(job, rcpt.address, outcome, c, count)
@@ -103,4 +106,5 @@ class SyncBounces:
                  dsn=c.status, source="sync")
 
 
-__all__ = ["COUNTED_SOFT", "FailureRecorder", "SyncBounces", "counts_as_soft_bounce", "is_throttle"]
+__all__ = ["COUNTABLE", "COUNTED_SOFT", "FailureRecorder", "SyncBounces", "counts_as_soft_bounce",
+           "is_throttle"]

@@ -17,8 +17,13 @@ counts *open* connections — in use, idle in the pool, or being dialled — and
 `release` puts a connection that may carry more (usable, under the group's messages per
 connection) back as idle and wakes one waiter; otherwise it closes it, which frees the slot.
 `discard` closes a connection but keeps its slot, for the next route of the same job. Idle
-connections older than `idle_seconds` are closed when met and by a sweep on each release.
-Closing is awaited before a slot is reused, so the remote side never sees more than the cap.
+connections older than `idle_seconds` are closed when met, by a sweep on each release, and by a
+timer: once traffic stops no release comes, and a connection left open would hold one of the
+provider's connection slots (and a server process) for as long as the server tolerates it, so
+while anything is idle one task sleeps until the oldest idle connection expires, closes what
+has expired (with QUIT), and ends when nothing is idle; the next release starts it again, and
+`close()` stops it. Closing is awaited before a slot is reused, so the remote side never sees
+more than the cap.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from dataclasses import dataclass
 from mailprime.delivery.router import Route
 from mailprime.delivery.transport import OutboundConnection
 
-SWEEP_INTERVAL = 1.0  # seconds between sweeps of expired idle connections
+SWEEP_INTERVAL = 1.0  # seconds between sweeps of expired idle connections on release
+SWEEP_FLOOR = 0.05  # seconds the timer sleeps at least, so that it never spins
 
 
 @dataclass(slots=True)
@@ -55,7 +61,9 @@ class ConnectionPool:
         self._idle: dict[str, list[Pooled]] = defaultdict(list)  # group -> idle, oldest first
         self._waiters: dict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
         self._swept = 0.0
+        self._sweeper: asyncio.Task[None] | None = None  # the idle timer, while anything is idle
         self.peak: dict[str, int] = defaultdict(int)  # most connections a group had open at once
+        self.swept = 0  # idle connections the timer closed (for tests and metrics)
 
     def open_count(self, group: str) -> int:
         return self._open.get(group, 0)
@@ -105,11 +113,18 @@ class ConnectionPool:
             item.idle_since = self._now()
             self._idle[item.group].append(item)
             self._wake(item.group)
+            if self._sweeper is None or self._sweeper.done():
+                self._sweeper = asyncio.get_running_loop().create_task(self._idle_timer())
         else:
             await self._close(item)
         await self._sweep()
 
     async def close(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         for idle in list(self._idle.values()):
             while idle:
                 await self._close(idle.pop())
@@ -142,18 +157,31 @@ class ConnectionPool:
                 self._open.pop(item.group, None)
             self._wake(item.group)
 
-    async def _sweep(self) -> None:
+    async def _sweep(self, *, timer: bool = False) -> None:
         now = self._now()
-        if now - self._swept < SWEEP_INTERVAL:
+        if not timer and now - self._swept < SWEEP_INTERVAL:
             return
         self._swept = now
         for group, idle in list(self._idle.items()):
             expired = [i for i in idle if now - i.idle_since > self.idle_seconds]
             for item in expired:
-                idle.remove(item)
-                await self._close(item)
-            if not idle:
-                self._idle.pop(group, None)
+                if item in idle:  # another task may have taken or closed it meanwhile
+                    idle.remove(item)
+                    if timer:
+                        self.swept += 1
+                    await self._close(item)
+            if not idle and self._idle.get(group) is idle:  # not a list made since by release
+                del self._idle[group]
+
+    async def _idle_timer(self) -> None:
+        """Sleeps until the oldest idle connection expires, sweeps; ends when none is idle."""
+        while True:
+            oldest = min((i.idle_since for idle in self._idle.values() for i in idle), default=None)
+            if oldest is None:
+                return
+            delay = oldest + self.idle_seconds - self._now()
+            await asyncio.sleep(max(SWEEP_FLOOR, delay))
+            await self._sweep(timer=True)
 
     async def _wait(self, group: str) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

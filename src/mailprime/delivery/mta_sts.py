@@ -17,7 +17,12 @@ policy. Three parts:
   unexpired cached policy still applies (3.3 and 5.1: "MUST apply that cached policy"); without
   one the domain is treated as having no policy (3.3). A failed fetch is not retried for
   `retry_seconds` (5.1 suggests rate-limiting), and concurrent deliveries to one domain share
-  one look-up. Fetch failures are counted for TLS reports (RFC 8460 4.3.2.2).
+  one look-up. Fetch failures are counted for TLS reports (RFC 8460 4.3.2.2). The policy host
+  is anyone's server, so *any* exception out of the fetcher (a PolicyFetchError or a bug it
+  provoked) is a fetch failure, logged: `policy()` never raises, and a hostile host cannot make
+  every delivery to its domain crash and refetch. Both maps are bounded: the policies by
+  `max_entries` (least recently used out), the retry hold-offs by the same number (expired
+  ones pruned first, then the oldest).
 * Application: `MtaStsRouter` (a Router) marks each route with an `StsTls` requirement: in
   "enforce" mode only MX hosts matching the policy are kept and each must use STARTTLS with a
   certificate valid for the MX name (4.2); if no MX matches, the recipients are deferred
@@ -122,6 +127,11 @@ class MtaStsPolicies:
         self._retry_after: dict[str, datetime] = {}
         self._inflight: dict[str, asyncio.Task[_Known]] = {}
 
+    @property
+    def holding_back(self) -> int:
+        """Domains whose next fetch is held back after a failure (metrics, tests)."""
+        return len(self._retry_after)
+
     async def policy(self, domain: str) -> StsPolicy | None:
         """The policy in force for `domain` now, or None. Never raises for DNS, HTTPS or
         storage trouble: those degrade to the cached policy or to none, as RFC 8461 3.3 says."""
@@ -137,7 +147,14 @@ class MtaStsPolicies:
             self._inflight[name] = task
             task.add_done_callback(lambda _t: self._inflight.pop(name, None))
         # Shielded: one delivery being cancelled must not cancel the look-up others wait for.
-        known = await asyncio.shield(task)
+        try:
+            known = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug below: the delivery goes on as RFC 8461 3.3 says
+            log.exception("mta-sts: %s: policy look-up failed", name)
+            cached = self._known.get(name)
+            return cached.policy if cached is not None and _alive(cached, now) else None
         return known.policy
 
     async def _refresh(self, domain: str, now: datetime, known: _Known | None) -> _Known:
@@ -152,13 +169,23 @@ class MtaStsPolicies:
                 policy, record = fetched
                 self._retry_after.pop(domain, None)
             else:
-                self._retry_after[domain] = now + self._retry
+                self._hold_back(domain, now)
         result = _Known(policy, record, now)
         self._known[domain] = result
         self._known.move_to_end(domain)
         while len(self._known) > self._max_entries:
             self._known.popitem(last=False)
         return result
+
+    def _hold_back(self, domain: str, now: datetime) -> None:
+        """No fetch for `domain` before retry_seconds; the map stays within max_entries."""
+        self._retry_after.pop(domain, None)  # re-inserted last: the dict is oldest first
+        if len(self._retry_after) >= self._max_entries:
+            for name in [n for n, until in self._retry_after.items() if until <= now]:
+                del self._retry_after[name]
+            while len(self._retry_after) >= self._max_entries:
+                del self._retry_after[next(iter(self._retry_after))]
+        self._retry_after[domain] = now + self._retry
 
     def _stale(self, record: MtaStsPolicyRecord, now: datetime) -> bool:
         """Past half its lifetime: refetched (same id) so that a live policy never lapses."""
@@ -170,6 +197,9 @@ class MtaStsPolicies:
             records = await self._resolver.txt(f"_mta-sts.{domain}")
         except DnsError:
             return None  # absent or unknown for now: the cache (if any) decides (3.3)
+        except Exception:  # a resolver bug: the same, logged
+            log.exception("mta-sts: %s: _mta-sts TXT look-up failed", domain)
+            return None
         try:
             return parse_txt_records([r.text for r in records])
         except PolicyError as exc:
@@ -199,6 +229,10 @@ class MtaStsPolicies:
         except PolicyFetchError as exc:
             log.info("mta-sts: %s: policy fetch failed: %s", domain, exc.reason)
             self._report(domain, exc.result_type)
+            return None
+        except Exception:  # whatever the policy host provoked: a fetch error all the same
+            log.exception("mta-sts: %s: policy fetch failed", domain)
+            self._report(domain, STS_POLICY_FETCH_ERROR)
             return None
         try:
             policy = parse_policy(text)

@@ -16,7 +16,11 @@ Theory of operation. TLS on SMTP is opportunistic by default: delivery wins over
   send a non-delivery notification") with 5.7.30 "REQUIRETLS support required" if some hop
   lacked REQUIRETLS, else 5.7.10 "Encryption needed" (the two codes 4.2.1 names). A route that
   could not be reached at all (connection refused, timeout) proves nothing about TLS, so a job
-  with any such route stays transient and is retried.
+  with any such route stays transient and is retried. The same holds inside the TLS
+  negotiation (`denies_tls`): only STARTTLS missing or refused, or a certificate that did not
+  verify, shows that a host cannot carry the message; a handshake that timed out or broke on
+  an I/O error is a network fault, and returning the message for it would turn one slow
+  moment into a lost message.
   What is not done: RFC 8689 4.2.1 step 2 also wants the MX host name itself authenticated, by
   DNSSEC or by an MTA-STS policy that lists it. We have no DNSSEC validation; where the domain
   publishes an MTA-STS policy in "enforce" mode, its MX list already filters the routes
@@ -38,6 +42,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from mailprime.delivery.router import Route
+from mailprime.delivery.tls_reports import (
+    CERTIFICATE_EXPIRED,
+    CERTIFICATE_HOST_MISMATCH,
+    CERTIFICATE_NOT_TRUSTED,
+    STARTTLS_NOT_SUPPORTED,
+    TlsFailure,
+)
 from mailprime.delivery.transport import TlsRequirement, TransactionReplies
 from mailprime.domain.mail import QueuedMessage
 from mailprime.proto.smtp.types import Reply
@@ -46,6 +57,12 @@ from mailprime.proto.smtp.types import Reply
 REQUIRETLS_TLS = TlsRequirement(verify=True, source="requiretls", enforce=True)
 NOT_SUPPORTED = "5.7.30"  # RFC 8689 7 (IANA): "REQUIRETLS support required"
 ENCRYPTION_NEEDED = "5.7.10"  # RFC 5248 registry, named by RFC 8689 4.2.1 for a failed TLS
+# RFC 8460 4.3.2.1 result types that are facts about the host's TLS, not about the network.
+_HOST_LACKS_TLS = frozenset({STARTTLS_NOT_SUPPORTED, CERTIFICATE_HOST_MISMATCH,
+                             CERTIFICATE_EXPIRED, CERTIFICATE_NOT_TRUSTED})
+# The reason the SMTP client (net.smtp_client) gives every certificate verification failure,
+# including those whose OpenSSL code has no RFC 8460 type of its own ("validation-failure").
+_CERT_UNVERIFIED = "certificate verify failed"
 
 
 def _stricter(tls: TlsRequirement | None) -> TlsRequirement:
@@ -62,6 +79,13 @@ def routes_for(message: QueuedMessage, routes: Sequence[Route]) -> tuple[Route, 
     if message.tls_optional:
         return tuple(replace(r, tls=None) for r in routes)
     return tuple(routes)
+
+
+def denies_tls(failure: TlsFailure) -> bool:
+    """Whether a TLS failure shows the host cannot give verified TLS (see the module doc):
+    STARTTLS not offered or refused, or a certificate that did not verify. A handshake timeout
+    or an I/O error ("validation-failure" without a certificate verdict) does not."""
+    return failure.result_type in _HOST_LACKS_TLS or _CERT_UNVERIFIED in failure.reason
 
 
 def refuses_requiretls(replies: TransactionReplies) -> bool:
@@ -107,6 +131,7 @@ __all__ = [
     "NOT_SUPPORTED",
     "REQUIRETLS_TLS",
     "RequireTlsTally",
+    "denies_tls",
     "refuses_requiretls",
     "routes_for",
 ]

@@ -11,8 +11,7 @@ the MX hosts) and the transport asks the `Shaper` before each message.
   When that slot is within `hold_seconds` the caller sleeps until it (a short, bounded wait of the
   worker's task); otherwise the job is deferred to the slot's time, and successive deferrals are
   spread one interval apart so that they do not all come back together.
-* Back-off (AIMD). A throttling reply (`is_throttle_reply`: 421, a 4.7.x other than the
-  authentication codes, or any transient reply classified as rate limiting) halves the group's
+* Back-off (AIMD). A throttling reply (`is_throttle_reply`, below) halves the group's
   rate — half of what it actually sent in the last minute when that is lower than its cap,
   because halving an unused cap would slow nothing — and pauses the group for
   `backoff_seconds` × 2^(n-1) (n: throttles without `backoff_max_seconds` of quiet between
@@ -22,6 +21,16 @@ the MX hosts) and the transport asks the `Shaper` before each message.
   slots. After the pause each quiet minute adds `recovery_percent` of the pre-throttle rate
   (additive increase) until the configured rate is back; a group without a configured rate
   gets its cap lifted once it is back at the pre-throttle rate.
+* What throttles. A pause stops the whole group, so only a reply about *us* may cause one: a 421
+  at any stage (RFC 5321 3.8: the service is closing the channel), a provider's documented
+  rate-limit code at any stage (Gmail 4.7.28, Microsoft 4.7.500 and 4.7.650-652, Yahoo's
+  [TS01]/[TSS04]), and at the stages that concern only the sender and its connection
+  (greeting, EHLO, STARTTLS, MAIL) a 4.7.x other than an authentication or TLS failure, or a
+  reply whose words say rate limiting. At RCPT and DATA a transient reply concerns the one
+  recipient or message: greylisting above all ("450 4.7.1 Greylisted", "451 try again later",
+  "temporarily deferred"), which with VERP meets every message (each one a new sender, so a new
+  greylisting triplet) and would otherwise keep a whole provider paused. Greylisting is left to
+  the retry schedule.
 
 Everything runs on an injected monotonic clock (tests drive it by hand); state lives in this
 process only, so each worker process shapes its own share (runtime divides the limits).
@@ -29,8 +38,10 @@ process only, so each worker process shapes its own share (runtime divides the l
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -51,6 +62,24 @@ WINDOW = 60.0  # seconds over which the actual sending rate is measured
 # 4.7.30 DKIM, 4.7.31 no DMARC, 4.7.32 alignment. A TLS or authentication problem (RFC 3463
 # X.7.4-X.7.7, X.7.10-11) is not one either: slowing down fixes neither.
 _NOT_THROTTLING = frozenset({"4.7.23", "4.7.27", "4.7.29", "4.7.30", "4.7.31", "4.7.32"})
+# Rate-limit codes the providers document (PROVIDER-RULES.md): Gmail 4.7.28 "unusual rate of
+# unsolicited mail"; Microsoft 4.7.500 "server busy", 4.7.650/4.7.651 "temporarily rate limited
+# due to IP reputation", 4.7.652 "exceeded the maximum number of connections". They throttle
+# whatever the stage they come at.
+PROVIDER_RATE_CODES = frozenset({"4.7.28", "4.7.500", "4.7.650", "4.7.651", "4.7.652"})
+# Yahoo's deferral tags: [TS01] complaints, [TSS04] unexpected volume (both "temporarily
+# deferred"); [TS02]/[TS03] are permanent refusals, 5xx, and never reach this check.
+_YAHOO_RATE = re.compile(r"\[tss?0[14]\]", re.IGNORECASE)
+_GREYLISTING = re.compile(r"gr[ae]y[ -]?list", re.IGNORECASE)
+
+
+class Stage(enum.Enum):
+    """Where in the session a reply came: it decides what the reply can be about."""
+
+    CONNECT = "connect"  # greeting, EHLO/HELO, STARTTLS: the client and its address
+    MAIL = "mail"  # MAIL FROM: the sender
+    RCPT = "rcpt"  # RCPT TO: one recipient
+    DATA = "data"  # DATA or the last BDAT: this message
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,23 +156,31 @@ class _Group:
         return sum(count for _second, count in self.seconds)
 
 
-def is_throttle_reply(reply: Reply) -> bool:
-    """True for a reply that asks the sender to slow down: 421 (service closing, RFC 5321
-    3.8), a transient 4.7.x (Gmail 4.7.0 / 4.7.28, Microsoft 4.7.650, Yahoo's "421 4.7.0 [TSS04]")
-    unless it names an authentication or TLS failure (Gmail 4.7.23-4.7.32 but 4.7.28: SPF, DKIM,
-    PTR... — slowing down does not fix a DNS record), or a transient reply whose words say rate
-    limiting."""
+def is_throttle_reply(reply: Reply, *, stage: Stage) -> bool:
+    """True for a reply that asks the sender to slow down (see the module doc): a 421, a
+    provider's rate-limit code, or at CONNECT/MAIL a 4.7.x (not an authentication or TLS
+    failure: slowing down does not fix a DNS record) or rate-limiting words. Never greylisting."""
     if not reply.is_transient:
         return False
     if reply.code == 421:
         return True
     text = " ".join((reply.text, *reply.lines))
     verdict = classify_reply(reply.code, reply.enhanced, text)
+    if verdict.status in PROVIDER_RATE_CODES or _YAHOO_RATE.search(text):
+        return True
+    if stage in (Stage.RCPT, Stage.DATA) or is_greylisting(reply):
+        return False
     if verdict.status.startswith("4.7."):
         return verdict.status not in _NOT_THROTTLING and verdict.reason not in (
             BounceReason.AUTH_FAILURE, BounceReason.NETWORK)
     # 4.5.3 "too many recipients" is a per-transaction limit, not a rate.
     return verdict.reason is BounceReason.RATE_LIMITED and verdict.status != "4.5.3"
+
+
+def is_greylisting(reply: Reply) -> bool:
+    """A transient reply that names greylisting: a deferral of this (sender, recipient, client)
+    triplet until it comes back, whatever the stage."""
+    return reply.is_transient and bool(_GREYLISTING.search(" ".join((reply.text, *reply.lines))))
 
 
 class Shaper:
@@ -270,4 +307,14 @@ def _rate(rate: float) -> str:
     return "unlimited" if rate <= 0 else f"{rate:.1f}"
 
 
-__all__ = ["AdaptivePolicy", "Admission", "GroupLimits", "GroupSnapshot", "Shaper", "is_throttle_reply"]
+__all__ = [
+    "PROVIDER_RATE_CODES",
+    "AdaptivePolicy",
+    "Admission",
+    "GroupLimits",
+    "GroupSnapshot",
+    "Shaper",
+    "Stage",
+    "is_greylisting",
+    "is_throttle_reply",
+]

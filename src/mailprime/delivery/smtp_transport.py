@@ -25,10 +25,14 @@ Theory of operation. For a job (one message, one destination domain):
 5. Transaction. A reused connection that fails is closed and the routes are dialled in order
    until one gives a transaction result: a connect failure, a TLS failure or a 4xx greeting or
    MAIL reply moves on to the next route (RFC 5321 5.1) — unless the reply is a throttling one
-   (421, 4.7.x): that pauses the group and ends the attempt, since the next MX of the same
-   provider would only be asked the same. Any other answer is final. Throttling in RCPT or DATA
-   replies pauses the group too. A connection that finished cleanly goes back to the pool until
-   it has carried the group's messages per connection.
+   (421, 4.7.x, delivery.shaping.is_throttle_reply): that pauses the group and ends the attempt,
+   since the next MX of the same provider would only be asked the same. Any other answer is
+   final. In RCPT or DATA replies only a 421 or a provider's rate-limit code pauses the group:
+   a greylisting 450 4.7.1 there concerns one recipient and is left to the retry schedule.
+   With REQUIRETLS, only a TLS verdict on the host (STARTTLS missing, a certificate that does
+   not verify) counts towards returning the message; a handshake timeout is transient. A
+   connection that finished cleanly goes back to the pool until it has carried the group's
+   messages per connection.
 """
 
 from __future__ import annotations
@@ -44,9 +48,14 @@ from datetime import datetime, timedelta
 from mailprime.delivery.connection_pool import ConnectionPool, Pooled
 from mailprime.delivery.ip_pools import IpPool, PoolSelector, Reservation, WarmupCounter
 from mailprime.delivery.provider_groups import BUILTIN_PROVIDERS, ProviderTable, RouteCache
-from mailprime.delivery.requiretls import RequireTlsTally, refuses_requiretls, routes_for
+from mailprime.delivery.requiretls import (
+    RequireTlsTally,
+    denies_tls,
+    refuses_requiretls,
+    routes_for,
+)
 from mailprime.delivery.router import Route, Router, RoutingError
-from mailprime.delivery.shaping import GroupLimits, Shaper, is_throttle_reply
+from mailprime.delivery.shaping import GroupLimits, Shaper, Stage, is_throttle_reply
 from mailprime.delivery.tls_reports import TlsFailure
 from mailprime.delivery.transport import (
     DeliveryError,
@@ -246,9 +255,11 @@ class SmtpTransport:
                 try:
                     conn = await self._dial(route, source)
                 except DeliveryError as exc:
-                    if tally is not None and isinstance(exc, TlsFailure):
+                    # Only a TLS verdict on the host counts; a handshake timeout stays transient.
+                    if tally is not None and isinstance(exc, TlsFailure) and denies_tls(exc):
                         tally.no_tls(where, _bare_reason(exc.reason))
-                    if exc.reply is not None and is_throttle_reply(exc.reply):  # 421 greeting
+                    if exc.reply is not None and is_throttle_reply(  # 421 greeting, 4.7.x EHLO
+                            exc.reply, stage=Stage.CONNECT):
                         self.shaper.throttled(group, exc.reply.one_line())
                         return _all(job, RecipientStatus.PENDING, exc.reply.one_line(), where), False
                     last_error = f"connect to {where}: {_bare_reason(exc.reason)}"
@@ -299,7 +310,8 @@ class SmtpTransport:
                                           body_8bit=job.message.body_8bit,
                                           require_tls=job.message.require_tls)
         except DeliveryError as exc:
-            if exc.reply is not None and is_throttle_reply(exc.reply):  # 421 mid-session
+            # 421 mid-session (a session failure: the sender's, like MAIL's)
+            if exc.reply is not None and is_throttle_reply(exc.reply, stage=Stage.MAIL):
                 self.shaper.throttled(group, exc.reply.one_line())
                 return _Attempt(_all(job, RecipientStatus.PENDING, exc.reply.one_line(),
                                      conn.description))
@@ -308,8 +320,11 @@ class SmtpTransport:
                                      f"550 {exc.enhanced} {exc.reason}", conn.description))
             return _Attempt(None)
         item.transactions += 1
-        throttle = next((r for r in (replies.mail, *replies.rcpts, replies.data)
-                         if r is not None and is_throttle_reply(r)), None)
+        # Each reply judged by its stage: a greylisting RCPT (or DATA) reply is no throttle.
+        staged = ((replies.mail, Stage.MAIL), *((r, Stage.RCPT) for r in replies.rcpts),
+                  (replies.data, Stage.DATA))
+        throttle = next((r for r, stage in staged
+                         if r is not None and is_throttle_reply(r, stage=stage)), None)
         if throttle is not None:
             self.shaper.throttled(group, throttle.one_line())
         if job.message.require_tls and refuses_requiretls(replies):

@@ -4,7 +4,9 @@ Theory of operation. A loop claims due jobs (one message × one destination doma
 up to the free concurrency, and starts one task per job. A job waits for a slot of its
 destination (a per-domain cap on concurrent connections), loads the content, asks the transport,
 then turns each transient result into a retry time from the schedule — or EXPIRED once the queue
-lifetime is over — and records all outcomes (which appends the events). Then the notifier
+lifetime is over — and records all outcomes (which appends the events); a job split per
+recipient for VERP records each recipient as soon as its transaction ends, and hands back the
+ones not tried once half its lease is gone (delivery.verp_split). Then the notifier
 (delivery.notifications) sends the RFC 3464 DSNs the outcomes call for: failed, relayed to a
 next hop without DSN, or delayed, per the recipients' NOTIFY (RFC 3461). Between rounds the loop
 sleeps until woken (new mail queued, `wake()`), the next due time, or the poll interval,
@@ -27,12 +29,13 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from mailprime.delivery.bounce_policy import SyncBounces
 from mailprime.delivery.notifications import DEFAULT_DELAY_WARNING, MailInjector, Notifier
 from mailprime.delivery.schedule import RetrySchedule
 from mailprime.delivery.transport import Transport
-from mailprime.delivery.verp_split import VerpSplitter
+from mailprime.delivery.verp_split import VerpSplitter, finish_through_cancel
 from mailprime.domain.clock import Clock
 from mailprime.domain.mail import (
     DeliveryJob,
@@ -40,10 +43,15 @@ from mailprime.domain.mail import (
     RecipientStatus,
 )
 from mailprime.logline import emit
-from mailprime.storage.ports import Store
+from mailprime.storage.ports import BlobReader, Store
 from mailprime.storage.recent import RecentContent
 
 log = logging.getLogger("mailprime.delivery")
+
+# A split (VERP) job starts no new transaction past this share of its lease: the rest of the
+# lease covers the transaction in flight (its command timeouts), so no other worker claims
+# recipients that are still being sent (delivery.verp_split).
+SPLIT_LEASE_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +162,8 @@ class DeliveryWorker:
         return len(jobs)
 
     def _start(self, job: DeliveryJob) -> None:
-        task = asyncio.create_task(self._run_job(job))
+        # The lease runs from (about) now: the claim or the accept that leased the job.
+        task = asyncio.create_task(self._run_job(job, self.clock.now()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -190,45 +199,90 @@ class DeliveryWorker:
         await self.transport.close()
 
     # One job -------------------------------------------------------------------------------
-    async def _run_job(self, job: DeliveryJob) -> None:
+    async def _run_job(self, job: DeliveryJob, leased_at: datetime) -> None:
         async with self._slots, self._per_domain[job.domain]:
             started = time.monotonic()
+            # Outcomes written so far. A split (VERP) job writes each recipient's as soon as
+            # its transaction ends; whatever was written is reported once, here, even when the
+            # job is cancelled (stop) half-way.
+            recorded: list[RecipientOutcome] = []
             try:
-                # Streamed from the store (the spool file stays open for the whole attempt).
-                cached = self.recent.get(job.message.id) if self.recent is not None else None
-                deliver = self.transport.deliver if self.verp is None else self.verp.through(
-                    self.transport)
-                if cached is not None:
-                    outcomes = list(await deliver(job, cached))
-                else:
-                    async with self.store.open_blob(job.message.blob_id) as content:
-                        outcomes = list(await deliver(job, content))
+                outcomes = await self._attempt(job, leased_at, started, recorded)
+                if outcomes is not None:
+                    await self._record(job, outcomes, started, recorded)
+            finally:
+                if recorded:
+                    await self._after_recorded(job, recorded)
+
+    async def _attempt(self, job: DeliveryJob, leased_at: datetime, started: float,
+                       recorded: list[RecipientOutcome]) -> list[RecipientOutcome] | None:
+        """The attempt's outcomes to record, or None when a split job recorded its own."""
+        try:
+            # Streamed from the store (the spool file stays open for the whole attempt).
+            cached = self.recent.get(job.message.id) if self.recent is not None else None
+            if cached is not None:
+                return await self._deliver(job, cached, leased_at, started, recorded)
+            async with self.store.open_blob(job.message.blob_id) as content:
+                return await self._deliver(job, content, leased_at, started, recorded)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or storage fault must not lose the job
+            log.exception("%s: delivery attempt crashed", job.message.id)
+            done = {o.recipient_id for o in recorded}
+            return [RecipientOutcome(r.id, RecipientStatus.PENDING,
+                                     f"451 4.3.0 local error: {type(exc).__name__}")
+                    for r in job.recipients if r.id not in done]
+
+    async def _deliver(self, job: DeliveryJob, content: BlobReader, leased_at: datetime,
+                       started: float,
+                       recorded: list[RecipientOutcome]) -> list[RecipientOutcome] | None:
+        senders = await self.verp.senders_for(job) if self.verp is not None else None
+        if self.verp is None or senders is None:
+            return list(await self.transport.deliver(job, content))
+
+        async def record(one: DeliveryJob, outcomes: Sequence[RecipientOutcome]) -> None:
+            await self._record(one, list(outcomes), started, recorded)
+
+        deadline = leased_at + timedelta(seconds=self.config.lease_seconds * SPLIT_LEASE_SHARE)
+        rest = await self.verp.deliver_each(self.transport, job, senders, content, record,
+                                            clock=self.clock, deadline=deadline)
+        # Handed back unleased, due as they were: the next claim takes them.
+        if rest and await finish_through_cancel(asyncio.ensure_future(
+                self.store.record_outcomes(replace(job, recipients=rest), [], self.clock.now()))):
+            raise asyncio.CancelledError
+        return None
+
+    async def _record(self, job: DeliveryJob, outcomes: list[RecipientOutcome], started: float,
+                      recorded: list[RecipientOutcome]) -> None:
+        """Schedules retries, classifies, writes `job`'s outcomes (releasing only its
+        recipients' leases) and adds them to `recorded`. The write runs to its end even when
+        the job is cancelled meanwhile: it records what already happened on the wire."""
+        outcomes = self._schedule_retries(job, outcomes)
+        if self.bounces is not None:  # the events record_outcomes appends carry the class
+            outcomes = self.bounces.annotate(job, outcomes)
+        cancelled = await finish_through_cancel(asyncio.ensure_future(
+            self.store.record_outcomes(job, outcomes, self.clock.now())))
+        recorded.extend(outcomes)
+        self._log(job, outcomes, time.monotonic() - started)
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _after_recorded(self, job: DeliveryJob, outcomes: list[RecipientOutcome]) -> None:
+        """The bounce policy and the DSNs, once per attempt for all its recorded outcomes."""
+        if self.bounces is not None:
+            try:
+                await self.bounces.after_recorded(job, outcomes)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a bug or storage fault must not lose the job
-                log.exception("%s: delivery attempt crashed", job.message.id)
-                outcomes = [RecipientOutcome(r.id, RecipientStatus.PENDING,
-                                             f"451 4.3.0 local error: {type(exc).__name__}")
-                            for r in job.recipients]
-            outcomes = self._schedule_retries(job, outcomes)
-            if self.bounces is not None:  # the events record_outcomes appends carry the class
-                outcomes = self.bounces.annotate(job, outcomes)
-            await self.store.record_outcomes(job, outcomes, self.clock.now())
-            self._log(job, outcomes, time.monotonic() - started)
-            if self.bounces is not None:
-                try:
-                    await self.bounces.after_recorded(job, outcomes)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # recorded already; a lost suppression must not kill the task
-                    log.exception("%s: applying the bounce policy failed", job.message.id)
-            try:
-                await self.notifier.after_attempt(job, outcomes, self.clock.now())
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the outcomes are recorded; a lost report must not kill the task
-                log.exception("%s: sending the delivery status notification failed",
-                              job.message.id)
+            except Exception:  # recorded already; a lost suppression must not kill the task
+                log.exception("%s: applying the bounce policy failed", job.message.id)
+        try:
+            await self.notifier.after_attempt(job, outcomes, self.clock.now())
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the outcomes are recorded; a lost report must not kill the task
+            log.exception("%s: sending the delivery status notification failed",
+                          job.message.id)
 
     def _schedule_retries(self, job: DeliveryJob,
                           outcomes: list[RecipientOutcome]) -> list[RecipientOutcome]:

@@ -38,6 +38,11 @@ class EventKind(enum.StrEnum):
     COMPLAINED = "complained"  # an ARF report named the recipient (RFC 5965)
     SUPPRESSED = "suppressed"  # the address went onto the suppression list
     UNSUPPRESSED = "unsuppressed"  # an operator took it off
+    # Engagement (issue 5): from the tracking and unsubscribe endpoints (web.tracking). An open
+    # or click fetched by a machine (privacy proxy, scanner) carries attrs machine=yes.
+    OPENED = "opened"
+    CLICKED = "clicked"
+    UNSUBSCRIBED = "unsubscribed"
 
 
 class DsnNotify(enum.StrEnum):

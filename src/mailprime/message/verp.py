@@ -10,8 +10,9 @@ return path `<prefix>+<token>@<bounce domain>` (Variable Envelope Return Path), 
 it for us. The token packs:
 
   queue id (new_queue_id's base-31 number, at least 18 digits: as a 96-bit integer)
-  + recipient row id (64 bits)
-  + HMAC-SHA256(secret, "mailprime-verp-1" | those 20 octets), first 80 bits
+  + recipient row id (48 bits)
+  + issue day (days since 1970-01-01 UTC, 16 bits: good until 2149)
+  + HMAC-SHA256(secret, "mailprime-verp-2" | those 20 octets), first 80 bits
 
 = 30 octets, written in lower-case base32 without padding: exactly 48 characters. Why so:
 
@@ -19,11 +20,17 @@ it for us. The token packs:
   but MTAs and bounce generators do lower-case (or upper-case) addresses; base32 survives both,
   so decoding folds case first.
 * Short enough. A local part is at most 64 octets (RFC 5321 4.5.3.1.1); "bounces+" plus 48 is
-  56. A prefix longer than 15 characters is refused (`max_prefix`).
+  56. A prefix longer than 15 characters is refused (`max_prefix`). The issue day took 16 of
+  the recipient id's 64 bits rather than making the token longer: 2**48 recipient rows is more
+  than any queue will hold, and a longer token would leave a prefix of 11 characters.
 * Unforgeable. Without the secret nobody can make a token for another message or recipient, so
   a forged DSN cannot suppress arbitrary addresses; 80 bits make guessing hopeless, and the tag
   is compared in constant time (hmac.compare_digest). The bounce domain is not signed: an
   operator may move it, and bounces for mail sent before still arrive at the old one.
+* Bounded in time. A token is a capability, and one seen once (in a bounce, in a forwarded
+  message's Return-Path) would otherwise work for ever; the signed issue day lets the MX refuse
+  a token older than a configured age (`age_days`; services.feedback refuses it at RCPT). Real
+  bounces come within the sender's retry period (days), feedback-loop reports within hours.
 * Checkable at RCPT. The token is verified without storage, so a bad one is refused at RCPT TO
   (550 5.1.1) before any data is read.
 
@@ -36,7 +43,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mailprime.domain.ids import QueueId, RecipientId
@@ -51,9 +59,12 @@ MIN_SECRET = 16  # octets; init writes 32 random ones
 _QUEUE_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"  # domain.ids.new_queue_id's
 _QUEUE_ID_LENGTH = 18  # new_queue_id pads to this; ids grow to 19 digits from about 2024 on
 _QUEUE_OCTETS = 12  # 31**19 < 2**96: good until the millisecond clock passes 2**46 (year 4200)
-_RCPT_OCTETS = 8
+_RCPT_OCTETS = 6
+_DAY_OCTETS = 2  # days since the Unix epoch: 65535 of them reach 2149-06-06
 _TAG_OCTETS = 10  # 80 bits of HMAC-SHA256 (RFC 2104 5: at least half the output, or 80 bits)
-_DOMAIN_TAG = b"mailprime-verp-1"
+# The layout's version: a token of another layout (version 1 had no day) never verifies.
+_DOMAIN_TAG = b"mailprime-verp-2"
+_DAY_SECONDS = 86400
 _PREFIX_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
@@ -67,6 +78,12 @@ class VerpTarget:
 
     queue_id: QueueId
     recipient_id: RecipientId
+    day: int  # the issue day: days since 1970-01-01 UTC (`utc_day`)
+
+
+def utc_day(timestamp: float) -> int:
+    """Days since 1970-01-01 UTC of a Unix time: the day a token is issued on."""
+    return int(timestamp // _DAY_SECONDS)
 
 
 def check_prefix(prefix: str) -> str:
@@ -106,27 +123,44 @@ def _tag(secret: bytes, payload: bytes) -> bytes:
 
 
 class VerpCodec:
-    """Makes and reads VERP addresses with one prefix and a list of secrets (newest first)."""
+    """Makes and reads VERP addresses with one prefix and a list of secrets (newest first).
+    `clock` gives the Unix time the issue day is taken from (the wall clock unless a test or the
+    runtime passes its own)."""
 
-    def __init__(self, secrets: Sequence[bytes], prefix: str = "bounces") -> None:
+    def __init__(self, secrets: Sequence[bytes], prefix: str = "bounces", *,
+                 clock: Callable[[], float] = time.time) -> None:
         if not secrets or any(len(s) < MIN_SECRET for s in secrets):
             raise VerpError(f"a VERP secret needs at least {MIN_SECRET} octets")
         self.secrets = tuple(secrets)
         self.prefix = check_prefix(prefix)
+        self.clock = clock
 
-    def token(self, queue_id: str, recipient_id: int) -> str | None:
-        """The 48-character token, or None when `queue_id` is not one of new_queue_id's (such a
-        message keeps its own sender) or the recipient id does not fit 64 bits."""
+    def today(self) -> int:
+        return utc_day(self.clock())
+
+    def age_days(self, target: VerpTarget) -> int:
+        """How many days ago the token naming `target` was issued (negative: in the future,
+        which only a clock set back can produce)."""
+        return self.today() - target.day
+
+    def token(self, queue_id: str, recipient_id: int, day: int | None = None) -> str | None:
+        """The 48-character token issued on `day` (default today), or None when `queue_id` is
+        not one of new_queue_id's (such a message keeps its own sender) or the recipient id or
+        the day does not fit its field."""
         number = _queue_number(queue_id)
-        if number is None or not 0 <= recipient_id < 2 ** (8 * _RCPT_OCTETS):
+        day = self.today() if day is None else day
+        if (number is None or not 0 <= recipient_id < 2 ** (8 * _RCPT_OCTETS)
+                or not 0 <= day < 2 ** (8 * _DAY_OCTETS)):
             return None
-        payload = number.to_bytes(_QUEUE_OCTETS, "big") + recipient_id.to_bytes(_RCPT_OCTETS, "big")
+        payload = (number.to_bytes(_QUEUE_OCTETS, "big")
+                   + recipient_id.to_bytes(_RCPT_OCTETS, "big") + day.to_bytes(_DAY_OCTETS, "big"))
         raw = payload + _tag(self.secrets[0], payload)
         return base64.b32encode(raw).decode("ascii").lower()
 
-    def encode(self, queue_id: str, recipient_id: int, bounce_domain: str) -> str | None:
+    def encode(self, queue_id: str, recipient_id: int, bounce_domain: str, *,
+               day: int | None = None) -> str | None:
         """`<prefix>+<token>@<bounce_domain>`, or None (see `token`)."""
-        token = self.token(queue_id, recipient_id)
+        token = self.token(queue_id, recipient_id, day)
         if token is None:
             return None
         return f"{self.prefix}{SEPARATOR}{token}@{bounce_domain.lower()}"
@@ -150,7 +184,9 @@ class VerpCodec:
         if not any(hmac.compare_digest(tag, _tag(s, payload)) for s in self.secrets):
             return None
         queue_id = _queue_id(int.from_bytes(payload[:_QUEUE_OCTETS], "big"))
-        return VerpTarget(queue_id, RecipientId(int.from_bytes(payload[_QUEUE_OCTETS:], "big")))
+        rcpt_end = _QUEUE_OCTETS + _RCPT_OCTETS
+        recipient_id = RecipientId(int.from_bytes(payload[_QUEUE_OCTETS:rcpt_end], "big"))
+        return VerpTarget(queue_id, recipient_id, int.from_bytes(payload[rcpt_end:], "big"))
 
     def _split(self, address: str) -> str | None:
         local, at, _domain = address.strip().strip("<>").rpartition("@")
@@ -169,4 +205,5 @@ __all__ = [
     "VerpError",
     "VerpTarget",
     "check_prefix",
+    "utc_day",
 ]

@@ -10,14 +10,17 @@ as ValueError without being read further. The whole exchange runs under one `tim
 connection is always closed afterwards (no keep-alive: a scan costs far more than a loopback
 connect, and one connection per request keeps this small and safe under cancellation).
 
-Only http:// is spoken: the peers are on loopback or a trusted network. Errors are OSError
-(cannot connect, connection lost), TimeoutError, and ValueError (not HTTP, or too large).
+https:// (webhook receivers) is spoken with the context given: the system's trust store plus an
+operator's CA file, host name checked. Redirects are not followed (a 3xx is the caller's to
+report). Errors are OSError (cannot connect, TLS refused, connection lost), TimeoutError, and
+ValueError (not an http(s) URL, not HTTP, or too large).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -26,8 +29,21 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_LINE = 8 * 1024
 
 
+def verifying_context(cafile: str | None = None) -> ssl.SSLContext:
+    """The system's trust store (and `cafile` besides), hostnames checked, TLS 1.2 at least."""
+    ctx = ssl.create_default_context()
+    if cafile:
+        ctx.load_verify_locations(cafile=cafile)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 class HttpClient:
-    """Satisfies services.rspamd.HttpPost."""
+    """Satisfies services.rspamd.HttpPost and services.webhooks.HttpPoster. https:// URLs use
+    `ssl_context` (default: `verifying_context()`)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl = ssl_context
 
     async def post(self, url: str, headers: Sequence[tuple[str, str]], body: bytes, *,
                    timeout: float, max_reply: int) -> tuple[int, bytes]:
@@ -37,13 +53,18 @@ class HttpClient:
     async def _post(self, url: str, headers: Sequence[tuple[str, str]], body: bytes,
                     max_reply: int) -> tuple[int, bytes]:
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"not an http:// URL: {url!r}")
-        host, port = parts.hostname, parts.port or 80
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http:// or https:// URL: {url[:100]!r}")
+        secure = parts.scheme == "https"
+        if secure and self._ssl is None:
+            self._ssl = verifying_context()
+        host, port = parts.hostname, parts.port or (443 if secure else 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        reader, writer = await asyncio.open_connection(host, port, limit=MAX_LINE * 2)
+        reader, writer = await asyncio.open_connection(
+            host, port, limit=MAX_LINE * 2, ssl=self._ssl if secure else None,
+            server_hostname=host if secure else None)
         try:
-            head = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}",
+            head = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}",
                     f"Content-Length: {len(body)}", "Connection: close"]
             for name, value in headers:
                 if any(c in name + value for c in "\r\n\0"):
@@ -54,7 +75,7 @@ class HttpClient:
             return await _read_response(reader, max_reply)
         finally:
             writer.close()
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ssl.SSLError):
                 await writer.wait_closed()
 
 

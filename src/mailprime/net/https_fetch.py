@@ -16,6 +16,10 @@ a 200 answer. Everything else fails with `HttpsFetchError`:
   recommends 60 s), the status line and each header line by MAX_LINE, the headers by MAX_HEADERS,
   the body by `max_size` octets whichever framing (Content-Length, chunked, or until close)
   the server uses.
+* Framing numbers are read by their grammar, never by `int()`, which also takes "-1", "+5",
+  "0x10", "1_0" and non-ASCII digits: Content-Length is 1*DIGIT (RFC 9110 8.6), a chunk size
+  1*HEXDIG (RFC 9112 7.1), each at most MAX_LENGTH_DIGITS long. A negative size would reach
+  `readexactly` and escape as a ValueError instead of a fetch error.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import ssl
 from dataclasses import dataclass
 
@@ -32,6 +37,10 @@ MAX_LINE = 8192  # octets in the status line or one header line (as common serve
 MAX_HEADERS = 100  # header fields in a response
 DEFAULT_MAX_SIZE = 64 * 1024  # body octets
 DEFAULT_TIMEOUT = 60.0  # seconds (RFC 8461 3.3)
+# Digits of a Content-Length or chunk size: 16 hex digits reach 2^64, far past any body we take.
+MAX_LENGTH_DIGITS = 16
+_DECIMAL = re.compile(rf"[0-9]{{1,{MAX_LENGTH_DIGITS}}}")  # RFC 9110 8.6: 1*DIGIT
+_HEX = re.compile(rf"[0-9A-Fa-f]{{1,{MAX_LENGTH_DIGITS}}}")  # RFC 9112 7.1: chunk-size = 1*HEXDIG
 
 
 class HttpsFetchError(Exception):
@@ -129,7 +138,7 @@ class HttpsFetcher:
             return await self._chunked(reader, url)
         if "content-length" in headers:
             length = headers["content-length"]
-            if not length.isdigit():
+            if not _DECIMAL.fullmatch(length):
                 raise HttpsFetchError(f"{url}: bad Content-Length {length[:20]!r}")
             if int(length) > self.max_size:
                 raise HttpsFetchError(f"{url}: body of {length} octets exceeds {self.max_size}")
@@ -145,11 +154,11 @@ class HttpsFetcher:
     async def _chunked(self, reader: asyncio.StreamReader, url: str) -> bytes:
         body = bytearray()
         while True:
-            size_line = (await _line(reader, url)).split(";")[0].strip()
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                raise HttpsFetchError(f"{url}: bad chunk size {size_line[:20]!r}") from None
+            # chunk-ext (after ";", RFC 9112 7.1.1) is ignored, with the white space before it.
+            size_line = (await _line(reader, url)).split(";")[0].strip(" \t")
+            if not _HEX.fullmatch(size_line):
+                raise HttpsFetchError(f"{url}: bad chunk size {size_line[:20]!r}")
+            size = int(size_line, 16)
             if size == 0:
                 await _headers(reader, url)  # the trailer section, if any
                 return bytes(body)

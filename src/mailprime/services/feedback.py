@@ -16,24 +16,49 @@ normal resolution. On the submission listener, a suppressed recipient is refused
 
 End of data (`on_data_end`). Feedback targets are never filed into a mailbox. The message is
 read once, up to bounce_parse.MAX_REPORT (a message larger than the store's inline limit is
-read from its first octets, where every report format puts the parts that matter):
-* at a VERP address: a bounce (bounce_parse: DSN or a known text format) is mapped to the one
-  recipient the token names: its queue row gives the address and the original sender; if the
-  message is gone from the queue, the bounce's own Final-Recipient and the VERP domain stand
-  in. A failed recipient becomes a BOUNCED event (source=async; hard or soft in its attrs), a
-  delayed one a DEFERRED event; both go to the suppression policy (soft ones counted once, as
-  the remote MTA says it gave up). An ARF report sent to a VERP address (some feedback loops
-  use the return path) is handled like one at an FBL address. Anything else (an auto-reply) is
-  logged and dropped: it was accepted, so it is not bounced.
-* at an FBL address: an ARF report (message.arf) is mapped through the reported message's
-  envelope sender (Original-Mail-From, else its Return-Path), when that is one of our VERP
-  addresses; else to the recipient the report names, with no queue id. A COMPLAINED event and,
-  per policy, a suppression follow.
+read from its first octets, where every report format puts the parts that matter).
+
+Nothing in a report is believed on its own word: anyone can mail a DSN or an ARF report to our
+MX and name any address in it. What makes a report about one of our recipients is a VERP token
+(it verifies, so we signed it) that names a queue row of ours (queue id and recipient id both
+match, so the message still exists); the address then comes from OUR row, never from the
+report, and the report's own recipient only decides whether the failure concerns that address.
+* At a VERP address: a bounce (bounce_parse: DSN or a known text format) becomes a BOUNCED
+  event (source=async; hard or soft in its attrs), a delayed one a DEFERRED event. It goes to
+  the suppression policy only when (1) the queue row still exists — without it the token proves
+  we sent something, not to whom, so a report naming a victim would suppress the victim — and
+  (2) its Final-Recipient or Original-Recipient is our row's address or ORCPT — else a remote
+  alias expanded our recipient and the failure is about the alias's target, not about our
+  recipient. Otherwise the event is recorded (mapped=no, or reported_recipient=... with
+  recipient_match=no) and nothing is suppressed. An ARF report sent to a VERP address (some
+  feedback loops use the return path) is handled like one at an FBL address. Anything else (an
+  auto-reply) is logged and dropped: it was accepted, so it is not bounced.
+* At an FBL address: an ARF report (message.arf) is mapped through the reported message's
+  envelope sender (Original-Mail-From, else its Return-Path) when that is one of our VERP
+  addresses naming a queue row of ours: a COMPLAINED event about our row's recipient and, per
+  policy, a suppression. An unmapped report is recorded as a COMPLAINED event with mapped=no
+  (the address it names in reported_recipient, not as the event's recipient) and suppresses
+  nothing. (Trusting reports from known feedback-loop operators by their DKIM signature was
+  left out: verification runs after this point, and VERP maps the reports of every major FBL.)
+
+Reports are processed once. A remote MTA whose transaction we answer 4xx later (a failed
+commit of the other recipients' copy, the authentication checks) sends the same report again,
+so each event carries the report's identity (its Message-ID, else a hash of its octets) and the
+recipient id; a report already recorded for that queue id and recipient is acknowledged without
+new events or counts (found among the queue id's events, an indexed look-up). Recording after
+the commit instead would lose the report when the process stops between the two, and still
+record it twice when the remote did not see our 250. A report with no queue id (an unmapped
+complaint) changes nothing but the event log, so it is not looked for.
+
+A VERP token carries its issue day: one older than `verp_max_age_days` is refused at RCPT (550
+5.1.1) like a forged one, so a token seen once does not work for ever.
+
 A report about a recipient whose original sender asked for DSNs (NOTIFY, RFC 3461) is also
 forwarded to that sender's mailbox when the sender is a local account: the sender asked, so the
-sender gets it. When the transaction also had ordinary recipients, or there is a sender to
-forward to, the caller goes on to accept the message for them; otherwise the answer is 250
-here, and nothing is stored.
+sender gets it (a report already recorded is forwarded all the same: the copy went with the
+transaction the remote retries). When the transaction also had ordinary recipients, or there is
+a sender to forward to, the caller goes on to accept the message for them; otherwise the answer
+is 250 here, and nothing is stored.
 
 Submitted mail that leaves (`outbound_lines`): Feedback-ID and MIME-Version when missing
 (message.feedback_id), added before DKIM signing so the signature covers them.
@@ -41,6 +66,9 @@ Submitted mail that leaves (`outbound_lines`): Feedback-ID and MIME-Version when
 
 from __future__ import annotations
 
+import contextlib
+import enum
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,7 +77,7 @@ from typing import Protocol
 from mailprime.domain.address import Address
 from mailprime.domain.errors import InvalidAddress
 from mailprime.domain.ids import QueueId
-from mailprime.domain.mail import DsnNotify, EventKind, LocalDelivery
+from mailprime.domain.mail import DsnNotify, EventKind, LocalDelivery, QueuedMessage, QueueRecipient
 from mailprime.logline import emit
 from mailprime.message.arf import DEFAULT_RECIPIENT_HEADER, FeedbackReport, parse_arf
 from mailprime.message.bounce_parse import (
@@ -63,8 +91,9 @@ from mailprime.message.bounce_reason import BounceReason
 from mailprime.message.dsn import DsnAction
 from mailprime.message.feedback_id import FeedbackIdConfig, provider_header_lines
 from mailprime.message.verp import VerpCodec, VerpTarget
+from mailprime.proto.smtp import xtext
 from mailprime.proto.smtp.types import Reply
-from mailprime.services.suppression import Failure, SuppressionPolicy
+from mailprime.services.suppression import COUNTABLE, MAX_EVENTS_READ, Failure, SuppressionPolicy
 from mailprime.storage.ports import DirectoryStore, EventLog, QueueStore
 
 log = logging.getLogger("mailprime.feedback")
@@ -73,6 +102,11 @@ log = logging.getLogger("mailprime.feedback")
 # up (expired), or said the mailbox is full or (for now) unknown.
 _COUNTED_ASYNC = frozenset({BounceReason.MAILBOX_FULL, BounceReason.USER_UNKNOWN,
                             BounceReason.EXPIRED})
+# A report's identity kept in an event attr: a Message-ID is at most a line (RFC 5322 2.1.1
+# allows 998 octets; real ones are under 100), longer ones are hashed instead.
+_MAX_IDENTITY = 250
+# Clock skew tolerated on a token's issue day (a node whose clock runs a day ahead).
+_FUTURE_DAYS = 1
 
 
 class FeedbackStore(QueueStore, EventLog, DirectoryStore, Protocol):
@@ -84,6 +118,7 @@ class FeedbackConfig:
     fbl_addresses: tuple[str, ...] = ("fbl",)
     recipient_header: str = DEFAULT_RECIPIENT_HEADER  # ARF's last resort (message.arf)
     feedback_id: FeedbackIdConfig = field(default_factory=FeedbackIdConfig)
+    verp_max_age_days: int = 30  # [bounces] verp_max_age_days
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +149,20 @@ class DataEndResult:
 
     reply: Reply | None
     forward: tuple[LocalDelivery, ...] = ()
+
+
+class _Outcome(enum.Enum):
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"  # recorded by an earlier delivery of the same report
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """The queue row a VERP token names, when it still exists."""
+
+    message: QueuedMessage
+    recipient: QueueRecipient
 
 
 class FeedbackService:
@@ -151,10 +200,23 @@ class FeedbackService:
                 return RcptDecision(Reply(550, f"<{recipient}>: Recipient address rejected: "
                                                "invalid bounce address", "5.1.1"),
                                     log_reason="550 5.1.1 invalid VERP token")
+            if not self._fresh(target):
+                return RcptDecision(Reply(550, f"<{recipient}>: Recipient address rejected: "
+                                               "expired bounce address", "5.1.1"),
+                                    log_reason=f"550 5.1.1 VERP token issued "
+                                               f"{self.codec.age_days(target)} days ago")
             return RcptDecision(Reply(250, "Ok", "2.1.5"), FeedbackTarget(recipient, target))
         if self._is_fbl(addr) and await self.directory.is_local_domain(addr.domain):
             return RcptDecision(Reply(250, "Ok", "2.1.5"), FeedbackTarget(recipient))
         return _CONTINUE
+
+    def _fresh(self, target: VerpTarget) -> bool:
+        """Whether the token's issue day is within `verp_max_age_days` (and not in the future
+        beyond clock skew)."""
+        if self.codec is None:
+            return False
+        age = self.codec.age_days(target)
+        return -_FUTURE_DAYS <= age <= self.config.verp_max_age_days
 
     def _maybe_fbl(self, recipient: str) -> bool:
         address = recipient.strip().strip("<>").lower()
@@ -169,7 +231,8 @@ class FeedbackService:
         """Records what the message reports. The result's reply is the final one when nothing
         is left to store: no other recipients and nobody to forward the report to."""
         message = message[:MAX_REPORT]
-        recorded = 0
+        identity = report_identity(message)
+        outcomes: list[_Outcome] = []
         forward: list[LocalDelivery] = []
         seen: set[tuple[str, int] | str] = set()
         for target in targets:
@@ -178,115 +241,138 @@ class FeedbackService:
             if key in seen:
                 continue  # one message, one report: the same target twice counts once
             seen.add(key)
-            recorded += await self._one(target, message, session)
+            outcomes.append(await self._one(target, message, identity, session))
             if target.verp is not None:
                 to = await self._forward_to(target.verp)
                 if to is not None and all(d.account_id != to.account_id for d in forward):
                     forward.append(to)
         if others or forward:
             return DataEndResult(None, tuple(forward))
-        return DataEndResult(Reply(250, f"Ok: {recorded} report(s) recorded" if recorded
-                                   else "Ok: nothing to record", "2.0.0"))
+        recorded = outcomes.count(_Outcome.RECORDED)
+        if recorded:
+            text = f"Ok: {recorded} report(s) recorded"
+        elif _Outcome.DUPLICATE in outcomes:
+            text = "Ok: report already recorded"
+        else:
+            text = "Ok: nothing to record"
+        return DataEndResult(Reply(250, text, "2.0.0"))
+
+    async def _row(self, verp: VerpTarget) -> _Row | None:
+        """The queue row the token names: the message, and the recipient with that id."""
+        message = await self.store.get_message(verp.queue_id)
+        if message is None:
+            return None
+        rcpt = next((r for r in await self.store.get_recipients(verp.queue_id)
+                     if r.id == verp.recipient_id), None)
+        return _Row(message, rcpt) if rcpt is not None else None
 
     async def _forward_to(self, verp: VerpTarget) -> LocalDelivery | None:
         """The original sender's mailbox, when the recipient asked for DSNs explicitly (RFC
         3461 NOTIFY other than NEVER): a report the sender asked for must reach the sender,
         VERP or not. Without NOTIFY the bounce is ours to process (and the sender learns of it
         from the event stream)."""
-        message = await self.store.get_message(verp.queue_id)
-        if message is None or not message.sender:
+        row = await self._row(verp)
+        if row is None or not row.message.sender:
             return None
-        rcpt = next((r for r in await self.store.get_recipients(verp.queue_id)
-                     if r.id == verp.recipient_id), None)
-        if rcpt is None or not rcpt.notify or rcpt.notify == {DsnNotify.NEVER}:
+        if not row.recipient.notify or row.recipient.notify == {DsnNotify.NEVER}:
             return None
-        account = await self.directory.get_account(message.sender)
+        account = await self.directory.get_account(row.message.sender)
         if account is None or account.disabled:
             return None
-        return LocalDelivery(account.id, recipient=message.sender)
+        return LocalDelivery(account.id, recipient=row.message.sender)
 
-    async def _one(self, target: FeedbackTarget, message: bytes, session: str) -> int:
+    async def _already(self, verp: VerpTarget, identity: str) -> bool:
+        """Whether this report was recorded before for this queue id and recipient id."""
+        marks = {("report", identity), ("rcpt_id", str(verp.recipient_id))}
+        return any(marks <= set(e.attrs)
+                   for e in await self.store.list_events(verp.queue_id, limit=MAX_EVENTS_READ))
+
+    async def _one(self, target: FeedbackTarget, message: bytes, identity: str,
+                   session: str) -> _Outcome:
         if target.verp is not None:
             report = parse_bounce_report(message)
             if report is not None:
-                return await self._bounce(target.verp, target.address, report, session)
+                return await self._bounce(target.verp, target.address, report, identity, session)
         arf = parse_arf(message, recipient_header=self.config.recipient_header)
         if arf is not None:
-            return await self._complaint(arf, target, session)
+            return await self._complaint(arf, target, identity, session)
         emit(log, session, to=f"<{target.address}>", status="feedback-ignored",
              reason="neither a bounce nor a feedback report")
-        return 0
+        return _Outcome.IGNORED
 
     async def _bounce(self, verp: VerpTarget, verp_address: str, report: BounceReport,
-                      session: str) -> int:
-        failed = _pick(report.recipients)
-        address, sender, mapped_by = await self._recipient_of(verp, verp_address, failed.recipient)
-        if address is None:
-            emit(log, session, to=f"<{verp_address}>", status="feedback-ignored",
-                 reason=f"bounce for {verp.queue_id} names no recipient we can map")
-            return 0
+                      identity: str, session: str) -> _Outcome:
+        if await self._already(verp, identity):
+            emit(log, verp.queue_id, to=f"<{verp_address}>", status="feedback-duplicate",
+                 report=identity, session=session)
+            return _Outcome.DUPLICATE
+        row = await self._row(verp)
+        failed = _pick(report.recipients, row)
+        matches = row is not None and names_recipient(failed, row.recipient)
         delayed = failed.action is DsnAction.DELAYED
+        counted = (matches and not delayed and not failed.hard
+                   and failed.reason in _COUNTED_ASYNC)
         kind = EventKind.DEFERRED if delayed else EventKind.BOUNCED
+        address = row.recipient.address if row is not None else None
         attrs = (("reason", failed.reason.value), ("class", "hard" if failed.hard else "soft"),
                  ("status", failed.status), ("source", "async"), ("action", failed.action.value),
-                 ("format", report.format.value), ("mapped_by", mapped_by),
+                 ("format", report.format.value), ("mapped_by", "verp" if row else "none"),
+                 ("mapped", "yes" if row else "no"),
                  *((("remote_mta", failed.remote_mta),) if failed.remote_mta else ()),
                  *((("reported_recipient", failed.recipient),)
-                   if failed.recipient.lower() != address.lower() else ()))
+                   if failed.recipient and failed.recipient.lower() != (address or "").lower() else ()),
+                 *((("recipient_match", "no"),) if row is not None and not matches else ()),
+                 *((COUNTABLE,) if counted else ()),
+                 ("report", identity), ("rcpt_id", str(verp.recipient_id)))
         detail = failed.diagnostic or f"{failed.action.value} {failed.status}"
         await self.store.append(kind, verp.queue_id, address, detail, attrs)
-        emit(log, verp.queue_id, to=f"<{address}>", status=f"async-{kind.value}",
-             reason=failed.reason.value, bounce_class="hard" if failed.hard else "soft",
-             dsn=failed.status, session=session)
-        if not delayed:
-            await self.policy.failure(Failure(
-                queue_id=verp.queue_id, address=address, sender=sender, reason=failed.reason,
-                hard=failed.hard, status=failed.status, source="async", evidence=detail,
-                count_soft=failed.reason in _COUNTED_ASYNC, extra=(("format", report.format.value),)))
-        return 1
+        emit(log, verp.queue_id, to=f"<{address or failed.recipient}>",
+             status=f"async-{kind.value}", reason=failed.reason.value,
+             bounce_class="hard" if failed.hard else "soft", dsn=failed.status, session=session,
+             applied="yes" if matches and not delayed else "no",
+             why=None if row is not None else "message no longer queued")
+        if row is None or not matches or delayed:
+            # No queue row: the token proves we sent something, not to whom. A recipient that
+            # is not ours: a remote alias expanded it. Either way the address is not at fault.
+            return _Outcome.RECORDED
+        await self.policy.failure(Failure(
+            queue_id=verp.queue_id, address=row.recipient.address, sender=row.message.sender,
+            reason=failed.reason, hard=failed.hard, status=failed.status, source="async",
+            evidence=detail, count_soft=counted, extra=(("format", report.format.value),)))
+        return _Outcome.RECORDED
 
-    async def _recipient_of(self, verp: VerpTarget, verp_address: str,
-                            reported: str) -> tuple[str | None, str, str]:
-        """(recipient address, original sender, how it was found) for a VERP target."""
-        message = await self.store.get_message(verp.queue_id)
-        for rcpt in await self.store.get_recipients(verp.queue_id) if message is not None else ():
-            if rcpt.id == verp.recipient_id:
-                return rcpt.address, message.sender if message else "", "verp"
-        # The queue row is gone (cleaned up): the token still proves the bounce is about mail we
-        # sent, the report says to whom; the VERP domain is (by default) the sender's domain.
-        return (reported or None), verp_address, "verp+report"
-
-    async def _complaint(self, arf: FeedbackReport, target: FeedbackTarget, session: str) -> int:
+    async def _complaint(self, arf: FeedbackReport, target: FeedbackTarget, identity: str,
+                         session: str) -> _Outcome:
         verp = target.verp or self._verp_of(arf)
-        address: str | None = None
-        sender = ""
-        queue_id: QueueId | None = None
-        mapped_by = arf.recipient_source.value if arf.recipient_source else "none"
-        if verp is not None:
-            found, sender, how = await self._recipient_of(verp, target.address, arf.recipient or "")
-            if found is not None:
-                address, queue_id, mapped_by = found, verp.queue_id, how
-        if address is None:
-            address = arf.recipient
-            sender = arf.original_mail_from or _from_domain(arf.original_headers)
-        if address is None:
-            emit(log, session, to=f"<{target.address}>", status="feedback-ignored",
-                 reason="complaint names no recipient (redacted?)")
-            return 0
+        if verp is not None and await self._already(verp, identity):
+            emit(log, verp.queue_id, to=f"<{target.address}>", status="feedback-duplicate",
+                 report=identity, session=session)
+            return _Outcome.DUPLICATE
+        row = await self._row(verp) if verp is not None else None
         evidence = (f"{arf.feedback_type or 'abuse'} report by {arf.user_agent or 'unknown agent'}"
                     f" about {arf.original_message_id or 'a message'}")
-        extra = (("mapped_by", mapped_by),
+        address = row.recipient.address if row is not None else None
+        extra = (("mapped_by", "verp" if row is not None else "none"),
+                 *((("reported_recipient", arf.recipient),)
+                   if arf.recipient and arf.recipient.lower() != (address or "").lower() else ()),
                  *((("user_agent", arf.user_agent),) if arf.user_agent else ()),
-                 *((("source_ip", arf.source_ip),) if arf.source_ip else ()))
-        await self.policy.complaint(queue_id=queue_id, address=address, sender=sender,
-                                    feedback_type=arf.feedback_type, evidence=evidence, extra=extra)
-        emit(log, queue_id or session, to=f"<{address}>", status="complaint",
-             feedback_type=arf.feedback_type or "abuse", mapped_by=mapped_by)
-        return 1
+                 *((("source_ip", arf.source_ip),) if arf.source_ip else ()),
+                 ("report", identity),
+                 *((("rcpt_id", str(verp.recipient_id)),) if verp is not None else ()))
+        queue_id: QueueId | None = verp.queue_id if verp is not None else None
+        await self.policy.complaint(
+            queue_id=queue_id, address=address, mapped=row is not None,
+            sender=row.message.sender if row is not None else "",
+            feedback_type=arf.feedback_type, evidence=evidence, extra=extra)
+        emit(log, queue_id or session, to=f"<{address or arf.recipient or target.address}>",
+             status="complaint", feedback_type=arf.feedback_type or "abuse",
+             mapped="yes" if row is not None else "no")
+        return _Outcome.RECORDED
 
     def _verp_of(self, arf: FeedbackReport) -> VerpTarget | None:
         """The VERP target of the reported message: its envelope sender as the report states it,
-        else its Return-Path field (added by the receiving MTA at final delivery)."""
+        else its Return-Path field (added by the receiving MTA at final delivery); a token past
+        its age maps nothing."""
         if self.codec is None:
             return None
         candidates = [arf.original_mail_from or ""]
@@ -294,7 +380,7 @@ class FeedbackService:
             candidates.append(header_text(arf.original_headers, "Return-Path") or "")
         for candidate in candidates:
             target = self.codec.decode(candidate) if candidate else None
-            if target is not None:
+            if target is not None and self._fresh(target):
                 return target
         return None
 
@@ -304,18 +390,46 @@ class FeedbackService:
         return provider_header_lines(head, sender=sender, config=self.config.feedback_id)
 
 
-def _pick(recipients: Sequence[FailedRecipient]) -> FailedRecipient:
-    """The failure a VERP bounce is about: it names one of our recipients, but a remote alias
-    may have expanded it; a failed one outranks a delayed one, a hard one a soft one."""
-    return sorted(recipients, key=lambda f: (f.action is not DsnAction.FAILED, not f.hard))[0]
+def report_identity(message: bytes) -> str:
+    """What tells one report from another when the same one arrives twice: its Message-ID
+    (RFC 5322 3.6.4: unique per message, and a retry resends the same message), else a hash of
+    its octets (a retry resends the same octets)."""
+    end = message.find(b"\r\n\r\n")
+    head = message[:end] if end >= 0 else message.partition(b"\n\n")[0]
+    mid = header_text(head, "Message-ID")
+    if mid and len(mid) <= _MAX_IDENTITY:
+        return mid
+    return "sha256:" + hashlib.sha256(message).hexdigest()[:40]
 
 
-def _from_domain(headers: bytes) -> str:
-    """A stand-in sender for a complaint we cannot map: the reported message's From."""
-    value = header_text(headers, "From") if headers else None
-    if not value or "@" not in value:
+def _bare(value: str | None) -> str:
+    """An address to compare: a DSN field's or an ORCPT's ("rfc822;a+2Bb@c", xtext-encoded,
+    RFC 3461 4.2) bare address, lower-cased; "" for none."""
+    if not value:
         return ""
-    return "postmaster@" + value.rpartition("@")[2].strip(" >").lower()
+    addr_type, sep, rest = value.partition(";")
+    if sep and "@" not in addr_type:
+        value = rest
+        # Not xtext (a DSN field is decoded already): compared as it is.
+        with contextlib.suppress(ValueError):
+            value = xtext.decode(value.strip())
+    return value.strip().strip("<>").strip().lower()
+
+
+def names_recipient(failed: FailedRecipient, rcpt: QueueRecipient) -> bool:
+    """Whether a DSN's Final-Recipient or Original-Recipient is our recipient's address or its
+    ORCPT: if neither, a remote alias expanded our recipient and the failure is the alias's."""
+    ours = {_bare(rcpt.address), _bare(rcpt.orcpt)} - {""}
+    return bool({_bare(failed.recipient), _bare(failed.original_recipient)} & ours)
+
+
+def _pick(recipients: Sequence[FailedRecipient], row: _Row | None) -> FailedRecipient:
+    """The failure a VERP bounce is about: it names one of our recipients, but a remote alias
+    may have expanded it; one naming our recipient outranks the others, a failed one a delayed
+    one, a hard one a soft one."""
+    return sorted(recipients, key=lambda f: (
+        row is None or not names_recipient(f, row.recipient), f.action is not DsnAction.FAILED,
+        not f.hard))[0]
 
 
 __all__ = [
@@ -325,4 +439,6 @@ __all__ = [
     "FeedbackStore",
     "FeedbackTarget",
     "RcptDecision",
+    "names_recipient",
+    "report_identity",
 ]

@@ -15,9 +15,49 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
 
+from mailprime.domain.api_keys import ApiKey
+from mailprime.domain.audience import (
+    Attributes,
+    ConsentAction,
+    ConsentEntry,
+    ConsentEvidence,
+    Contact,
+    ContactData,
+    ContactInput,
+    ErasureResult,
+    ImportMode,
+    ImportResult,
+    MailingList,
+    Membership,
+    MembershipStatus,
+    OptIn,
+    Segment,
+    SegmentFilter,
+)
+from mailprime.domain.campaigns import (
+    Campaign,
+    CampaignCounters,
+    CampaignDraft,
+    CampaignStats,
+    CampaignStatus,
+    PauseReason,
+    SendRecord,
+    SendStatus,
+)
 from mailprime.domain.deliverability import MtaStsPolicyRecord, Suppression, TlsResultKey
 from mailprime.domain.dkim import DkimKey
-from mailprime.domain.ids import AccountId, BlobId, MailboxId, QueueId, RecipientId
+from mailprime.domain.ids import (
+    AccountId,
+    ApiKeyId,
+    BlobId,
+    CampaignId,
+    ContactId,
+    ListId,
+    MailboxId,
+    QueueId,
+    RecipientId,
+    TemplateId,
+)
 from mailprime.domain.mail import (
     Acceptance,
     AcceptResult,
@@ -38,6 +78,16 @@ from mailprime.domain.mail import (
     RecipientOutcome,
     StoredMessage,
 )
+from mailprime.domain.messaging import (
+    DeliveryStatus,
+    IdempotencyRecord,
+    Webhook,
+    WebhookDelivery,
+    WebhookDeliveryId,
+    WebhookId,
+    WebhookJob,
+)
+from mailprime.domain.templates import Template, TemplateFields
 
 
 class LineForm(enum.IntEnum):
@@ -368,7 +418,12 @@ class SuppressionStore(Protocol):
     async def record_soft_bounce(self, address: str, scope: str, at: datetime,
                                  window_start: datetime) -> int:
         """Notes one soft bounce of `address` and returns how many it has had since
-        `window_start` (this one included); older ones are forgotten."""
+        `window_start` (this one included); older ones are forgotten. Concurrent calls for
+        one address (any process, any node) are counted one after the other."""
+        ...
+
+    async def purge_soft_bounces(self, before: datetime) -> int:
+        """Forgets the soft bounces of every address older than `before`; returns how many."""
         ...
 
 
@@ -399,20 +454,325 @@ class MtaStsStore(Protocol):
 
 
 class AudienceStore(Protocol):
-    """Contacts, lists, memberships, the consent ledger and segments (issue 5)."""
+    """Contacts, lists, memberships, the consent ledger and segments (issue 5), and retention.
+
+    Addresses are looked up by their key (domain.audience: the whole address lower-cased, the
+    domain an A-label); every method taking an address raises InvalidAddress for a bad one.
+    A membership change writes its consent ledger line in the same transaction. Pages are keyset
+    pages: pass the last contact id seen as `after` (None: from the start), at most 10,000 rows.
+    """
+
+    async def add_contact(self, item: ContactInput) -> Contact:
+        """Raises AlreadyExists if the address is a contact already."""
+        ...
+
+    async def get_contact(self, email: str) -> Contact | None: ...
+    async def get_contact_by_id(self, contact_id: ContactId) -> Contact | None: ...
+
+    async def update_contact(self, contact_id: ContactId, *, name: str | None = None,
+                             attributes: Attributes | None = None) -> Contact:
+        """Replaces the name and/or the attributes given. NotFound if no such contact."""
+        ...
+
+    async def record_engagement(self, contact_id: ContactId, *, opened_at: datetime | None = None,
+                                clicked_at: datetime | None = None) -> None:
+        """Tracking's note of the last open/click (what segments' "opened within" reads)."""
+        ...
+
+    async def contacts_page(self, *, segment: SegmentFilter | None = None,
+                            after: ContactId | None = None, limit: int = 1000) -> Sequence[Contact]:
+        """Every contact (matching `segment`), by id: export and listings."""
+        ...
+
+    async def count_contacts(self, segment: SegmentFilter | None = None) -> int: ...
+
+    async def upsert_contacts(self, items: Sequence[ContactInput], *, mode: ImportMode,
+                              list_id: ListId | None = None,
+                              status: MembershipStatus = MembershipStatus.UNCONFIRMED,
+                              evidence: ConsentEvidence) -> ImportResult:
+        """One import batch (distinct addresses, ~1,000), in one transaction: new contacts
+        created, existing ones updated (attributes merged) or skipped per `mode`; with
+        `list_id`, each added to the list with `status` (an unconfirmed membership is confirmed
+        by a CONFIRMED import; an unsubscribed one is never renewed), with its ledger lines."""
+        ...
+
+    async def create_list(self, name: str, *, description: str = "",
+                          opt_in: OptIn = OptIn.DOUBLE) -> MailingList:
+        """Raises AlreadyExists for a name in use."""
+        ...
+
+    async def get_list(self, name: str) -> MailingList | None: ...
+    async def get_list_by_id(self, list_id: ListId) -> MailingList | None: ...
+
+    async def list_lists(self) -> Sequence[tuple[MailingList, Mapping[MembershipStatus, int]]]:
+        """Every list by name, with its member count per status."""
+        ...
+
+    async def delete_list(self, name: str) -> int:
+        """Removes the list and its memberships (the ledger keeps its lines); returns how many
+        members it had. NotFound if no such list."""
+        ...
+
+    async def set_membership(self, contact_id: ContactId, list_id: ListId, *,
+                             status: MembershipStatus, evidence: ConsentEvidence) -> Membership:
+        """Subscribes, confirms or unsubscribes (adding the membership if needed) and records
+        the act in the consent ledger; an unchanged status records nothing."""
+        ...
+
+    async def get_membership(self, contact_id: ContactId, list_id: ListId) -> Membership | None:
+        ...
+
+    async def contact_memberships(self, contact_id: ContactId
+                                  ) -> Sequence[tuple[MailingList, Membership]]: ...
+
+    async def list_members(self, list_id: ListId, *, status: MembershipStatus | None = None,
+                           after: ContactId | None = None, limit: int = 1000
+                           ) -> Sequence[tuple[Contact, Membership]]: ...
+
+    async def record_consent(self, email: str, *, purpose: str, action: ConsentAction,
+                             evidence: ConsentEvidence) -> None:
+        """Appends a ledger line for a purpose that is not a list (e.g. "transactional")."""
+        ...
+
+    async def consent_entries(self, email: str) -> Sequence[ConsentEntry]:
+        """The address's ledger lines, oldest first (those erased under its hash included)."""
+        ...
+
+    async def audience(self, list_ids: Sequence[ListId], *, segment: SegmentFilter | None = None,
+                       after: ContactId | None = None, limit: int = 1000,
+                       sending_domain: str = "") -> Sequence[Contact]:
+        """A campaign's recipients, by id, each once however many of the lists it is on:
+        confirmed members of double opt-in lists, members not unsubscribed of single opt-in
+        lists, matching `segment`, never an address suppressed for `sending_domain` (global
+        entries, that domain's, and hashed entries of erased addresses)."""
+        ...
+
+    async def count_audience(self, list_ids: Sequence[ListId], *,
+                             segment: SegmentFilter | None = None, sending_domain: str = "") -> int:
+        ...
+
+    async def create_segment(self, name: str, expression: str) -> Segment:
+        """Stores an expression the caller has parsed (marketing.segments). AlreadyExists."""
+        ...
+
+    async def get_segment(self, name: str) -> Segment | None: ...
+    async def list_segments(self) -> Sequence[Segment]: ...
+    async def delete_segment(self, name: str) -> bool: ...
+
+    async def contact_data(self, email: str, *, event_limit: int = 100_000) -> ContactData:
+        """Everything held about the address (GDPR export), in one read."""
+        ...
+
+    async def erase_contact(self, email: str) -> ErasureResult:
+        """GDPR erasure, in one transaction: the contact and its memberships removed, the ledger
+        lines and events naming the address rewritten with its hash (the IP dropped), its
+        suppression entries replaced by one hashed global entry (added even if it had none), so
+        it is never mailed again. Mailboxes are not touched."""
+        ...
+
+    async def delete_events_before(self, cutoff: datetime, *, limit: int = 10_000) -> int:
+        """Retention: deletes up to `limit` of the oldest events older than `cutoff`."""
+        ...
+
+    async def delete_finished_messages_before(self, cutoff: datetime, *,
+                                              limit: int = 1_000) -> int:
+        """Retention: deletes up to `limit` queue messages created before `cutoff` whose
+        recipients are all final (delivered, bounced, expired), with their unshared content."""
+        ...
 
 
 class TemplateStore(Protocol):
-    """Message templates for campaigns (issue 5)."""
+    """Message templates for campaigns (issue 5). Names are unique (exactly as given)."""
+
+    async def create_template(self, fields: TemplateFields) -> Template:
+        """Raises AlreadyExists if the name is taken."""
+        ...
+
+    async def get_template(self, template_id: TemplateId) -> Template | None: ...
+
+    async def get_template_by_name(self, name: str) -> Template | None: ...
+
+    async def list_templates(self, *, limit: int = 1000) -> Sequence[Template]:
+        """By name."""
+        ...
+
+    async def update_template(self, template_id: TemplateId, fields: TemplateFields) -> Template:
+        """Replaces name and sources; NotFound, or AlreadyExists if the new name is taken."""
+        ...
+
+    async def delete_template(self, template_id: TemplateId) -> bool:
+        """True if it existed."""
+        ...
 
 
 class ApiKeyStore(Protocol):
-    """HTTP API keys, stored hashed, with their scopes (issue 5)."""
+    """HTTP API keys, stored hashed, with their scopes (issue 5; domain.api_keys)."""
+
+    async def add_api_key(self, name: str, prefix: str, secret_hash: str, scopes: frozenset[str],
+                          created_at: datetime) -> ApiKey:
+        """AlreadyExists if an unrevoked key has that name, or any key that prefix."""
+        ...
+
+    async def find_api_key(self, prefix: str) -> ApiKey | None:
+        """The key with that prefix, revoked or not (the caller checks)."""
+        ...
+
+    async def list_api_keys(self, *, include_revoked: bool = False) -> Sequence[ApiKey]:
+        """Oldest first."""
+        ...
+
+    async def revoke_api_key(self, name_or_prefix: str, at: datetime) -> ApiKey:
+        """Revokes the unrevoked key with that name or prefix; NotFound if none."""
+        ...
+
+    async def touch_api_key(self, key_id: ApiKeyId, at: datetime, min_interval: float) -> bool:
+        """Sets the key's last use to `at` unless it was set less than `min_interval` seconds
+        before (so a busy key is not a write per request); True if it was set."""
+        ...
+
+
+class CampaignStore(Protocol):
+    """Campaigns and their per-recipient send records (issue 5; domain.campaigns). Status
+    changes go through domain.campaigns.transition inside the write (IllegalTransition)."""
+
+    async def create_campaign(self, draft: CampaignDraft) -> Campaign:
+        """A new draft. AlreadyExists if the name is taken."""
+        ...
+
+    async def get_campaign(self, campaign_id: CampaignId) -> Campaign | None: ...
+    async def get_campaign_by_name(self, name: str) -> Campaign | None: ...
+
+    async def list_campaigns(self, *, status: CampaignStatus | None = None,
+                             limit: int = 1000) -> Sequence[Campaign]:
+        """Oldest first."""
+        ...
+
+    async def set_campaign_status(self, campaign_id: CampaignId, to: CampaignStatus, *,
+                                  reason: PauseReason | None = None, detail: str = "",
+                                  scheduled_at: datetime | None = None,
+                                  only_from: frozenset[CampaignStatus] | None = None) -> Campaign:
+        """Moves the campaign (and returns it moved); with `only_from`, only if its status is
+        one of those (else it is returned unchanged). NotFound, IllegalTransition."""
+        ...
+
+    async def delete_campaign(self, campaign_id: CampaignId) -> bool: ...
+
+    async def due_campaigns(self, now: datetime) -> Sequence[Campaign]:
+        """Campaigns sending, and those scheduled for `now` or earlier."""
+        ...
+
+    async def claim_campaign(self, campaign_id: CampaignId, owner: str, now: datetime,
+                             until: datetime) -> bool:
+        """Leases a sending campaign to `owner` until `until` (renewing its own lease) unless
+        another owner's lease is still running at `now`; True if `owner` holds it."""
+        ...
+
+    async def release_campaign(self, campaign_id: CampaignId, owner: str) -> None: ...
+
+    async def record_sends(self, campaign_id: CampaignId,
+                           rows: Sequence[SendRecord]) -> Sequence[SendRecord]:
+        """Inserts the rows of contacts that have none in this campaign (one per campaign and
+        contact, ever), durably; returns each given contact's row as it now is."""
+        ...
+
+    async def settle_sends(self, campaign_id: CampaignId,
+                           updates: Sequence[tuple[ContactId, SendStatus, str, str]],
+                           cursor: ContactId | None = None) -> None:
+        """Pending rows to (status, reason, detail); the audience cursor to `cursor`."""
+        ...
+
+    async def pending_sends(self, campaign_id: CampaignId, *, after: ContactId | None = None,
+                            limit: int = 1000) -> Sequence[SendRecord]:
+        """Pending rows by contact id (keyset pages)."""
+        ...
+
+    async def get_send(self, campaign_id: CampaignId, contact_id: ContactId) -> SendRecord | None:
+        ...
+
+    async def accepted_queue_ids(self, queue_ids: Sequence[QueueId]) -> set[QueueId]:
+        """Those of `queue_ids` that an accept committed (queued now, or its QUEUED event)."""
+        ...
+
+    async def campaign_counters(self, campaign_id: CampaignId) -> CampaignCounters:
+        """Sends by status; contacts hard-bounced and complaining (events of the sends)."""
+        ...
+
+    async def campaign_stats(self, campaign_id: CampaignId) -> CampaignStats: ...
+
+
+class MessagingStore(Protocol):
+    """API idempotency records, webhooks and their delivery log (issue 5; domain.messaging)."""
+
+    async def claim_idempotency_key(self, api_key_id: ApiKeyId, key: str, request_hash: str, *,
+                                    now: datetime, stale_before: datetime,
+                                    expired_before: datetime) -> IdempotencyRecord | None:
+        """None: the caller now owns (key, api_key_id) and must complete or release it. Else
+        the record holding it. A pending record of the same request older than `stale_before`
+        is taken over (None); a record older than `expired_before` is forgotten first."""
+        ...
+
+    async def complete_idempotency_key(self, api_key_id: ApiKeyId, key: str, status: int,
+                                       body: str) -> None:
+        """Stores the response of the request that owns the key."""
+        ...
+
+    async def release_idempotency_key(self, api_key_id: ApiKeyId, key: str) -> None:
+        """Forgets a pending record (its request failed before it sent anything)."""
+        ...
+
+    async def purge_idempotency_keys(self, before: datetime) -> int:
+        """Forgets records created before `before`; returns how many."""
+        ...
+
+    async def add_webhook(self, url: str, secret: str, events: frozenset[str], *, active: bool,
+                          description: str, created_at: datetime) -> Webhook:
+        """A new webhook; it gets the events appended from now on."""
+        ...
+
+    async def get_webhook(self, webhook_id: WebhookId) -> Webhook | None: ...
+
+    async def list_webhooks(self) -> Sequence[Webhook]:
+        """Oldest first."""
+        ...
+
+    async def update_webhook(self, webhook_id: WebhookId, *, url: str, events: frozenset[str],
+                             active: bool, description: str) -> Webhook:
+        """Replaces the fields; NotFound if no such webhook."""
+        ...
+
+    async def delete_webhook(self, webhook_id: WebhookId) -> bool:
+        """With its delivery log; True if it existed."""
+        ...
+
+    async def enqueue_webhook_events(self, now: datetime, batch: int) -> int:
+        """Makes a pending delivery (due `now`) for each event appended since each active
+        webhook last looked, of a kind it wants; at most `batch` events per webhook per call.
+        Returns the deliveries made."""
+        ...
+
+    async def claim_webhook_deliveries(self, now: datetime, limit: int,
+                                       lease_until: datetime) -> Sequence[WebhookJob]:
+        """Up to `limit` due deliveries, leased (not due again) until `lease_until`; no two
+        callers (processes, nodes) get the same one."""
+        ...
+
+    async def record_webhook_attempt(self, delivery_id: WebhookDeliveryId, *, at: datetime,
+                                     status: DeliveryStatus, attempts: int,
+                                     next_attempt_at: datetime | None, status_code: int | None,
+                                     response: str) -> None:
+        """The outcome of one attempt (the response excerpt is cut to 1000 characters)."""
+        ...
+
+    async def list_webhook_deliveries(self, webhook_id: WebhookId, *, limit: int = 100,
+                                      status: DeliveryStatus | None = None
+                                      ) -> Sequence[WebhookDelivery]:
+        """The delivery log of a webhook, newest first."""
+        ...
 
 
 class Store(DirectoryStore, MailStore, MailboxStore, QueueStore, EventLog, DkimKeyStore,
             SuppressionStore, SendingIpStore, MtaStsStore, AudienceStore, TemplateStore,
-            ApiKeyStore, Protocol):
+            ApiKeyStore, CampaignStore, MessagingStore, Protocol):
     """All storage ports in one object; the composition root builds one and passes it down."""
 
     async def close(self) -> None: ...
@@ -422,6 +782,7 @@ __all__ = [
     "ApiKeyStore",
     "AudienceStore",
     "BlobReader",
+    "CampaignStore",
     "DirectoryStore",
     "DkimKeyStore",
     "EventLog",
@@ -429,6 +790,7 @@ __all__ = [
     "ListedMessage",
     "MailStore",
     "MailboxStore",
+    "MessagingStore",
     "MtaStsStore",
     "QueueStore",
     "RecipientId",

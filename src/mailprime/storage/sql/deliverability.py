@@ -8,6 +8,7 @@ never lose each other's increments.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from mailprime.domain.audience import email_hash
 from mailprime.domain.deliverability import (
     GLOBAL_SCOPE,
     MtaStsPolicyRecord,
@@ -71,8 +73,10 @@ def unsuppress(conn: Connection, address: str, scope: str | None) -> int:
 
 def find_suppression(conn: Connection, address: str, sending_domain: str) -> Suppression | None:
     scopes = {GLOBAL_SCOPE, sending_domain.lower()}
+    # An erased address is kept only as its hash (domain.audience.email_hash): match both.
+    key = normalize_address(address)
     rows = sorted(conn.execute(select(suppressions).where(
-        suppressions.c.address == normalize_address(address),
+        suppressions.c.address.in_((key, email_hash(key))),
         suppressions.c.scope.in_(scopes))), key=lambda r: r.scope != GLOBAL_SCOPE)
     return _to_suppression(rows[0]) if rows else None  # the global entry first
 
@@ -85,13 +89,31 @@ def list_suppressions(conn: Connection, scope: str | None, limit: int) -> Sequen
     return [_to_suppression(r) for r in conn.execute(stmt)]
 
 
+def _address_lock_key(address: str, scope: str) -> int:
+    """A signed 64-bit key for pg_advisory_xact_lock naming one (address, scope): a collision
+    only makes two addresses wait for each other, never count together."""
+    digest = hashlib.sha256(b"mailprime-soft-bounce\0" + f"{scope}\0{address}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 def record_soft_bounce(conn: Connection, address: str, scope: str, at: datetime,
                        window_start: datetime) -> int:
     address, scope = normalize_address(address), scope.lower()
+    if conn.dialect.name == "postgresql":
+        # READ COMMITTED: two transactions that each insert and then count would each see the
+        # committed rows plus their own, and both miss the limit. One at a time per address
+        # (the lock is held to COMMIT); SQLite has one writer already.
+        conn.execute(select(func.pg_advisory_xact_lock(_address_lock_key(address, scope))))
     where = (soft_bounces.c.address == address, soft_bounces.c.scope == scope)
     conn.execute(delete(soft_bounces).where(*where, soft_bounces.c.at < window_start))
     conn.execute(insert(soft_bounces), {"address": address, "scope": scope, "at": at})
     return int(conn.execute(select(func.count()).select_from(soft_bounces).where(*where)).scalar_one())
+
+
+def purge_soft_bounces(conn: Connection, before: datetime) -> int:
+    """Forgets every soft bounce older than `before` (any address): record_soft_bounce prunes
+    only the address it counts, so addresses that never bounce again would stay for ever."""
+    return int(conn.execute(delete(soft_bounces).where(soft_bounces.c.at < before)).rowcount)
 
 
 # ---- counters ------------------------------------------------------------------------------------

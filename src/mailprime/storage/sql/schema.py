@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -309,19 +310,225 @@ tls_results = Table(
 
 # ---- AudienceStore (migration 0009) -----------------------------------------------------------
 
+# JSON on SQLite (text, read with json_extract), JSONB on PostgreSQL (read with #> and #>>).
+json_type = JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+contacts = Table(
+    "contacts", metadata,
+    Column("id", big_id(), primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False),  # as given, domain normalised
+    Column("email_key", String(320), nullable=False, unique=True),  # lower-cased whole address
+    Column("email_hash", String(80), nullable=False),  # domain.audience.email_hash(email_key)
+    Column("domain", String(255), nullable=False),  # for segments' `domain = ...`
+    Column("name", Text, nullable=False, server_default=""),
+    Column("attributes", json_type, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    # Engagement, written by tracking: what "opened/clicked within N days" reads.
+    Column("last_opened_at", UtcDateTime(), nullable=True),
+    Column("last_clicked_at", UtcDateTime(), nullable=True),
+    Index(None, "domain"),
+    sqlite_autoincrement=True,  # ids never reused: keyset pagination and ledger references
+)
+
+mailing_lists = Table(
+    "mailing_lists", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("opt_in", String(8), nullable=False),  # domain.audience.OptIn
+    Column("created_at", UtcDateTime(), nullable=False),
+    sqlite_autoincrement=True,
+)
+
+memberships = Table(
+    "memberships", metadata,
+    Column("contact_id", big_id(), ForeignKey("contacts.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("list_id", Integer, ForeignKey("mailing_lists.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("status", String(16), nullable=False),  # domain.audience.MembershipStatus
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index(None, "list_id", "contact_id"),
+)
+
+# Append-only (no foreign keys: the evidence outlives the contact and the list it names).
+consent_ledger = Table(
+    "consent_ledger", metadata,
+    Column("id", big_id(), primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False),  # email_key, or email_hash once erased
+    Column("contact_id", BigInteger, nullable=True),
+    Column("list_id", Integer, nullable=True),
+    Column("purpose", String(200), nullable=False, server_default=""),
+    Column("action", String(16), nullable=False),  # domain.audience.ConsentAction
+    Column("source", String(16), nullable=False),  # domain.audience.ConsentSource
+    Column("wording_version", String(64), nullable=False, server_default=""),
+    Column("ip", String(64), nullable=False, server_default=""),
+    Column("at", UtcDateTime(), nullable=False),
+    Index(None, "email"),
+    sqlite_autoincrement=True,
+)
+
+segments = Table(
+    "segments", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("expression", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    sqlite_autoincrement=True,
+)
+
 # ---- end of AudienceStore ---------------------------------------------------------------------
 
 # ---- TemplateStore (migration 0010) -----------------------------------------------------------
+
+templates = Table(
+    "templates", metadata,
+    Column("id", big_id(), primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("subject", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=True),  # NULL: the text part is made from the HTML
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    sqlite_autoincrement=True,
+)
 
 # ---- end of TemplateStore ---------------------------------------------------------------------
 
 # ---- ApiKeyStore (migration 0011) -------------------------------------------------------------
 
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),  # unique among unrevoked keys (checked on insert)
+    Column("prefix", String(16), nullable=False, unique=True),  # the key's public part
+    Column("secret_hash", String(64), nullable=False),  # SHA-256 of the secret part, hex
+    Column("scopes", Text, nullable=False),  # space-separated
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("last_used_at", UtcDateTime(), nullable=True),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+    sqlite_autoincrement=True,  # a revoked key's id is never handed to a new one
+)
+
 # ---- end of ApiKeyStore -----------------------------------------------------------------------
+
+# ---- CampaignStore (migration 0012) -----------------------------------------------------------
+
+campaigns = Table(
+    "campaigns", metadata,
+    Column("id", big_id(), primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    # No foreign key to templates or segments: a template deleted later leaves the campaign's
+    # history readable (the dispatcher then refuses to send it, saying why).
+    Column("template_id", BigInteger, nullable=False),
+    Column("segment_id", Integer, nullable=True),
+    Column("from_address", String(320), nullable=False),
+    Column("from_name", Text, nullable=False, server_default=""),
+    Column("reply_to", String(320), nullable=True),
+    Column("subject", Text, nullable=True),  # NULL: the template's subject
+    Column("status", String(16), nullable=False),  # domain.campaigns.CampaignStatus
+    Column("rate_per_minute", Integer, nullable=False, server_default="0"),
+    Column("scheduled_at", UtcDateTime(), nullable=True),
+    Column("track_opens", Boolean, nullable=False, server_default=true()),
+    Column("track_clicks", Boolean, nullable=False, server_default=true()),
+    Column("postal_address", Text, nullable=False, server_default=""),
+    Column("pause_reason", String(16), nullable=True),  # domain.campaigns.PauseReason
+    Column("pause_detail", Text, nullable=False, server_default=""),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=True),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    # The keyset position of the audience walk: the last contact whose send row is written.
+    Column("cursor", BigInteger, nullable=True),
+    # Which process dispatches it (several workers or nodes poll for sending campaigns).
+    Column("lease_owner", String(255), nullable=True),
+    Column("lease_until", UtcDateTime(), nullable=True),
+    Index(None, "status"),
+    sqlite_autoincrement=True,  # ids are in sent links' tokens: never reused
+)
+
+campaign_lists = Table(
+    "campaign_lists", metadata,
+    Column("campaign_id", big_id(), ForeignKey("campaigns.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("list_id", Integer, primary_key=True),  # no FK: a deleted list's campaign stays
+    Column("position", SmallInteger, nullable=False, server_default="0"),
+)
+
+campaign_sends = Table(
+    "campaign_sends", metadata,
+    Column("campaign_id", big_id(), ForeignKey("campaigns.id", ondelete="CASCADE"),
+           primary_key=True),
+    # Erasure (GDPR) removes the contact, and its send rows with it.
+    Column("contact_id", big_id(), ForeignKey("contacts.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("status", String(8), nullable=False),  # domain.campaigns.SendStatus
+    Column("queue_id", String(64), nullable=True, unique=True),
+    Column("reason", String(32), nullable=False, server_default=""),
+    Column("detail", Text, nullable=False, server_default=""),
+    Column("at", UtcDateTime(), nullable=False),
+    Index(None, "campaign_id", "status"),
+    Index(None, "contact_id"),
+)
+
+# ---- end of CampaignStore ---------------------------------------------------------------------
+
+# ---- MessagingStore (migration 0013) ----------------------------------------------------------
+
+# One row per API key and Idempotency-Key; status/body NULL while the first request runs.
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("api_key_id", Integer, primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("status", SmallInteger, nullable=True),
+    Column("body", Text, nullable=True),
+    Index(None, "created_at"),  # the 24-hour purge
+)
+
+webhooks = Table(
+    "webhooks", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False),
+    Column("secret", String(100), nullable=False),
+    Column("events", Text, nullable=False),  # space-separated EventKind values
+    Column("active", Boolean, nullable=False, default=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("cursor", BigInteger, nullable=False, default=0),  # last event id looked at
+    sqlite_autoincrement=True,
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", big_id(), primary_key=True, autoincrement=True),
+    Column("webhook_id", Integer, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("event_kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # pending, delivered, failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("last_attempt_at", UtcDateTime(), nullable=True),
+    Column("last_status_code", SmallInteger, nullable=True),
+    Column("last_response", Text, nullable=False, default=""),
+    UniqueConstraint("webhook_id", "event_id"),  # an event is queued once per webhook
+    Index(None, "status", "next_attempt_at"),
+    sqlite_autoincrement=True,
+)
+
+# ---- end of MessagingStore --------------------------------------------------------------------
 
 ALL_TABLES = (domains, accounts, aliases, blobs, mailboxes, mailbox_messages, queue_messages,
               queue_recipients, events, dkim_keys, suppressions, soft_bounces, ip_usage,
-              mta_sts_policies, tls_results)
+              mta_sts_policies, tls_results,
+              contacts, mailing_lists, memberships, consent_ledger, segments, api_keys,
+              templates, idempotency_keys, webhooks, webhook_deliveries,
+              campaigns, campaign_lists, campaign_sends)
 
 
 def insert_ignoring_conflicts(dialect_name: str, table: Table, *columns: str) -> Insert:

@@ -24,7 +24,13 @@ from mailprime.domain.clock import Clock, SystemClock
 from mailprime.domain.deliverability import MtaStsPolicyRecord, Suppression, TlsResultKey
 from mailprime.domain.dkim import DkimKey
 from mailprime.domain.errors import DomainError, NotFound, StorageError
-from mailprime.domain.ids import AccountId, BlobId, MailboxId, QueueId, new_queue_id
+from mailprime.domain.ids import (
+    AccountId,
+    BlobId,
+    MailboxId,
+    QueueId,
+    new_queue_id,
+)
 from mailprime.domain.mail import (
     Acceptance,
     AcceptResult,
@@ -57,10 +63,14 @@ from mailprime.storage.sql import (
     snapshots,
 )
 from mailprime.storage.sql.accept import AcceptRecord, AcceptWriter, Lease
+from mailprime.storage.sql.api_key_store import ApiKeySql
+from mailprime.storage.sql.audience_store import AudienceSql
+from mailprime.storage.sql.campaign_store import CampaignSql
 from mailprime.storage.sql.changes import MailboxChanges
 from mailprime.storage.sql.committer import CommitStats, GroupCommitter, as_storage_error
 from mailprime.storage.sql.engines import reader_engine, writer_engine
 from mailprime.storage.sql.folders import UidValidityClock
+from mailprime.storage.sql.messaging_store import MessagingSql
 from mailprime.storage.sql.migrate import upgrade_to_head
 from mailprime.storage.sql.schema import blobs, mailboxes
 from mailprime.storage.sql.spool import Spool
@@ -70,6 +80,7 @@ from mailprime.storage.sql.streams import (
     SpooledBlob,
     close_read_file,
 )
+from mailprime.storage.sql.template_store import TemplateSql
 from mailprime.storage.sql.urls import DatabaseUrl, parse_database_url
 from mailprime.storage.sql.writelock import ProcessWriteLock
 
@@ -101,8 +112,9 @@ def _blob_parts(conn: Connection, blob_id: BlobId) -> tuple[bytes | None, str | 
             bytes(row.prefix) if row.prefix is not None else b"")
 
 
-class SqlStore:
-    """Implements storage.ports.Store. Build it with `open_store`; finish with `close`."""
+class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
+    """Implements storage.ports.Store (some ports through the mixins of storage/sql/*_store.py).
+    Build it with `open_store`; finish with `close`."""
 
     def __init__(self, *, db: DatabaseUrl, writer: Engine, reader: Engine, spool: Spool,
                  inline_max: int, queue_lifetime: timedelta, clock: Clock, read_threads: int,
@@ -494,6 +506,9 @@ class SqlStore:
         return await self._writer.run(
             lambda c: deliverability.record_soft_bounce(c, address, scope, at, window_start))
 
+    async def purge_soft_bounces(self, before: datetime) -> int:
+        return await self._writer.run(lambda c: deliverability.purge_soft_bounces(c, before))
+
     # ---- SendingIpStore and MtaStsStore ---------------------------------------------------------
 
     async def add_ip_usage(self, day: date, counts: Mapping[str, int]) -> None:
@@ -513,19 +528,6 @@ class SqlStore:
 
     async def tls_results(self, day: date) -> Sequence[tuple[TlsResultKey, int]]:
         return await self._read(lambda c: deliverability.get_tls_results(c, day))
-
-
-    # ---- AudienceStore (issue 5) ---------------------------------------------------------------
-
-    # ---- end of AudienceStore ------------------------------------------------------------------
-
-    # ---- TemplateStore (issue 5) ---------------------------------------------------------------
-
-    # ---- end of TemplateStore ------------------------------------------------------------------
-
-    # ---- ApiKeyStore (issue 5) -----------------------------------------------------------------
-
-    # ---- end of ApiKeyStore --------------------------------------------------------------------
 
 
 async def open_store(url: str, *, spool_dir: Path, inline_max: int,

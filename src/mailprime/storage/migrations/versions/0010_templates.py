@@ -1,4 +1,4 @@
-"""Templates (issue 5).
+"""Templates (issue 5): the message templates campaigns are sent with.
 
 Revision ID: 0010
 Revises: 0009
@@ -7,6 +7,9 @@ Frozen, like 0001: the columns are spelled out here, not imported from schema.py
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+from alembic import op
+
 revision = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | None = None
@@ -14,8 +17,21 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
-    pass  # the tables are being added (issue 5, first slice)
+    ts = sa.DateTime(timezone=True)
+    big = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    op.create_table(
+        "templates",
+        sa.Column("id", big, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("subject", sa.Text(), nullable=False),
+        sa.Column("html", sa.Text(), nullable=False),
+        sa.Column("text", sa.Text(), nullable=True),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Column("updated_at", ts, nullable=False),
+        sa.UniqueConstraint("name", name="uq_templates_name"),
+        sqlite_autoincrement=True,
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table("templates")

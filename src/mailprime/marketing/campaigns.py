@@ -1,0 +1,176 @@
+"""Campaign use cases (create, start, pause, resume, cancel) and the server's campaign runner.
+
+Theory of operation
+-------------------
+The CLI and the API change a campaign only through these functions, and these only through the
+store's `set_campaign_status`, which applies domain.campaigns.transition inside the write: the
+state table is the one authority, and a refused move comes back as IllegalTransition (409).
+
+Starting runs the pre-flight (marketing.preflight) and refuses with every error it found; a
+start time in the future makes the campaign scheduled, anything else sending. Nothing here
+sends: a server process does, in `CampaignRunner`.
+
+`CampaignRunner` is the server's task. Every `poll_seconds` it asks the store for due campaigns:
+a scheduled one whose time has come becomes sending (only from scheduled, so an operator's
+cancel in between wins), and every sending campaign without a dispatcher in this process gets
+one, as a task. Several processes (workers, nodes) poll alike; the dispatcher's lease on the
+campaign lets one of them send it (the others' `LeaseLost` ends their attempt quietly), and a
+dead process's lease runs out so another resumes its campaign. A dispatcher that fails in a way
+retrying cannot mend (DispatchError: the template was deleted, the links are not https) pauses
+its campaign with reason `error` and the message, instead of failing again at every poll; a
+storage failure is logged and retried at the next poll. `stop` cancels the dispatchers: what a
+cancelled batch leaves pending is reconciled by the next run (marketing.dispatch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from mailprime.domain.campaigns import (
+    Campaign,
+    CampaignDraft,
+    CampaignError,
+    CampaignStatus,
+    PauseReason,
+)
+from mailprime.domain.clock import Clock
+from mailprime.domain.errors import DomainError, NotFound
+from mailprime.domain.ids import CampaignId
+from mailprime.logline import emit
+from mailprime.marketing.dispatch import Dispatcher, DispatchError, LeaseLost, Sleep
+from mailprime.marketing.preflight import Problem, errors, preflight
+from mailprime.storage.ports import Store
+
+log = logging.getLogger("mailprime.campaigns")
+S = CampaignStatus
+
+
+async def create_campaign(store: Store, draft: CampaignDraft) -> Campaign:
+    """Checks what the draft names exists, then stores it as a draft."""
+    draft.check()
+    if await store.get_template(draft.template_id) is None:
+        raise NotFound(f"no template #{draft.template_id}")
+    for list_id in draft.list_ids:
+        if await store.get_list_by_id(list_id) is None:
+            raise NotFound(f"no list #{list_id}")
+    if draft.segment_id is not None and not any(
+            s.id == draft.segment_id for s in await store.list_segments()):
+        raise NotFound(f"no segment #{draft.segment_id}")
+    return await store.create_campaign(draft)
+
+
+class PreflightFailed(CampaignError):
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        super().__init__("the campaign cannot start: "
+                         + "; ".join(p.message for p in errors(list(problems))))
+        self.problems = tuple(problems)
+
+
+async def start_campaign(store: Store, campaign: Campaign, *, base_url: str, now: datetime,
+                         at: datetime | None = None) -> tuple[Campaign, list[Problem]]:
+    """Pre-flight, then sending (or scheduled for `at`). PreflightFailed lists the errors."""
+    problems = await preflight(store, campaign, base_url=base_url)
+    if errors(problems):
+        raise PreflightFailed(problems)
+    if at is not None and at > now:
+        if campaign.status is S.SCHEDULED:  # re-scheduling: back to draft, then forward
+            campaign = await store.set_campaign_status(campaign.id, S.DRAFT)
+        moved = await store.set_campaign_status(campaign.id, S.SCHEDULED, scheduled_at=at)
+    else:
+        moved = await store.set_campaign_status(campaign.id, S.SENDING)
+    return moved, problems
+
+
+async def pause_campaign(store: Store, campaign: Campaign, detail: str = "") -> Campaign:
+    return await store.set_campaign_status(campaign.id, S.PAUSED, reason=PauseReason.OPERATOR,
+                                           detail=detail or "paused by the operator")
+
+
+async def resume_campaign(store: Store, campaign: Campaign) -> Campaign:
+    return await store.set_campaign_status(campaign.id, S.SENDING)
+
+
+async def cancel_campaign(store: Store, campaign: Campaign) -> Campaign:
+    return await store.set_campaign_status(campaign.id, S.CANCELLED)
+
+
+class CampaignRunner:
+    """The server's campaign task (see the module doc)."""
+
+    def __init__(self, store: Store, make_dispatcher: Callable[[], Dispatcher], *, clock: Clock,
+                 poll_seconds: float = 5.0, sleep: Sleep = asyncio.sleep) -> None:
+        self.store = store
+        self._make = make_dispatcher
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self._sleep = sleep
+        self._tasks: dict[CampaignId, asyncio.Task[None]] = {}
+
+    @property
+    def running(self) -> frozenset[CampaignId]:
+        return frozenset(self._tasks)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except DomainError as exc:
+                emit(log, "campaigns", logging.WARNING, status="poll failed", reason=exc.message)
+            await self._sleep(self.poll_seconds)
+
+    async def tick(self) -> None:
+        """One poll: start what is due, dispatch what is sending."""
+        for due in await self.store.due_campaigns(self.clock.now()):
+            campaign = due
+            if campaign.status is S.SCHEDULED:
+                campaign = await self.store.set_campaign_status(
+                    campaign.id, S.SENDING, only_from=frozenset({S.SCHEDULED}))
+                emit(log, f"campaign {campaign.id}", status=campaign.status.value,
+                     why="scheduled time reached")
+            if campaign.status is S.SENDING and campaign.id not in self._tasks:
+                self._tasks[campaign.id] = asyncio.create_task(
+                    self._dispatch(campaign.id), name=f"campaign-{campaign.id}")
+
+    async def _dispatch(self, campaign_id: CampaignId) -> None:
+        try:
+            await self._make().run(campaign_id)
+        except LeaseLost:
+            pass  # another process sends it
+        except DispatchError as exc:
+            emit(log, f"campaign {campaign_id}", logging.ERROR, status="paused",
+                 reason="error", detail=exc.message)
+            with contextlib.suppress(DomainError):
+                await self.store.set_campaign_status(
+                    campaign_id, S.PAUSED, reason=PauseReason.ERROR, detail=exc.message,
+                    only_from=frozenset({S.SENDING}))
+        except DomainError as exc:  # storage trouble: the next poll tries again
+            emit(log, f"campaign {campaign_id}", logging.WARNING, status="dispatch failed",
+                 reason=exc.message)
+        finally:
+            self._tasks.pop(campaign_id, None)
+
+    async def wait_idle(self) -> None:
+        """Until the dispatchers running now have returned (tests, graceful stop)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+__all__ = [
+    "CampaignRunner",
+    "PreflightFailed",
+    "cancel_campaign",
+    "create_campaign",
+    "pause_campaign",
+    "resume_campaign",
+    "start_campaign",
+]

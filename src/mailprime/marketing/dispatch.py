@@ -1,0 +1,497 @@
+"""Campaign dispatch: every contact of a sending campaign gets its message exactly once.
+
+Theory of operation
+-------------------
+A `Dispatcher` runs one campaign in state sending until it is sent, paused (by an operator
+or a guardrail) or cancelled. It prepares once — the template compiled once (with the campaign's
+subject override), one MessageBuilder, the signed unsubscribe links, the tracking rewrite when
+the campaign tracks opens or clicks (marketing.link_rewriter) — and then walks the audience
+(AudienceStore.audience: confirmed members of the lists, the segment, never a suppressed
+address) in keyset batches from the campaign's saved cursor, so memory is one batch and a
+resumed campaign does not read again what it has done.
+
+Per contact: the gate (SendGate) is asked again — the page was read a moment ago, and an
+unsubscribe or a suppression may have landed since; a refusal becomes a `skipped` send row with
+the gate's reason. An allowed contact's message is built (a template error for this contact is
+a `failed` row, and the campaign goes on) and DKIM-signed through `MessageSigner`.
+
+Exactly once. The rule: a contact gets a queue message only through its send row's queue id.
+
+1. The batch's rows are written first, durably, `pending` with a queue id chosen now
+   (UNIQUE(campaign, contact): a contact that already has a row, from an earlier run or another
+   process, keeps it, and we see that its queue id is not ours).
+2. The message is accepted under that queue id (the queue's primary key: a second accept of the
+   same id fails, it cannot make a second message).
+3. The rows become `queued`.
+
+A crash (or a cancelled task: the group commit may still commit an accept whose caller is gone)
+between 1 and 3 leaves pending rows. Each run starts by reconciling them: a queue id the store
+has accepted (the message is queued, or its QUEUED event — written in the accept's transaction —
+is there after the message was delivered and cleaned up) becomes queued; one it has not is
+accepted now, under the same id. So whatever moment the process dies at, a contact has at most
+one message, and a resumed run gives the missing ones theirs.
+
+Between batches (`_checkpoint`): the campaign row is read again (an operator's pause or cancel
+stops the run there), the lease on the campaign is renewed (several processes poll for sending
+campaigns; the lease keeps one dispatcher per campaign, and a dead process's lease runs out),
+and, at most every `guardrail_interval` seconds, the guardrails read the counters and may pause
+the campaign (marketing.guardrails).
+
+Rate: a token bucket (messages per minute, one second's worth of burst) in front of every
+accept, on an injectable monotonic clock and sleep, so tests need no real time. A batch is cut
+to about ten seconds of sending at the campaign's rate, so a pause is never long in coming.
+Accepts of one batch run concurrently: the store's group commit makes them few transactions.
+
+Test sends (`test_send`) build the same message for given addresses (a stored contact's data
+when the address is one) with "[Test]" before the subject, queue them, and record no send rows:
+they are not the campaign's sends and do not count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
+
+from mailprime.domain.audience import Contact, MailingList, SegmentFilter
+from mailprime.domain.campaigns import (
+    Campaign,
+    CampaignError,
+    CampaignStatus,
+    SendRecord,
+    SendStatus,
+)
+from mailprime.domain.clock import Clock
+from mailprime.domain.errors import DomainError
+from mailprime.domain.ids import CampaignId, ContactId, ListId, QueueId, new_queue_id
+from mailprime.domain.mail import Acceptance, EnvelopeRecipient, Priority
+from mailprime.logline import emit
+from mailprime.marketing.gate import GateDecision, SendGate
+from mailprime.marketing.guardrails import GuardrailPolicy, evaluate
+from mailprime.marketing.link_rewriter import (
+    SignedUnsubscribeLinks,
+    TrackingLinks,
+    with_html_filter,
+)
+from mailprime.marketing.message_builder import CampaignInfo, HeaderError, MessageBuilder
+from mailprime.marketing.segments import parse_segment
+from mailprime.marketing.templates import (
+    Recipient,
+    RenderError,
+    TemplateError,
+    compile_template,
+)
+from mailprime.marketing.tokens import TokenSigner
+from mailprime.storage.ports import Store
+
+log = logging.getLogger("mailprime.campaigns")
+
+S = CampaignStatus
+TEST_PREFIX = "[Test] "
+BATCH_SECONDS = 10.0  # a batch is cut to about this much sending at the campaign's rate
+MAX_TEST_ADDRESSES = 20
+
+
+class MessageSigner(Protocol):
+    """DKIM signing (services.dkim_keys.DkimSigner, wired by the runtime and the CLI)."""
+
+    async def sign(self, message: bytes) -> bytes: ...
+
+
+class DispatchError(CampaignError):
+    """The campaign cannot be sent as it stands (template gone, no list, bad link base)."""
+
+
+class LeaseLost(DomainError):
+    """Another process holds the campaign: this run stops without touching it."""
+
+
+Monotonic = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class TokenBucket:
+    """`per_minute` messages a minute (0: no limit), at most one second's worth at once."""
+
+    def __init__(self, per_minute: int, *, monotonic: Monotonic = time.monotonic,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        self.per_second = per_minute / 60.0
+        self.capacity = max(1.0, self.per_second)
+        self._tokens = self.capacity
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._last = monotonic()
+
+    async def take(self) -> None:
+        if self.per_second <= 0:
+            return
+        self._refill()
+        if self._tokens < 1.0:
+            await self._sleep((1.0 - self._tokens) / self.per_second)
+            self._refill()
+        # Taken even if rounding left the refill a hair short of 1: the sleep was exactly the
+        # time one token takes, and waiting again for 1e-16 of one would never end.
+        self._tokens -= 1.0
+
+    def _refill(self) -> None:
+        now = self._monotonic()
+        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.per_second)
+        self._last = now
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchConfig:
+    base_url: str  # [http] public_url: where the links in the mail point (https for RFC 8058)
+    owner: str = "mailprime"  # this process, for the campaign lease
+    batch_size: int = 500
+    lease_seconds: float = 60.0
+    guardrails: GuardrailPolicy = field(default_factory=GuardrailPolicy)
+    guardrail_interval: float = 5.0  # seconds between two reads of the counters
+    gate_concurrency: int = 32
+
+
+@dataclass(slots=True)
+class _Prepared:
+    campaign: Campaign
+    builder: MessageBuilder
+    tracking: TrackingLinks | None
+    segment: SegmentFilter | None
+    lists: tuple[MailingList, ...]
+    bucket: TokenBucket
+
+
+class Dispatcher:
+    def __init__(self, store: Store, signer: MessageSigner, tokens: TokenSigner,
+                 config: DispatchConfig, *, clock: Clock, monotonic: Monotonic = time.monotonic,
+                 sleep: Sleep = asyncio.sleep, on_queued: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.signer = signer
+        self.tokens = tokens
+        self.config = config
+        self.clock = clock
+        self.gate = SendGate(store)
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._on_queued = on_queued
+        self._last_guard = float("-inf")
+
+    # ---- preparing -------------------------------------------------------------------------
+
+    async def prepare(self, campaign: Campaign, *, test: bool = False) -> _Prepared:
+        """Everything the campaign's messages share. DispatchError when it cannot be sent."""
+        store = self.store
+        if not self.config.base_url.startswith("https://"):
+            raise DispatchError(
+                f"links in campaign mail must be https (RFC 8058 3.1): [http] public_url is "
+                f"{self.config.base_url!r}; set it to the https address of this server")
+        template = await store.get_template(campaign.template_id)
+        if template is None:
+            raise DispatchError(f"campaign {campaign.name!r}: its template "
+                                f"#{campaign.template_id} no longer exists")
+        lists = []
+        for wanted in campaign.list_ids:
+            found = await store.get_list_by_id(wanted)
+            if found is not None:
+                lists.append(found)
+        if not lists:
+            raise DispatchError(f"campaign {campaign.name!r}: none of its lists exists any more")
+        segment: SegmentFilter | None = None
+        if campaign.segment_id is not None:
+            stored = next((s for s in await store.list_segments()
+                           if s.id == campaign.segment_id), None)
+            if stored is None:
+                raise DispatchError(f"campaign {campaign.name!r}: its segment "
+                                    f"#{campaign.segment_id} no longer exists")
+            segment = parse_segment(stored.expression)
+        subject = campaign.subject or template.subject
+        try:
+            compiled = compile_template(TEST_PREFIX + subject if test else subject,
+                                        template.html, template.text)
+        except TemplateError as exc:
+            raise DispatchError(f"campaign {campaign.name!r}: the template does not compile: "
+                                f"{exc.message}") from exc
+        tracking: TrackingLinks | None = None
+        if (campaign.track_opens or campaign.track_clicks) and not test:
+            tracking = TrackingLinks(self.tokens, self.config.base_url, campaign.id,
+                                     clicks=campaign.track_clicks, opens=campaign.track_opens)
+            compiled = with_html_filter(compiled, tracking)
+        first = lists[0]
+        # One list: an unsubscribe leaves that list. Several: we cannot tell through which
+        # list the contact came, so it stops all marketing mail (a suppression).
+        list_id: ListId | None = first.id if len(lists) == 1 else None
+        info = CampaignInfo(
+            campaign_id=campaign.id, name=campaign.name, from_address=campaign.from_address,
+            from_name=campaign.from_name, list_name=first.name, list_label=first.name,
+            postal_address=campaign.postal_address, list_id=list_id, reply_to=campaign.reply_to)
+        links = SignedUnsubscribeLinks(self.tokens, self.config.base_url, campaign.id, list_id,
+                                       campaign.sending_domain)
+        builder = MessageBuilder(compiled, info, links, now=self.clock.now)
+        return _Prepared(campaign, builder, tracking, segment, tuple(lists),
+                         TokenBucket(campaign.rate_per_minute, monotonic=self._monotonic,
+                                     sleep=self._sleep))
+
+    async def _message(self, p: _Prepared, recipient: Recipient) -> tuple[bytes, bool]:
+        """The signed message for one recipient. Raises RenderError or HeaderError."""
+        if p.tracking is not None:
+            p.tracking.current = recipient.contact_id or ContactId(0)
+        built = p.builder.build(recipient)  # synchronous: `current` cannot change meanwhile
+        return await self.signer.sign(built.data), built.smtputf8
+
+    def _acceptance(self, p: _Prepared, queue_id: QueueId, address: str, content: bytes,
+                    smtputf8: bool) -> Acceptance:
+        return Acceptance(queue_id=queue_id, content=content, sender=p.campaign.from_address,
+                          remote=(EnvelopeRecipient(address),), priority=Priority.BULK,
+                          smtputf8=smtputf8, source="campaign", client=f"campaign {p.campaign.id}")
+
+    # ---- running ---------------------------------------------------------------------------
+
+    async def run(self, campaign_id: CampaignId) -> CampaignStatus:
+        """Sends the campaign until it is sent, paused or cancelled; returns its status then.
+        LeaseLost when another process dispatches it."""
+        store = self.store
+        campaign = await store.get_campaign(campaign_id)
+        if campaign is None or campaign.status is not S.SENDING:
+            return campaign.status if campaign is not None else S.CANCELLED
+        if not await self._claim(campaign):
+            raise LeaseLost(f"campaign {campaign.name!r} is being sent by another process")
+        try:
+            p = await self.prepare(campaign)
+            emit(log, f"campaign {campaign.id}", status="dispatching", name=campaign.name,
+                 cursor=campaign.cursor)
+            await self._reconcile(p)
+            cursor = campaign.cursor
+            while True:
+                state = await self._checkpoint(p)
+                if state is not S.SENDING:
+                    return state
+                contacts = await store.audience(
+                    [m.id for m in p.lists], segment=p.segment, after=cursor,
+                    limit=self._batch_size(p), sending_domain=campaign.sending_domain)
+                if not contacts:
+                    break
+                await self.send_batch(p, contacts)
+                cursor = contacts[-1].id
+            state = await self._checkpoint(p, final=True)
+            if state is not S.SENDING:
+                return state
+            done = await store.set_campaign_status(campaign.id, S.SENT,
+                                                   only_from=frozenset({S.SENDING}))
+            emit(log, f"campaign {campaign.id}", status=done.status.value, name=campaign.name)
+            return done.status
+        finally:
+            await asyncio.shield(self._release(campaign))
+
+    def _batch_size(self, p: _Prepared) -> int:
+        size = self.config.batch_size
+        if p.bucket.per_second > 0:
+            size = min(size, max(1, int(p.bucket.per_second * BATCH_SECONDS)))
+        return size
+
+    async def _claim(self, campaign: Campaign) -> bool:
+        now = self.clock.now()
+        return await self.store.claim_campaign(
+            campaign.id, self.config.owner, now, now + timedelta(seconds=self.config.lease_seconds))
+
+    async def _release(self, campaign: Campaign) -> None:
+        try:
+            await self.store.release_campaign(campaign.id, self.config.owner)
+        except DomainError as exc:  # the lease runs out by itself
+            emit(log, f"campaign {campaign.id}", logging.WARNING, status="lease not released",
+                 reason=exc.message)
+
+    async def _checkpoint(self, p: _Prepared, *, final: bool = False) -> CampaignStatus:
+        current = await self.store.get_campaign(p.campaign.id)
+        if current is None:
+            return S.CANCELLED
+        if current.status is not S.SENDING:
+            return current.status
+        if not await self._claim(current):
+            raise LeaseLost(f"campaign {current.name!r}: the lease went to another process")
+        now = self._monotonic()
+        if final or now - self._last_guard >= self.config.guardrail_interval:
+            self._last_guard = now
+            verdict = evaluate(self.config.guardrails,
+                               await self.store.campaign_counters(current.id))
+            if verdict is not None:
+                paused = await self.store.set_campaign_status(
+                    current.id, S.PAUSED, reason=verdict.reason, detail=verdict.detail,
+                    only_from=frozenset({S.SENDING}))
+                emit(log, f"campaign {current.id}", logging.WARNING, status="paused",
+                     reason=verdict.reason.value, detail=verdict.detail)
+                return paused.status
+        return S.SENDING
+
+    async def _gate(self, p: _Prepared, contact: Contact) -> GateDecision:
+        """Allowed if any of the campaign's lists allows it; else the first list's refusal."""
+        first: GateDecision | None = None
+        for mailing_list in p.lists:
+            decision = await self.gate.check(contact.email, list_id=mailing_list.id,
+                                             sending_domain=p.campaign.sending_domain)
+            if decision.allowed:
+                return decision
+            first = first or decision
+            if decision.suppression is not None:
+                break  # suppressed for every list alike
+        assert first is not None
+        return first
+
+    async def _gate_all(self, p: _Prepared, contacts: Sequence[Contact]) -> list[GateDecision]:
+        limit = asyncio.Semaphore(self.config.gate_concurrency)
+
+        async def one(contact: Contact) -> GateDecision:
+            async with limit:
+                return await self._gate(p, contact)
+
+        return list(await asyncio.gather(*(one(c) for c in contacts)))
+
+    async def send_batch(self, p: _Prepared, contacts: Sequence[Contact]) -> None:
+        """One page of the audience: gate, build, record, accept, settle (the module doc)."""
+        cid = p.campaign.id
+        decisions = await self._gate_all(p, contacts)
+        rows: list[SendRecord] = []
+        built: dict[ContactId, tuple[QueueId, bytes, bool]] = {}
+        for contact, decision in zip(contacts, decisions, strict=True):
+            if not decision.allowed:
+                reason = decision.refusal.value if decision.refusal else "refused"
+                rows.append(SendRecord(cid, contact.id, contact.email, SendStatus.SKIPPED,
+                                       reason=reason, detail=decision.reason))
+                continue
+            recipient = Recipient(contact.email, contact.name, contact.attributes, contact.id)
+            try:
+                content, utf8 = await self._message(p, recipient)
+            except (RenderError, HeaderError) as exc:
+                rows.append(SendRecord(cid, contact.id, contact.email, SendStatus.FAILED,
+                                       reason="render" if isinstance(exc, RenderError)
+                                       else "header", detail=exc.message))
+                continue
+            queue_id = new_queue_id()
+            built[contact.id] = (queue_id, content, utf8)
+            rows.append(SendRecord(cid, contact.id, contact.email, SendStatus.PENDING, queue_id))
+        recorded = await self.store.record_sends(cid, rows)
+        ours: list[tuple[SendRecord, bytes, bool]] = []
+        earlier: list[SendRecord] = []
+        for row in recorded:
+            if row.status is not SendStatus.PENDING:
+                continue
+            mine = built.get(row.contact_id)
+            if mine is not None and mine[0] == row.queue_id:
+                ours.append((row, mine[1], mine[2]))
+            else:
+                earlier.append(row)  # an earlier run's row: reconciled like one
+        updates = await self._accept_all(p, ours)
+        if earlier:
+            updates += await self._settle_pending(p, earlier)
+        await self.store.settle_sends(cid, updates, cursor=contacts[-1].id)
+        if updates and self._on_queued is not None:
+            self._on_queued()
+
+    async def _accept_all(self, p: _Prepared, items: Sequence[tuple[SendRecord, bytes, bool]]
+                          ) -> list[tuple[ContactId, SendStatus, str, str]]:
+        """Accepts each under its row's queue id; the rows that are now queued. A failure that
+        is not a duplicate id leaves its row pending and, after the others are settled by the
+        caller, stops the run (the next run reconciles it)."""
+        async def one(row: SendRecord, content: bytes, utf8: bool) -> BaseException | None:
+            assert row.queue_id is not None
+            try:
+                await self.store.accept(self._acceptance(p, row.queue_id, row.email, content, utf8))
+            except DomainError as exc:
+                return exc
+            return None
+
+        tasks = []
+        for row, content, utf8 in items:
+            await p.bucket.take()
+            tasks.append(asyncio.ensure_future(one(row, content, utf8)))
+        results = await asyncio.gather(*tasks)
+        failed = [row for (row, _c, _u), err in zip(items, results, strict=True) if err is not None]
+        accepted = await self.store.accepted_queue_ids(
+            [r.queue_id for r in failed if r.queue_id is not None]) if failed else set()
+        updates = [(row.contact_id, SendStatus.QUEUED, "", "")
+                   for (row, _c, _u), err in zip(items, results, strict=True)
+                   if err is None or row.queue_id in accepted]
+        lost = [(row, err) for (row, _c, _u), err in zip(items, results, strict=True)
+                if err is not None and row.queue_id not in accepted]
+        if lost:
+            row, err = lost[0]
+            await self.store.settle_sends(p.campaign.id, updates)
+            raise DispatchError(f"campaign {p.campaign.name!r}: {len(lost)} message(s) could not "
+                                f"be queued ({err}); they stay pending for the next run")
+        return updates
+
+    async def _settle_pending(self, p: _Prepared, rows: Sequence[SendRecord]
+                              ) -> list[tuple[ContactId, SendStatus, str, str]]:
+        """Pending rows of an earlier run: queued if their accept committed, else accepted now
+        under their own queue id."""
+        ids = [r.queue_id for r in rows if r.queue_id is not None]
+        accepted = await self.store.accepted_queue_ids(ids)
+        updates: list[tuple[ContactId, SendStatus, str, str]] = []
+        again: list[tuple[SendRecord, bytes, bool]] = []
+        for row in rows:
+            if row.queue_id in accepted:
+                updates.append((row.contact_id, SendStatus.QUEUED, "", ""))
+                continue
+            contact = await self.store.get_contact_by_id(row.contact_id)
+            if contact is None or row.queue_id is None:
+                updates.append((row.contact_id, SendStatus.FAILED, "gone",
+                                "the contact was removed before its message was queued"))
+                continue
+            recipient = Recipient(contact.email, contact.name, contact.attributes, contact.id)
+            try:
+                content, utf8 = await self._message(p, recipient)
+            except (RenderError, HeaderError) as exc:
+                updates.append((row.contact_id, SendStatus.FAILED, "render", exc.message))
+                continue
+            again.append((row, content, utf8))
+        if again:
+            emit(log, f"campaign {p.campaign.id}", status="resending pending",
+                 count=len(again))
+            updates += await self._accept_all(p, again)
+        return updates
+
+    async def _reconcile(self, p: _Prepared) -> None:
+        after: ContactId | None = None
+        while True:
+            rows = await self.store.pending_sends(p.campaign.id, after=after,
+                                                  limit=self.config.batch_size)
+            if not rows:
+                return
+            emit(log, f"campaign {p.campaign.id}", status="reconciling", pending=len(rows))
+            updates = await self._settle_pending(p, rows)
+            await self.store.settle_sends(p.campaign.id, updates)
+            after = rows[-1].contact_id
+            if self._on_queued is not None:
+                self._on_queued()
+
+    # ---- test sends ------------------------------------------------------------------------
+
+    async def test_send(self, campaign: Campaign, addresses: Sequence[str]) -> list[QueueId]:
+        """Queues the campaign's message to each address (see the module doc)."""
+        if not 1 <= len(addresses) <= MAX_TEST_ADDRESSES:
+            raise CampaignError(f"a test goes to 1 to {MAX_TEST_ADDRESSES} addresses")
+        p = await self.prepare(campaign, test=True)
+        queued: list[QueueId] = []
+        for address in addresses:
+            contact = await self.store.get_contact(address)
+            recipient = (Recipient(contact.email, contact.name, contact.attributes, contact.id)
+                         if contact is not None else Recipient(address))
+            content, utf8 = await self._message(p, recipient)
+            queue_id = new_queue_id()
+            await self.store.accept(self._acceptance(p, queue_id, recipient.email, content, utf8))
+            queued.append(queue_id)
+        if self._on_queued is not None:
+            self._on_queued()
+        return queued
+
+
+__all__ = [
+    "DispatchConfig",
+    "DispatchError",
+    "Dispatcher",
+    "LeaseLost",
+    "MessageSigner",
+    "TokenBucket",
+]

@@ -1,0 +1,298 @@
+"""The campaign message builder: one complete RFC 5322 message (bytes) per recipient.
+
+Theory of operation
+-------------------
+A campaign compiles its template once and builds one `MessageBuilder`; the builder then turns
+each recipient into the octets the queue stores and DKIM signs. Everything that is the same for
+every recipient (From, List-Id, Feedback-ID, the part headers) is formatted once in __init__;
+per recipient we render the template, ask `UnsubscribeLinks` for this recipient's signed
+links, and join bytes. The Date field is formatted at most once a second, the last encoded
+Subject is reused when the subject does not vary.
+
+The header section:
+
+* From with the display name (RFC 5322 3.6.2; a non-ASCII name as an RFC 2047 encoded-word),
+  To with the contact's name, Subject (RFC 2047 encoded-words when not ASCII), Date, Message-ID
+  at the sending domain (RFC 5322 3.6.4), MIME-Version (RFC 2045 4).
+* List-Unsubscribe with the HTTPS URL (first) and a mailto, and List-Unsubscribe-Post:
+  List-Unsubscribe=One-Click (RFC 8058 3.1: the URL must be HTTPS and carry everything needed,
+  here the signed per-recipient token; the pair is covered by DKIM, which message.dkim signs).
+* List-Id (RFC 2919): the list's name as a phrase and <label.sending-domain> as its id.
+* Feedback-ID "campaign:sending-domain:marketing:sender" for Gmail's feedback loop
+  (message.feedback_id cleans each identifier).
+* Precedence: bulk is not added: it is not a standard field (RFC 2076 3.9 lists it as
+  "non-standard, controversial, discouraged"), RFC 3834 2 tells auto-responders to recognise
+  list mail by the List-* fields we send, and no provider's sender guidelines ask for it.
+
+Header injection: every value that becomes a header (names, subject, addresses, URLs, ids) is
+refused with HeaderError if it holds CR, LF or another control character; nothing is silently
+cleaned, so a bad contact fails alone and visibly.
+
+The body is multipart/alternative, text first then HTML (RFC 2046 5.1.4: the last part is the
+preferred one). Each part is 7bit when it is ASCII with lines of at most 998 octets (RFC 5322
+2.1.1, RFC 2045 2.7), else quoted-printable or base64, whichever is smaller (QP for mostly-Latin
+text, base64 for e.g. Cyrillic or CJK, where QP would triple the size); both keep lines within
+76 characters (RFC 2045 6.7, 6.8). The boundary is random and checked absent from the parts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import Header
+from email.utils import formataddr
+from typing import Protocol
+
+from mailprime.domain.errors import DomainError
+from mailprime.domain.ids import CampaignId, ListId
+from mailprime.marketing.templates import (
+    CompiledTemplate,
+    MergeData,
+    Recipient,
+    RenderedMessage,
+    render,
+)
+from mailprime.message.feedback_id import feedback_id
+from mailprime.message.headers import MAX_LINE, fold, format_date
+
+MAX_SUBJECT = 998  # rendered characters (RFC 5322 2.1.1: a line, unfolded, at most 998)
+MAX_LIST_ID = 255  # RFC 2919 2: the list-id is at most 255 octets
+MAX_URL = 2048
+_B64_LINE = 76  # RFC 2045 6.8: encoded lines of at most 76 characters
+_QP_LIMIT = 998
+
+
+class HeaderError(DomainError):
+    """A value that would become a header field is not allowed (CR/LF: a header injection)."""
+
+    http_status = 422
+
+
+class UnsubscribeLinks(Protocol):
+    """Makes one recipient's signed unsubscribe links (marketing.tokens signs them)."""
+
+    def url_for(self, recipient: Recipient, campaign: CampaignInfo) -> str: ...
+
+    def mailto_for(self, recipient: Recipient, campaign: CampaignInfo) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignInfo:
+    """What every message of one campaign shares."""
+
+    campaign_id: CampaignId
+    name: str
+    from_address: str
+    from_name: str
+    list_name: str
+    list_label: str  # List-Id is <list_label.sending-domain>: letters, digits, "-"
+    postal_address: str
+    list_id: ListId | None = None
+    reply_to: str | None = None
+    feedback_sender: str = "mailprime"
+    feedback_type: str = "marketing"
+
+    @property
+    def sending_domain(self) -> str:
+        return self.from_address.rpartition("@")[2].lower()
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltMessage:
+    data: bytes
+    message_id: str
+    smtputf8: bool  # an address is not ASCII (RFC 6531): send with SMTPUTF8
+    rendered: RenderedMessage
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_value(value: str, what: str) -> str:
+    """`value` if it can go into a header: no CR, LF or other control character."""
+    bad = _CONTROL.search(value)
+    if bad is not None:
+        if bad.group() in "\r\n":
+            raise HeaderError(f"{what} contains a line break (CR or LF): refused, it would "
+                              "inject header fields")
+        raise HeaderError(f"{what} contains the control character U+{ord(bad.group()):04X}")
+    return value
+
+
+def _address(name: str, address: str, what: str) -> tuple[str, bool]:
+    """(the address field value, whether it needs SMTPUTF8)."""
+    header_value(name, f"{what} name")
+    header_value(address, f"{what} address")
+    if "@" not in address or any(ch in address for ch in " <>,;\""):
+        raise HeaderError(f"{what} address {address!r} is not an address")
+    if address.isascii():
+        return formataddr((name, address), "utf-8"), False
+    # RFC 6532: with SMTPUTF8 the field is raw UTF-8; the name is a quoted-string.
+    if not name:
+        return address, True
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}" <{address}>', True
+
+
+def _subject(subject: str) -> str:
+    header_value(subject, "the subject")
+    if len(subject) > MAX_SUBJECT:
+        raise HeaderError(f"the subject has {len(subject):,} characters; at most {MAX_SUBJECT}")
+    if subject.isascii():
+        return fold("Subject", subject)
+    encoded = Header(subject, "utf-8", header_name="Subject").encode(linesep="\r\n")
+    return f"Subject: {encoded}\r\n"
+
+
+def _list_id(label: str, list_name: str, domain: str) -> str:
+    clean = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "-") else "-"
+                    for ch in label.lower()).strip("-") or "list"
+    list_id = f"{clean}.{domain}"[:MAX_LIST_ID]
+    header_value(list_name, "the list name")
+    if list_name.isascii():
+        phrase = formataddr((list_name, "x@x")).rpartition(" <")[0] if list_name else ""
+    else:
+        phrase = Header(list_name, "utf-8").encode()
+    return fold("List-Id", f"{phrase} <{list_id}>" if phrase else f"<{list_id}>")
+
+
+def _check_url(url: str, scheme: str) -> str:
+    header_value(url, "an unsubscribe link")
+    if not url.startswith(scheme) or len(url) > MAX_URL or not url.isascii() \
+            or any(ch in url for ch in " <>\""):
+        raise HeaderError(f"an unsubscribe link must be a {scheme} URL of printable ASCII "
+                          f"without spaces or <>: {url[:80]!r}")
+    return url
+
+
+def crlf(text: str) -> str:
+    if "\r" not in text:  # the usual case: one pass
+        return text.replace("\n", "\r\n")
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+
+
+_RAW_ELEMENTS = re.compile(r"<(style|script)\b.*?</\1", re.DOTALL | re.IGNORECASE)
+
+
+def ascii_html(html: str) -> str:
+    """The HTML with every non-ASCII character written as a character reference (&#183;), the
+    same document to any HTML parser (HTML 13.1.4), so that it can go out as 7bit instead of
+    quoted-printable, which costs more to encode and is larger. Not where references are not
+    decoded: non-ASCII inside <style> or <script> leaves the HTML as it is."""
+    if html.isascii() or any(not m.group().isascii() for m in _RAW_ELEMENTS.finditer(html)):
+        return html
+    return html.encode("ascii", "xmlcharrefreplace").decode("ascii")
+
+
+def encode_part(text: str) -> tuple[bytes, str]:
+    """(body octets, Content-Transfer-Encoding) for one text part: 7bit when possible, else the
+    smaller of quoted-printable and base64."""
+    data = crlf(text).encode("utf-8")
+    if data.isascii() and max(map(len, data.split(b"\r\n"))) <= MAX_LINE:
+        return data, "7bit"
+    # b2a_qp writes its soft line breaks with the line end it saw first, LF when the text has
+    # no line break at all: every break becomes CRLF (RFC 2045 6.7, rule 5).
+    qp = binascii.b2a_qp(data, istext=True).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    b64_size = (len(data) + 2) // 3 * 4
+    b64_size += 2 * (b64_size // _B64_LINE + 1)
+    if len(qp) <= b64_size:
+        return qp, "quoted-printable"
+    raw = base64.b64encode(data)
+    return b"\r\n".join(raw[i:i + _B64_LINE] for i in range(0, len(raw), _B64_LINE)), "base64"
+
+
+def _part(content_type: str, text: str) -> tuple[bytes, bytes]:
+    body, cte = encode_part(text)
+    head = f"Content-Type: {content_type}; charset=utf-8\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
+    return head.encode("ascii"), body
+
+
+class MessageBuilder:
+    """Builds one campaign's messages; see the module doc."""
+
+    def __init__(self, compiled: CompiledTemplate, campaign: CampaignInfo,
+                 links: UnsubscribeLinks, *, now: Callable[[], datetime] | None = None) -> None:
+        self.compiled = compiled
+        self.campaign = campaign
+        self._links = links
+        self._now = now or (lambda: datetime.now(UTC))
+        self._domain = campaign.sending_domain
+        header_value(campaign.name, "the campaign name")
+        header_value(campaign.postal_address, "the postal address")
+        from_value, self._from_utf8 = _address(campaign.from_name, campaign.from_address, "From")
+        fixed = fold("From", from_value)
+        if campaign.reply_to:
+            fixed += fold("Reply-To", _address("", campaign.reply_to, "Reply-To")[0])
+        self._fixed = fixed
+        self._list = (_list_id(campaign.list_label, campaign.list_name, self._domain)
+                      + "MIME-Version: 1.0\r\n")
+        fbl = feedback_id(campaign=str(campaign.campaign_id), customer=self._domain,
+                          mail_type=campaign.feedback_type, sender_id=campaign.feedback_sender)
+        self._feedback = fold("Feedback-ID", fbl) if campaign.feedback_sender else ""
+        self._date_cache: tuple[int, str] = (-1, "")
+        self._subject_cache: tuple[str, str] = ("\x00", "")
+
+    def _date(self) -> str:
+        when = self._now()
+        second = int(when.timestamp())
+        if self._date_cache[0] != second:
+            self._date_cache = (second, fold("Date", format_date(when)))
+        return self._date_cache[1]
+
+    def _subject(self, subject: str) -> str:
+        if self._subject_cache[0] != subject:
+            self._subject_cache = (subject, _subject(subject))
+        return self._subject_cache[1]
+
+    def new_message_id(self) -> str:
+        return f"<{secrets.token_hex(16)}@{self._domain}>"
+
+    def build(self, recipient: Recipient, *, message_id: str | None = None) -> BuiltMessage:
+        """The message for `recipient`. Raises RenderError (templates) or HeaderError."""
+        c = self.campaign
+        url = _check_url(self._links.url_for(recipient, c), "https://")
+        mailto = _check_url(self._links.mailto_for(recipient, c), "mailto:")
+        rendered = render(self.compiled, MergeData(recipient, url, c.postal_address,
+                                                   c.list_name, c.name))
+        to_value, to_utf8 = _address(recipient.name, recipient.email, "To")
+        mid = header_value(message_id or self.new_message_id(), "the Message-ID")
+        head = "".join((
+            self._fixed, fold("To", to_value), self._subject(rendered.subject), self._date(),
+            f"Message-ID: {mid}\r\n", self._list,
+            fold("List-Unsubscribe", f"<{url}>, <{mailto}>"),
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n", self._feedback,
+        ))
+        text_head, text_body = _part("text/plain", rendered.text)
+        html_head, html_body = _part("text/html", ascii_html(rendered.html))
+        boundary = "=_mp_" + secrets.token_hex(12)
+        while boundary.encode("ascii") in text_body or boundary.encode("ascii") in html_body:
+            boundary = "=_mp_" + secrets.token_hex(12)  # 96 random bits: effectively never
+        delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
+        head += f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'
+        data = b"".join((
+            head.encode("utf-8"), b"\r\n", delimiter[2:], text_head, text_body, delimiter,
+            html_head, html_body, f"\r\n--{boundary}--\r\n".encode("ascii"),
+        ))
+        for line in head.split("\r\n"):
+            if len(line.encode("utf-8")) > MAX_LINE:
+                raise HeaderError(f"a header line would be longer than {MAX_LINE} octets: "
+                                  f"{line[:60]!r}...")
+        return BuiltMessage(data, mid, self._from_utf8 or to_utf8, rendered)
+
+
+__all__ = [
+    "BuiltMessage",
+    "CampaignInfo",
+    "HeaderError",
+    "MessageBuilder",
+    "UnsubscribeLinks",
+    "ascii_html",
+    "crlf",
+    "encode_part",
+    "header_value",
+]

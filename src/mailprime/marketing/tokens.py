@@ -1,0 +1,335 @@
+"""Signed tokens for the links in sent mail: the open pixel, click redirects, unsubscribe.
+
+Theory of operation
+-------------------
+A link in a message must say, to our web endpoints, which message and recipient it was sent to
+(and for a click where to go, for an unsubscribe which address and list) without letting anyone
+make such a link for another recipient: a guessable link would let a stranger unsubscribe
+people (or count fake opens), and a click link that took any URL would be an open redirect
+for phishers riding on the sender's domain. So the link carries its facts and a tag:
+
+    version (1) | key id (2) | purpose (1) | subject | purpose fields | tag (16)
+
+written in URL-safe base64 without padding (RFC 4648 5), safe in a path segment.
+
+* subject: a campaign send (campaign id, contact id) or a message send (queue id, recipient
+  row id). Numbers are LEB128 varints, strings a varint length then UTF-8.
+* purpose fields: a click's target URL (the URL itself: a redirect then needs no look-up, and
+  the URL is what is signed, so the redirect goes nowhere else); an unsubscribe's address, the
+  sending domain (the suppression's scope follows [bounces] scope when it is applied) and the
+  list id (0: none). The address is in the token because the queue row a transactional
+  message's recipient came from is deleted once delivered, while the link must still work.
+* a double opt-in confirmation (CONFIRM) has no subject, only its fields: the contact id, an
+  expiry (Unix seconds, checked by the web layer with its clock) and the list ids.
+* tag: HMAC-SHA256 (RFC 2104) under the secret, over a fixed label and every octet before it,
+  cut to 128 bits; compared with hmac.compare_digest (constant time). The purpose is inside
+  what is signed, so an open token is not a click token. Without the secret nobody can make or
+  alter a token, and the ids inside cannot be enumerated into working links.
+* key id: two octets of SHA-256 of the key. Several keys may be loaded (newest first); tokens
+  are signed with the newest and checked with the key their id names, so rotating the secret
+  keeps the links in mail already sent working while the old key stays in the file.
+* canonical form: a token is accepted only if it is exactly what we would write for what it
+  says (base64 re-encoded, fields re-serialised): base64's spare low bits, overlong varints or
+  trailing octets give no second spelling of one token. Any changed character is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from mailprime.domain.ids import CampaignId, ContactId, ListId, QueueId, RecipientId
+
+VERSION = 1
+TAG_OCTETS = 16  # 128 bits of HMAC-SHA256 (RFC 2104 5: at least half the output is plenty)
+KID_OCTETS = 2
+MIN_SECRET = 16
+MAX_TOKEN = 4096  # characters: refused unread beyond this (a URL of 2048 + the rest fits)
+MAX_URL = 2048  # the de-facto limit of browsers and mail clients for a link
+MAX_ADDRESS = 320  # RFC 5321 4.5.3.1.1 + 4.5.3.1.2: 64 + 1 + 255
+MAX_DOMAIN = 255  # RFC 5321 4.5.3.1.2
+MAX_QUEUE_ID = 32
+_LABEL = b"mailprime-link-1"
+_KID_LABEL = b"mailprime-link-kid"
+
+
+class Purpose(enum.IntEnum):
+    OPEN = 1
+    CLICK = 2
+    UNSUBSCRIBE = 3
+    CONFIRM = 4
+
+
+class TokenError(ValueError):
+    """What cannot be made into a token (a URL that is not http(s), a field too long)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRecipient:
+    campaign_id: CampaignId
+    contact_id: ContactId
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecipient:
+    queue_id: QueueId
+    recipient_id: RecipientId
+
+
+Subject = CampaignRecipient | MessageRecipient
+
+
+@dataclass(frozen=True, slots=True)
+class OpenToken:
+    subject: Subject
+
+
+@dataclass(frozen=True, slots=True)
+class ClickToken:
+    subject: Subject
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeToken:
+    subject: Subject
+    address: str  # lower-cased
+    sending_domain: str = ""  # the From/envelope domain the mail was sent from
+    list_id: ListId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmToken:
+    """A double opt-in confirmation link (web/subscribe.py): the contact, the lists it asked to
+    join, and until when (Unix seconds) the link works. It names no send, so it has no subject;
+    the expiry is inside what is signed, so nobody can extend it."""
+
+    contact_id: ContactId
+    list_ids: tuple[ListId, ...]
+    expires: int
+
+
+Token = OpenToken | ClickToken | UnsubscribeToken | ConfirmToken
+T = TypeVar("T", OpenToken, ClickToken, UnsubscribeToken, ConfirmToken)
+
+_PURPOSE: dict[type[Token], Purpose] = {OpenToken: Purpose.OPEN, ClickToken: Purpose.CLICK,
+                                        UnsubscribeToken: Purpose.UNSUBSCRIBE,
+                                        ConfirmToken: Purpose.CONFIRM}
+MAX_CONFIRM_LISTS = 20  # lists one confirmation link may name (one subscribe form's choices)
+
+
+def check_url(url: str) -> str:
+    """The URL if a click may lead to it: absolute http(s) with a host, printable ASCII (a
+    mail's link is percent-encoded already), at most MAX_URL characters."""
+    if not url or len(url) > MAX_URL:
+        raise TokenError(f"a link target is 1 to {MAX_URL} characters")
+    if any(not 0x21 <= ord(ch) <= 0x7E for ch in url):
+        raise TokenError("a link target must be printable ASCII without spaces (percent-encode it)")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise TokenError(f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TokenError("a link target must be an absolute http or https URL")
+    return url
+
+
+# ---- octets ---------------------------------------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    if n < 0:
+        raise TokenError("ids are not negative")
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _string(text: str, limit: int) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) > limit:
+        raise TokenError(f"a token field is at most {limit} octets")
+    return _varint(len(raw)) + raw
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise ValueError("short")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def varint(self) -> int:
+        n = shift = 0
+        while True:
+            b = self.byte()
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+            if shift > 63:
+                raise ValueError("varint too long")
+
+    def string(self, limit: int) -> str:
+        length = self.varint()
+        if length > limit or self.pos + length > len(self.data):
+            raise ValueError("string too long")
+        raw = self.data[self.pos:self.pos + length]
+        self.pos += length
+        return raw.decode("utf-8")
+
+
+def _subject_octets(subject: Subject) -> bytes:
+    if isinstance(subject, CampaignRecipient):
+        return b"\x01" + _varint(subject.campaign_id) + _varint(subject.contact_id)
+    if not subject.queue_id.isascii() or not subject.queue_id.isalnum():
+        raise TokenError("a queue id is letters and digits")
+    return b"\x02" + _string(subject.queue_id, MAX_QUEUE_ID) + _varint(subject.recipient_id)
+
+
+def _read_subject(r: _Reader) -> Subject:
+    kind = r.byte()
+    if kind == 1:
+        return CampaignRecipient(CampaignId(r.varint()), ContactId(r.varint()))
+    if kind == 2:
+        return MessageRecipient(QueueId(r.string(MAX_QUEUE_ID)), RecipientId(r.varint()))
+    raise ValueError("unknown subject")
+
+
+def _confirm_octets(token: ConfirmToken) -> bytes:
+    if not token.list_ids or len(token.list_ids) > MAX_CONFIRM_LISTS:
+        raise TokenError(f"a confirmation names 1 to {MAX_CONFIRM_LISTS} lists")
+    return (_varint(token.contact_id) + _varint(token.expires) + _varint(len(token.list_ids))
+            + b"".join(_varint(list_id) for list_id in token.list_ids))
+
+
+def _read_confirm(r: _Reader) -> ConfirmToken:
+    contact_id, expires, count = r.varint(), r.varint(), r.varint()
+    if not 1 <= count <= MAX_CONFIRM_LISTS:
+        raise ValueError("list count")
+    return ConfirmToken(ContactId(contact_id), tuple(ListId(r.varint()) for _ in range(count)),
+                        expires)
+
+
+def _body(token: Token) -> bytes:
+    if isinstance(token, ConfirmToken):  # no subject: it names a contact, not a send
+        return bytes([Purpose.CONFIRM]) + _confirm_octets(token)
+    out = bytes([_PURPOSE[type(token)]]) + _subject_octets(token.subject)
+    if isinstance(token, ClickToken):
+        out += _string(check_url(token.url), MAX_URL)
+    elif isinstance(token, UnsubscribeToken):
+        out += (_string(token.address.lower(), MAX_ADDRESS)
+                + _string(token.sending_domain.lower(), MAX_DOMAIN) + _varint(token.list_id or 0))
+    return out
+
+
+def _read_body(data: bytes) -> Token:
+    r = _Reader(data)
+    purpose = r.byte()
+    token: Token
+    if purpose == Purpose.CONFIRM:
+        token = _read_confirm(r)
+        if r.pos != len(data):
+            raise ValueError("trailing octets")
+        return token
+    subject = _read_subject(r)
+    if purpose == Purpose.OPEN:
+        token = OpenToken(subject)
+    elif purpose == Purpose.CLICK:
+        token = ClickToken(subject, check_url(r.string(MAX_URL)))
+    elif purpose == Purpose.UNSUBSCRIBE:
+        address, domain, list_id = r.string(MAX_ADDRESS), r.string(MAX_DOMAIN), r.varint()
+        token = UnsubscribeToken(subject, address, domain, ListId(list_id) if list_id else None)
+    else:
+        raise ValueError("unknown purpose")
+    if r.pos != len(data):
+        raise ValueError("trailing octets")
+    return token
+
+
+# ---- signing ------------------------------------------------------------------------------
+
+def key_id(secret: bytes) -> bytes:
+    return hashlib.sha256(_KID_LABEL + secret).digest()[:KID_OCTETS]
+
+
+class TokenSigner:
+    """Signs with the newest key, verifies with whichever loaded key the token names."""
+
+    def __init__(self, secrets: Sequence[bytes]) -> None:
+        if not secrets or any(len(s) < MIN_SECRET for s in secrets):
+            raise TokenError(f"a link secret needs at least {MIN_SECRET} octets")
+        self._current = secrets[0]
+        self._keys: dict[bytes, list[bytes]] = {}
+        for secret in secrets:  # two keys may share an id: both are tried
+            self._keys.setdefault(key_id(secret), []).append(secret)
+
+    def sign(self, token: Token) -> str:
+        head = bytes([VERSION]) + key_id(self._current) + _body(token)
+        raw = head + _tag(self._current, head)
+        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+    def verify(self, text: str, kind: type[T]) -> T | None:
+        """The token `text` stands for, if it is one of ours, of type `kind`, and unaltered;
+        else None (the caller answers 404: nothing says why, to a prober)."""
+        if not text or len(text) > MAX_TOKEN:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            return None
+        if base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=") != text:
+            return None  # not the canonical spelling (spare bits set, or stray characters)
+        if len(raw) < 1 + KID_OCTETS + 1 + TAG_OCTETS or raw[0] != VERSION:
+            return None
+        head, tag = raw[:-TAG_OCTETS], raw[-TAG_OCTETS:]
+        candidates = self._keys.get(head[1:1 + KID_OCTETS], [])
+        # compare_digest for every candidate, no early exit: the time does not say which.
+        good = False
+        for secret in candidates:
+            good |= hmac.compare_digest(tag, _tag(secret, head))
+        if not good:
+            return None
+        body = head[1 + KID_OCTETS:]
+        try:
+            token = _read_body(body)
+            canonical = _body(token)
+        except ValueError:  # TokenError and UnicodeDecodeError are ValueErrors
+            return None
+        if not isinstance(token, kind) or canonical != body:
+            return None
+        return token
+
+
+def _tag(secret: bytes, head: bytes) -> bytes:
+    return hmac.new(secret, _LABEL + head, hashlib.sha256).digest()[:TAG_OCTETS]
+
+
+__all__ = [
+    "CampaignRecipient",
+    "ClickToken",
+    "ConfirmToken",
+    "MessageRecipient",
+    "OpenToken",
+    "Purpose",
+    "Subject",
+    "Token",
+    "TokenError",
+    "TokenSigner",
+    "UnsubscribeToken",
+    "check_url",
+    "key_id",
+]

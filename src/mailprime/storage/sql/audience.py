@@ -1,0 +1,535 @@
+"""Audience tables (the AudienceStore port): contacts, lists, memberships, consent, segments.
+
+Theory of operation
+-------------------
+Each function takes a connection inside a transaction: writes run on the group-commit writer
+thread, reads on the read pool (store.py decides which). A membership change and the consent
+ledger line that is its evidence are written in the same transaction, so the ledger can never
+miss a change nor record one that did not happen.
+
+The ledger is append-only: the only function that touches existing lines is `erase`, which
+replaces the address by its hash and drops the IP (domain.audience explains why something is
+kept). Erasure also leaves a hashed suppression entry and rewrites events naming the address, in
+one transaction.
+
+Campaign audiences are read by keyset pagination (contacts.id > after, ORDER BY id, LIMIT n): a
+page costs the same at the millionth contact as at the first, and a dispatcher that crashes
+resumes from the last id it handled. The suppression list is read in the same statement (storage
+owns both tables), matching the clear address and its hash, so an address erased and re-imported
+stays unmailed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import and_, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
+
+from mailprime.domain.address import Address
+from mailprime.domain.audience import (
+    Attributes,
+    ConsentAction,
+    ConsentEntry,
+    ConsentEvidence,
+    ConsentSource,
+    Contact,
+    ContactData,
+    ContactInput,
+    ErasureResult,
+    ImportMode,
+    ImportResult,
+    JsonValue,
+    MailingList,
+    Membership,
+    MembershipStatus,
+    OptIn,
+    Segment,
+    SegmentFilter,
+    email_hash,
+)
+from mailprime.domain.deliverability import GLOBAL_SCOPE, Suppression, SuppressionReason
+from mailprime.domain.errors import AlreadyExists, NotFound
+from mailprime.domain.ids import ContactId, ListId, QueueId, SegmentId
+from mailprime.storage.sql import deliverability
+from mailprime.storage.sql.rows import to_event
+from mailprime.storage.sql.schema import (
+    consent_ledger,
+    contacts,
+    events,
+    mailing_lists,
+    memberships,
+    segments,
+    soft_bounces,
+    suppressions,
+)
+from mailprime.storage.sql.segment_sql import compile_segment
+
+c, ml, ms, cl = contacts.c, mailing_lists.c, memberships.c, consent_ledger.c
+
+MAX_PAGE = 10_000  # rows one keyset page returns at most
+
+
+def email_key(email: str) -> tuple[str, str, str]:
+    """(email as stored, its key, its domain): the domain normalised (IDNA), the key all
+    lower-case (domain.audience's module doc says why). Raises InvalidAddress."""
+    address = Address.parse(email)
+    return str(address), address.key, address.domain
+
+
+# ---- rows ------------------------------------------------------------------------------------
+
+def _attributes(value: object) -> Attributes:
+    if isinstance(value, str):  # some SQLite paths hand the JSON back as text
+        value = json.loads(value)
+    return cast(dict[str, JsonValue], value) if isinstance(value, dict) else {}
+
+
+def _contact(row: Row[Any]) -> Contact:
+    m = row._mapping
+    return Contact(id=ContactId(m["id"]), email=m["email"], email_key=m["email_key"],
+                   name=m["name"], attributes=_attributes(m["attributes"]),
+                   created_at=m["created_at"], updated_at=m["updated_at"],
+                   last_opened_at=m["last_opened_at"], last_clicked_at=m["last_clicked_at"])
+
+
+def _list(row: Row[Any]) -> MailingList:
+    m = row._mapping
+    return MailingList(id=ListId(m["id"]), name=m["name"], description=m["description"],
+                       opt_in=OptIn(m["opt_in"]), created_at=m["created_at"])
+
+
+def _membership(row: Row[Any]) -> Membership:
+    m = row._mapping
+    return Membership(contact_id=ContactId(m["contact_id"]), list_id=ListId(m["list_id"]),
+                      status=MembershipStatus(m["status"]), created_at=m["created_at"],
+                      updated_at=m["updated_at"])
+
+
+def _consent(row: Row[Any]) -> ConsentEntry:
+    m = row._mapping
+    return ConsentEntry(
+        id=int(m["id"]), email=m["email"],
+        contact_id=ContactId(m["contact_id"]) if m["contact_id"] is not None else None,
+        list_id=ListId(m["list_id"]) if m["list_id"] is not None else None,
+        purpose=m["purpose"], action=ConsentAction(m["action"]), source=ConsentSource(m["source"]),
+        wording_version=m["wording_version"], ip=m["ip"], at=m["at"])
+
+
+def _segment(row: Row[Any]) -> Segment:
+    m = row._mapping
+    return Segment(id=SegmentId(m["id"]), name=m["name"], expression=m["expression"],
+                   created_at=m["created_at"])
+
+
+# ---- contacts --------------------------------------------------------------------------------
+
+def _contact_values(item: ContactInput, now: datetime) -> dict[str, object]:
+    stored, key, domain = email_key(item.email)
+    return {"email": stored, "email_key": key, "email_hash": email_hash(key), "domain": domain,
+            "name": item.name, "attributes": dict(item.attributes), "created_at": now,
+            "updated_at": now}
+
+
+def add_contact(conn: Connection, item: ContactInput, now: datetime) -> Contact:
+    values = _contact_values(item, now)
+    if conn.execute(select(c.id).where(c.email_key == values["email_key"])).first():
+        raise AlreadyExists(f"contact {values['email']} already exists")
+    new_id = conn.execute(insert(contacts).values(values).returning(c.id)).scalar_one()
+    return get_contact_by_id(conn, ContactId(new_id)) or _missing(values["email"])
+
+
+def _missing(what: object) -> Contact:
+    raise NotFound(f"no contact {what}")
+
+
+def get_contact(conn: Connection, email: str) -> Contact | None:
+    row = conn.execute(select(contacts).where(c.email_key == email_key(email)[1])).first()
+    return _contact(row) if row else None
+
+
+def get_contact_by_id(conn: Connection, contact_id: ContactId) -> Contact | None:
+    row = conn.execute(select(contacts).where(c.id == contact_id)).first()
+    return _contact(row) if row else None
+
+
+def update_contact(conn: Connection, contact_id: ContactId, name: str | None,
+                   attributes: Attributes | None, now: datetime) -> Contact:
+    values: dict[str, object] = {"updated_at": now}
+    if name is not None:
+        values["name"] = name
+    if attributes is not None:
+        values["attributes"] = dict(attributes)
+    if not conn.execute(update(contacts).where(c.id == contact_id).values(values)).rowcount:
+        raise NotFound(f"no contact #{contact_id}")
+    return get_contact_by_id(conn, contact_id) or _missing(contact_id)
+
+
+def record_engagement(conn: Connection, contact_id: ContactId, *, opened_at: datetime | None,
+                      clicked_at: datetime | None) -> None:
+    values = {k: v for k, v in (("last_opened_at", opened_at), ("last_clicked_at", clicked_at))
+              if v is not None}
+    if values:
+        conn.execute(update(contacts).where(c.id == contact_id).values(values))
+
+
+def contacts_page(conn: Connection, segment: SegmentFilter | None, after: ContactId | None,
+                  limit: int, now: datetime) -> list[Contact]:
+    stmt = (select(contacts).where(compile_segment(segment, conn.dialect.name, now))
+            .order_by(c.id).limit(min(limit, MAX_PAGE)))
+    if after is not None:
+        stmt = stmt.where(c.id > after)
+    return [_contact(r) for r in conn.execute(stmt)]
+
+
+def count_contacts(conn: Connection, segment: SegmentFilter | None, now: datetime) -> int:
+    stmt = select(func.count()).select_from(contacts).where(
+        compile_segment(segment, conn.dialect.name, now))
+    return int(conn.execute(stmt).scalar_one())
+
+
+def upsert_contacts(conn: Connection, items: Sequence[ContactInput], *, mode: ImportMode,
+                    list_id: ListId | None, status: MembershipStatus,
+                    evidence: ConsentEvidence, now: datetime) -> ImportResult:
+    """One batch of an import, in one transaction. Items must have distinct addresses (the
+    caller deduplicates a batch). Attributes of existing contacts are merged, new keys winning;
+    an unsubscribed membership is never renewed by an import."""
+    rows = {v["email_key"]: v for v in (_contact_values(i, now) for i in items)}
+    existing = {r.email_key: r for r in conn.execute(
+        select(c.id, c.email_key, c.attributes).where(c.email_key.in_(list(rows))))}
+    new = [v for k, v in rows.items() if k not in existing]
+    if new:
+        conn.execute(insert(contacts), new)
+    updated = skipped = 0
+    if mode is ImportMode.UPSERT:
+        for key, row in existing.items():
+            merged = {**_attributes(row.attributes), **cast(dict[str, JsonValue],
+                                                             rows[key]["attributes"])}
+            conn.execute(update(contacts).where(c.id == row.id).values(
+                name=rows[key]["name"], attributes=merged, updated_at=now))
+            updated += 1
+    else:
+        skipped = len(existing)
+    subscribed = 0
+    if list_id is not None:
+        mailing_list = get_list_by_id(conn, list_id)
+        if mailing_list is None:
+            raise NotFound(f"no list #{list_id}")
+        keys = list(rows) if mode is ImportMode.UPSERT else [k for k in rows if k not in existing]
+        ids = {r.email_key: r.id for r in conn.execute(select(c.email_key, c.id)
+                                                         .where(c.email_key.in_(keys)))}
+        for key, contact_id in ids.items():
+            if _subscribe(conn, ContactId(contact_id), key, mailing_list=mailing_list,
+                          status=status, evidence=evidence, now=now):
+                subscribed += 1
+    return ImportResult(created=len(new), updated=updated, skipped=skipped, subscribed=subscribed)
+
+
+# ---- lists -----------------------------------------------------------------------------------
+
+def create_list(conn: Connection, name: str, description: str, opt_in: OptIn,
+                now: datetime) -> MailingList:
+    if conn.execute(select(ml.id).where(ml.name == name)).first():
+        raise AlreadyExists(f"list {name!r} already exists")
+    new_id = conn.execute(insert(mailing_lists).values(
+        name=name, description=description, opt_in=opt_in.value, created_at=now)
+        .returning(ml.id)).scalar_one()
+    return MailingList(ListId(new_id), name, description, opt_in, now)
+
+
+def get_list(conn: Connection, name: str) -> MailingList | None:
+    row = conn.execute(select(mailing_lists).where(ml.name == name)).first()
+    return _list(row) if row else None
+
+
+def get_list_by_id(conn: Connection, list_id: ListId) -> MailingList | None:
+    row = conn.execute(select(mailing_lists).where(ml.id == list_id)).first()
+    return _list(row) if row else None
+
+
+def list_lists(conn: Connection) -> list[tuple[MailingList, dict[MembershipStatus, int]]]:
+    counts: dict[int, dict[MembershipStatus, int]] = {}
+    for list_id, status, n in conn.execute(select(ms.list_id, ms.status, func.count())
+                                           .group_by(ms.list_id, ms.status)):
+        counts.setdefault(list_id, {})[MembershipStatus(status)] = int(n)
+    return [(_list(r), counts.get(r.id, {}))
+            for r in conn.execute(select(mailing_lists).order_by(ml.name))]
+
+
+def delete_list(conn: Connection, name: str) -> int:
+    """Removes the list and its memberships (the ledger keeps its lines); returns members."""
+    mailing_list = get_list(conn, name)
+    if mailing_list is None:
+        raise NotFound(f"no list {name!r}")
+    members = conn.execute(delete(memberships).where(ms.list_id == mailing_list.id)).rowcount
+    conn.execute(delete(mailing_lists).where(ml.id == mailing_list.id))
+    return int(members)
+
+
+# ---- memberships and the consent ledger -------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Subject:
+    """Whom and what a ledger line is about."""
+
+    key: str  # email_key
+    contact_id: ContactId | None
+    mailing_list: MailingList | None
+    purpose: str = ""  # when not a list
+
+
+def _ledger(conn: Connection, who: _Subject, action: ConsentAction, evidence: ConsentEvidence,
+            now: datetime) -> None:
+    lst = who.mailing_list
+    conn.execute(insert(consent_ledger).values(
+        email=who.key, contact_id=who.contact_id, list_id=lst.id if lst else None,
+        purpose=lst.name if lst else who.purpose, action=action.value,
+        source=evidence.source.value, wording_version=evidence.wording_version[:64],
+        ip=evidence.ip[:64], at=now))
+
+
+_ACTION = {MembershipStatus.UNCONFIRMED: ConsentAction.GIVEN,
+           MembershipStatus.CONFIRMED: ConsentAction.CONFIRMED,
+           MembershipStatus.UNSUBSCRIBED: ConsentAction.WITHDRAWN}
+
+
+def _subscribe(conn: Connection, contact_id: ContactId, key: str, *, mailing_list: MailingList,
+               status: MembershipStatus, evidence: ConsentEvidence, now: datetime) -> bool:
+    """Adds the membership, or confirms an unconfirmed one; never renews an unsubscribed one
+    (only the person can: `set_membership`). Returns whether anything changed."""
+    who = _Subject(key, contact_id, mailing_list)
+    current = conn.execute(select(ms.status).where(ms.contact_id == contact_id,
+                                                   ms.list_id == mailing_list.id)).scalar()
+    if current is None:
+        conn.execute(insert(memberships).values(contact_id=contact_id, list_id=mailing_list.id,
+                                                status=status.value, created_at=now,
+                                                updated_at=now))
+        _ledger(conn, who, ConsentAction.GIVEN, evidence, now)
+        if status is MembershipStatus.CONFIRMED:
+            _ledger(conn, who, ConsentAction.CONFIRMED, evidence, now)
+        return True
+    if current == MembershipStatus.UNCONFIRMED.value and status is MembershipStatus.CONFIRMED:
+        conn.execute(update(memberships).where(ms.contact_id == contact_id,
+                                               ms.list_id == mailing_list.id)
+                     .values(status=status.value, updated_at=now))
+        _ledger(conn, who, ConsentAction.CONFIRMED, evidence, now)
+        return True
+    return False
+
+
+def set_membership(conn: Connection, contact_id: ContactId, list_id: ListId, *,
+                   status: MembershipStatus, evidence: ConsentEvidence,
+                   now: datetime) -> Membership:
+    """Sets the status (adding the membership if needed) and records the act in the ledger;
+    a status that does not change records nothing."""
+    contact = get_contact_by_id(conn, contact_id) or _missing(f"#{contact_id}")
+    mailing_list = get_list_by_id(conn, list_id)
+    if mailing_list is None:
+        raise NotFound(f"no list #{list_id}")
+    current = get_membership(conn, contact_id, list_id)
+    who = _Subject(contact.email_key, contact_id, mailing_list)
+    if current is None:
+        conn.execute(insert(memberships).values(contact_id=contact_id, list_id=list_id,
+                                                status=status.value, created_at=now,
+                                                updated_at=now))
+        if status is not MembershipStatus.UNSUBSCRIBED:
+            _ledger(conn, who, ConsentAction.GIVEN, evidence, now)
+    elif current.status is not status:
+        conn.execute(update(memberships).where(ms.contact_id == contact_id, ms.list_id == list_id)
+                     .values(status=status.value, updated_at=now))
+    if current is None or current.status is not status:
+        if status is not MembershipStatus.UNCONFIRMED:
+            _ledger(conn, who, _ACTION[status], evidence, now)
+        elif current is not None:  # re-subscribing after an unsubscribe: consent given again
+            _ledger(conn, who, ConsentAction.GIVEN, evidence, now)
+    return get_membership(conn, contact_id, list_id) or _no_membership()
+
+
+def _no_membership() -> Membership:
+    raise NotFound("membership vanished")
+
+
+def get_membership(conn: Connection, contact_id: ContactId, list_id: ListId) -> Membership | None:
+    row = conn.execute(select(memberships).where(ms.contact_id == contact_id,
+                                                 ms.list_id == list_id)).first()
+    return _membership(row) if row else None
+
+
+def contact_memberships(conn: Connection, contact_id: ContactId
+                        ) -> list[tuple[MailingList, Membership]]:
+    rows = conn.execute(select(mailing_lists, memberships)
+                        .join(memberships, ms.list_id == ml.id)
+                        .where(ms.contact_id == contact_id).order_by(ml.name))
+    return [(_list(r), _membership(r)) for r in rows]
+
+
+def list_members(conn: Connection, list_id: ListId, status: MembershipStatus | None,
+                 after: ContactId | None, limit: int) -> list[tuple[Contact, Membership]]:
+    stmt = (select(contacts, ms.contact_id, ms.list_id, ms.status,
+                   ms.created_at.label("m_created"), ms.updated_at.label("m_updated"))
+            .join(memberships, ms.contact_id == c.id).where(ms.list_id == list_id)
+            .order_by(c.id).limit(min(limit, MAX_PAGE)))
+    if status is not None:
+        stmt = stmt.where(ms.status == status.value)
+    if after is not None:
+        stmt = stmt.where(c.id > after)
+    out = []
+    for row in conn.execute(stmt):
+        m = row._mapping
+        out.append((_contact(row), Membership(ContactId(m["contact_id"]), ListId(m["list_id"]),
+                                              MembershipStatus(m["status"]), m["m_created"],
+                                              m["m_updated"])))
+    return out
+
+
+def record_consent(conn: Connection, email: str, *, purpose: str, action: ConsentAction,
+                   evidence: ConsentEvidence, now: datetime) -> None:
+    """A ledger line for a purpose other than a list (transactional mail, a form's terms)."""
+    key = email_key(email)[1]
+    contact_id = conn.execute(select(c.id).where(c.email_key == key)).scalar()
+    who = _Subject(key, ContactId(contact_id) if contact_id is not None else None, None,
+                   purpose[:200])
+    _ledger(conn, who, action, evidence, now)
+
+
+def consent_entries(conn: Connection, email: str) -> list[ConsentEntry]:
+    key = email_key(email)[1]
+    rows = conn.execute(select(consent_ledger).where(cl.email.in_((key, email_hash(key))))
+                        .order_by(cl.id))
+    return [_consent(r) for r in rows]
+
+
+# ---- the campaign audience -------------------------------------------------------------------
+
+def _mailable(list_ids: Sequence[ListId]) -> ColumnElement[bool]:
+    """A membership of one of `list_ids` that may be mailed (the module doc)."""
+    return exists(select(literal(1)).select_from(
+        memberships.join(mailing_lists, ml.id == ms.list_id)).where(
+        ms.contact_id == c.id, ms.list_id.in_(list(list_ids)),
+        or_(ms.status == MembershipStatus.CONFIRMED.value,
+            and_(ml.opt_in == OptIn.SINGLE.value,
+                 ms.status == MembershipStatus.UNCONFIRMED.value))))
+
+
+def _unsuppressed(sending_domain: str) -> ColumnElement[bool]:
+    return ~exists(select(literal(1)).select_from(suppressions).where(
+        suppressions.c.address.in_((c.email_key, c.email_hash)),
+        suppressions.c.scope.in_({GLOBAL_SCOPE, sending_domain.lower()})))
+
+
+def audience(conn: Connection, list_ids: Sequence[ListId], segment: SegmentFilter | None, *,
+             after: ContactId | None, limit: int, sending_domain: str,
+             now: datetime) -> list[Contact]:
+    if not list_ids:
+        return []
+    stmt = (select(contacts).where(_mailable(list_ids), _unsuppressed(sending_domain),
+                                   compile_segment(segment, conn.dialect.name, now))
+            .order_by(c.id).limit(min(limit, MAX_PAGE)))
+    if after is not None:
+        stmt = stmt.where(c.id > after)
+    return [_contact(r) for r in conn.execute(stmt)]
+
+
+def count_audience(conn: Connection, list_ids: Sequence[ListId], segment: SegmentFilter | None,
+                   sending_domain: str, now: datetime) -> int:
+    if not list_ids:
+        return 0
+    stmt = select(func.count()).select_from(contacts).where(
+        _mailable(list_ids), _unsuppressed(sending_domain),
+        compile_segment(segment, conn.dialect.name, now))
+    return int(conn.execute(stmt).scalar_one())
+
+
+# ---- segments --------------------------------------------------------------------------------
+
+def create_segment(conn: Connection, name: str, expression: str, now: datetime) -> Segment:
+    if conn.execute(select(segments.c.id).where(segments.c.name == name)).first():
+        raise AlreadyExists(f"segment {name!r} already exists")
+    try:
+        new_id = conn.execute(insert(segments).values(name=name, expression=expression,
+                                                      created_at=now)
+                              .returning(segments.c.id)).scalar_one()
+    except IntegrityError as exc:  # a concurrent create of the same name
+        raise AlreadyExists(f"segment {name!r} already exists") from exc
+    return Segment(SegmentId(new_id), name, expression, now)
+
+
+def get_segment(conn: Connection, name: str) -> Segment | None:
+    row = conn.execute(select(segments).where(segments.c.name == name)).first()
+    return _segment(row) if row else None
+
+
+def list_segments(conn: Connection) -> list[Segment]:
+    return [_segment(r) for r in conn.execute(select(segments).order_by(segments.c.name))]
+
+
+def delete_segment(conn: Connection, name: str) -> bool:
+    return bool(conn.execute(delete(segments).where(segments.c.name == name)).rowcount)
+
+
+# ---- GDPR: export and erasure ----------------------------------------------------------------
+
+def contact_data(conn: Connection, email: str, event_limit: int) -> ContactData:
+    key = email_key(email)[1]
+    contact = get_contact(conn, key)
+    # Events name the address in `recipient` (as given, hence lower()); erased ones the hash.
+    rows = conn.execute(select(events).where(
+        func.lower(events.c.recipient).in_((key, email_hash(key))))
+        .order_by(events.c.id).limit(event_limit))
+    return ContactData(
+        email=key, contact=contact,
+        memberships=contact_memberships(conn, contact.id) if contact else [],
+        consent=consent_entries(conn, key), events=[to_event(r) for r in rows],
+        suppressions=_suppressions_of(conn, key))
+
+
+def _suppressions_of(conn: Connection, key: str) -> list[Suppression]:
+    rows = conn.execute(select(suppressions).where(
+        suppressions.c.address.in_((key, email_hash(key)))).order_by(suppressions.c.scope))
+    return [Suppression(address=r.address, scope=r.scope, reason=SuppressionReason(r.reason),
+                        created_at=r.created_at, detail=r.detail,
+                        queue_id=QueueId(r.queue_id) if r.queue_id else None) for r in rows]
+
+
+def erase(conn: Connection, email: str, now: datetime) -> ErasureResult:
+    """Removes the contact and its memberships, pseudonymises the ledger and the events, and
+    leaves one hashed global suppression; mailboxes are not touched (issue 5)."""
+    key = email_key(email)[1]
+    hashed = email_hash(key)
+    contact_id = conn.execute(select(c.id).where(c.email_key == key)).scalar()
+    removed_members = 0
+    if contact_id is not None:
+        removed_members = int(conn.execute(delete(memberships)
+                                           .where(ms.contact_id == contact_id)).rowcount)
+        conn.execute(delete(contacts).where(c.id == contact_id))
+    # The withdrawal itself, then every line's address and IP replaced: the ledger still proves
+    # that consent existed and when it ended (GDPR Art. 7(1), 17(3)(e)), for nobody in particular.
+    had_consent = conn.execute(select(cl.id).where(cl.email == key).limit(1)).first() is not None
+    if had_consent:
+        who = _Subject(key, None, None, "erasure")
+        _ledger(conn, who, ConsentAction.WITHDRAWN, ConsentEvidence(ConsentSource.ERASURE), now)
+    ledger = int(conn.execute(update(consent_ledger).where(cl.email == key)
+                              .values(email=hashed, ip="", contact_id=None)).rowcount)
+    # Events: the recipient, and the address wherever a detail quotes it (a bounce diagnostic).
+    pattern = re.compile(re.escape(key), re.IGNORECASE)
+    rows = conn.execute(select(events.c.id, events.c.detail)
+                        .where(func.lower(events.c.recipient) == key)).all()
+    for event_id, detail in rows:
+        conn.execute(update(events).where(events.c.id == event_id)
+                     .values(recipient=hashed, detail=pattern.sub(hashed, detail or "")))
+    # Suppressions: clear entries become one hashed global entry (the strongest: every domain).
+    clear = conn.execute(select(suppressions).where(suppressions.c.address == key)).all()
+    reason = (SuppressionReason(clear[0].reason) if clear else SuppressionReason.MANUAL)
+    conn.execute(delete(suppressions).where(suppressions.c.address == key))
+    conn.execute(delete(soft_bounces).where(soft_bounces.c.address == key))
+    deliverability.suppress(conn, Suppression(address=hashed, scope=GLOBAL_SCOPE, reason=reason,
+                                              created_at=now, detail="erased on request (GDPR Art. 17)"))
+    return ErasureResult(contact=contact_id is not None, memberships=removed_members,
+                         consent_entries=ledger, events=len(rows), suppressions=len(clear))

@@ -1,0 +1,337 @@
+"""Campaign tables (the CampaignStore port): campaigns, their lists, their per-contact sends.
+
+Theory of operation
+-------------------
+Each function takes a connection inside a transaction: writes run on the group-commit writer
+thread, reads on the read pool (campaign_store.py decides which).
+
+A status change reads the row and applies domain.campaigns.transition inside the writer's
+transaction, so two callers (an operator's pause, the dispatcher finishing) cannot both move
+from the same state: the second sees the first's result and is refused by the table.
+
+Send rows are what makes dispatch exactly-once (marketing.dispatch explains the protocol): they
+are inserted ignoring conflicts on (campaign, contact), and the caller gets back the rows as they
+now are, so a contact someone else (another process, an earlier run) already has a row for is
+recognised by its queue id not being the one the caller chose.
+
+Counters are derived, never kept: sends by status from campaign_sends, hard bounces and
+complaints from the events whose queue id is one of the campaign's sends (the bounce and
+complaint handling in services/delivery writes those events with the queue id; they cannot know
+about campaigns, the layers keep them apart). A contact is counted once per kind however many
+reports name it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError
+
+from mailprime.domain.campaigns import (
+    MAX_DETAIL,
+    Campaign,
+    CampaignCounters,
+    CampaignDraft,
+    CampaignStats,
+    CampaignStatus,
+    PauseReason,
+    SendRecord,
+    SendStatus,
+    transition,
+)
+from mailprime.domain.errors import AlreadyExists, NotFound
+from mailprime.domain.ids import CampaignId, ContactId, ListId, QueueId, SegmentId, TemplateId
+from mailprime.domain.mail import EventKind
+from mailprime.storage.sql.schema import (
+    campaign_lists,
+    campaign_sends,
+    campaigns,
+    events,
+    insert_ignoring_conflicts,
+    queue_messages,
+)
+
+cp, cs, ev = campaigns.c, campaign_sends.c, events.c
+MAX_LIST = 10_000
+MAX_IN = 900  # ids in one IN (...) list (SQLite's default limit of bound variables is 999)
+
+
+def _lists(conn: Connection, ids: Sequence[int]) -> dict[int, tuple[ListId, ...]]:
+    out: dict[int, list[ListId]] = {}
+    if not ids:
+        return {}
+    stmt = (select(campaign_lists.c.campaign_id, campaign_lists.c.list_id)
+            .where(campaign_lists.c.campaign_id.in_(ids))
+            .order_by(campaign_lists.c.campaign_id, campaign_lists.c.position))
+    for row in conn.execute(stmt):
+        out.setdefault(row.campaign_id, []).append(ListId(row.list_id))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _to_campaign(row: Row[Any], list_ids: tuple[ListId, ...]) -> Campaign:
+    return Campaign(
+        id=CampaignId(row.id), name=row.name, template_id=TemplateId(row.template_id),
+        list_ids=list_ids,
+        segment_id=SegmentId(row.segment_id) if row.segment_id is not None else None,
+        from_address=row.from_address, from_name=row.from_name, reply_to=row.reply_to,
+        subject=row.subject, status=CampaignStatus(row.status),
+        rate_per_minute=row.rate_per_minute, scheduled_at=row.scheduled_at,
+        track_opens=bool(row.track_opens), track_clicks=bool(row.track_clicks),
+        postal_address=row.postal_address, created_at=row.created_at,
+        updated_at=row.updated_at, started_at=row.started_at, finished_at=row.finished_at,
+        pause_reason=PauseReason(row.pause_reason) if row.pause_reason else None,
+        pause_detail=row.pause_detail,
+        cursor=ContactId(row.cursor) if row.cursor is not None else None)
+
+
+def _select(conn: Connection, *where: Any, limit: int = MAX_LIST) -> list[Campaign]:
+    rows = conn.execute(select(campaigns).where(*where).order_by(cp.id)
+                        .limit(max(1, min(limit, MAX_LIST)))).all()
+    lists = _lists(conn, [r.id for r in rows])
+    return [_to_campaign(r, lists.get(r.id, ())) for r in rows]
+
+
+def get(conn: Connection, campaign_id: CampaignId) -> Campaign | None:
+    found = _select(conn, cp.id == campaign_id)
+    return found[0] if found else None
+
+
+def get_by_name(conn: Connection, name: str) -> Campaign | None:
+    found = _select(conn, cp.name == name)
+    return found[0] if found else None
+
+
+def list_all(conn: Connection, status: CampaignStatus | None, limit: int) -> list[Campaign]:
+    return _select(conn, *([cp.status == status.value] if status is not None else []),
+                   limit=limit)
+
+
+def create(conn: Connection, draft: CampaignDraft, now: datetime) -> Campaign:
+    if conn.execute(select(cp.id).where(cp.name == draft.name)).first() is not None:
+        raise AlreadyExists(f"a campaign named {draft.name!r} already exists")
+    try:
+        with conn.begin_nested():
+            new_id = conn.execute(insert(campaigns).values(
+                name=draft.name, template_id=draft.template_id, segment_id=draft.segment_id,
+                from_address=draft.from_address, from_name=draft.from_name,
+                reply_to=draft.reply_to, subject=draft.subject,
+                status=CampaignStatus.DRAFT.value, rate_per_minute=draft.rate_per_minute,
+                track_opens=draft.track_opens, track_clicks=draft.track_clicks,
+                postal_address=draft.postal_address, pause_detail="", created_at=now,
+                updated_at=now).returning(cp.id)).scalar_one()
+    except IntegrityError as exc:
+        raise AlreadyExists(f"a campaign named {draft.name!r} already exists") from exc
+    conn.execute(insert(campaign_lists), [
+        {"campaign_id": new_id, "list_id": list_id, "position": n}
+        for n, list_id in enumerate(draft.list_ids)])
+    created = get(conn, CampaignId(new_id))
+    assert created is not None
+    return created
+
+
+def set_status(conn: Connection, campaign_id: CampaignId, to: CampaignStatus, now: datetime, *,
+               reason: PauseReason | None, detail: str, scheduled_at: datetime | None,
+               only_from: frozenset[CampaignStatus] | None) -> Campaign:
+    current = get(conn, campaign_id)
+    if current is None:
+        raise NotFound(f"no campaign #{campaign_id}")
+    if only_from is not None and current.status not in only_from:
+        return current  # the caller's precondition no longer holds: nothing to do
+    moved = transition(current, to, at=now, reason=reason, detail=detail)
+    values: dict[str, object] = {
+        "status": moved.status.value, "updated_at": now,
+        "pause_reason": moved.pause_reason.value if moved.pause_reason else None,
+        "pause_detail": moved.pause_detail, "started_at": moved.started_at,
+        "finished_at": moved.finished_at, "scheduled_at": moved.scheduled_at}
+    if to is CampaignStatus.SCHEDULED:
+        values["scheduled_at"] = scheduled_at
+    conn.execute(update(campaigns).where(cp.id == campaign_id).values(**values))
+    updated = get(conn, campaign_id)
+    assert updated is not None
+    return updated
+
+
+def due(conn: Connection, now: datetime) -> list[Campaign]:
+    return _select(conn, or_(cp.status == CampaignStatus.SENDING.value,
+                             and_(cp.status == CampaignStatus.SCHEDULED.value,
+                                  cp.scheduled_at <= now)))
+
+
+def claim(conn: Connection, campaign_id: CampaignId, owner: str, now: datetime,
+          until: datetime) -> bool:
+    result = conn.execute(update(campaigns).where(
+        cp.id == campaign_id, cp.status == CampaignStatus.SENDING.value,
+        or_(cp.lease_owner.is_(None), cp.lease_owner == owner, cp.lease_until < now))
+        .values(lease_owner=owner, lease_until=until))
+    return result.rowcount > 0
+
+
+def release(conn: Connection, campaign_id: CampaignId, owner: str) -> None:
+    conn.execute(update(campaigns).where(cp.id == campaign_id, cp.lease_owner == owner)
+                 .values(lease_owner=None, lease_until=None))
+
+
+def _send(row: Row[Any]) -> SendRecord:
+    return SendRecord(campaign_id=CampaignId(row.campaign_id), contact_id=ContactId(row.contact_id),
+                      email=row.email, status=SendStatus(row.status),
+                      queue_id=QueueId(row.queue_id) if row.queue_id is not None else None,
+                      reason=row.reason, detail=row.detail, at=row.at)
+
+
+def _sends_of(conn: Connection, campaign_id: CampaignId,
+              contact_ids: Sequence[ContactId]) -> list[SendRecord]:
+    out: list[SendRecord] = []
+    for start in range(0, len(contact_ids), MAX_IN):
+        chunk = contact_ids[start:start + MAX_IN]
+        out.extend(_send(r) for r in conn.execute(select(campaign_sends).where(
+            cs.campaign_id == campaign_id, cs.contact_id.in_(chunk))))
+    return out
+
+
+def record_sends(conn: Connection, campaign_id: CampaignId, rows: Sequence[SendRecord],
+                 now: datetime) -> list[SendRecord]:
+    """Inserts the rows whose contact has none yet; returns every given contact's row as it is."""
+    if not rows:
+        return []
+    stmt = insert_ignoring_conflicts(conn.dialect.name, campaign_sends, "campaign_id", "contact_id")
+    conn.execute(stmt, [
+        {"campaign_id": campaign_id, "contact_id": r.contact_id, "email": r.email,
+         "status": r.status.value, "queue_id": r.queue_id, "reason": r.reason[:32],
+         "detail": r.detail[:MAX_DETAIL], "at": now} for r in rows])
+    return _sends_of(conn, campaign_id, [r.contact_id for r in rows])
+
+
+def settle_sends(conn: Connection, campaign_id: CampaignId,
+                 updates: Sequence[tuple[ContactId, SendStatus, str, str]],
+                 cursor: ContactId | None, now: datetime) -> None:
+    """Moves pending rows to their outcome (queued, failed), and the walk's cursor forward."""
+    for contact_id, status, reason, detail in updates:
+        conn.execute(update(campaign_sends).where(
+            cs.campaign_id == campaign_id, cs.contact_id == contact_id,
+            cs.status == SendStatus.PENDING.value)
+            .values(status=status.value, reason=reason[:32], detail=detail[:MAX_DETAIL], at=now))
+    if cursor is not None:
+        conn.execute(update(campaigns).where(
+            cp.id == campaign_id, or_(cp.cursor.is_(None), cp.cursor < cursor))
+            .values(cursor=cursor))
+
+
+def pending_sends(conn: Connection, campaign_id: CampaignId, after: ContactId | None,
+                  limit: int) -> list[SendRecord]:
+    stmt = (select(campaign_sends).where(cs.campaign_id == campaign_id,
+                                         cs.status == SendStatus.PENDING.value)
+            .order_by(cs.contact_id).limit(max(1, min(limit, MAX_LIST))))
+    if after is not None:
+        stmt = stmt.where(cs.contact_id > after)
+    return [_send(r) for r in conn.execute(stmt)]
+
+
+def accepted_queue_ids(conn: Connection, queue_ids: Sequence[QueueId]) -> set[QueueId]:
+    """Those of `queue_ids` an accept committed: the message is queued, or (delivered and
+    cleaned up since) its QUEUED event, appended in the accept's transaction, is there."""
+    found: set[QueueId] = set()
+    for start in range(0, len(queue_ids), MAX_IN):
+        chunk = list(queue_ids[start:start + MAX_IN])
+        found.update(QueueId(q) for q in conn.execute(
+            select(queue_messages.c.id).where(queue_messages.c.id.in_(chunk))).scalars())
+        rest = [q for q in chunk if q not in found]
+        if rest:
+            found.update(QueueId(q) for q in conn.execute(
+                select(ev.queue_id).where(ev.queue_id.in_(rest),
+                                          ev.kind == EventKind.QUEUED.value)).scalars())
+    return found
+
+
+def get_send(conn: Connection, campaign_id: CampaignId, contact_id: ContactId) -> SendRecord | None:
+    found = _sends_of(conn, campaign_id, [contact_id])
+    return found[0] if found else None
+
+
+def _attr(name: str, value: str) -> str:
+    # rows.attrs_json writes json.dumps(dict(attrs)): '"name": "value"' with these separators.
+    return f'%"{name}": "{value}"%'
+
+
+def _event_contacts(conn: Connection, campaign_id: CampaignId, kind: EventKind,
+                    attr: tuple[str, str] | None = None) -> int:
+    """Distinct contacts of the campaign's sends with an event of `kind` on their queue id."""
+    where = [cs.campaign_id == campaign_id, ev.kind == kind.value]
+    if attr is not None:
+        where.append(ev.attrs.like(_attr(*attr)))
+    stmt = (select(func.count(func.distinct(cs.contact_id)))
+            .select_from(campaign_sends.join(events, ev.queue_id == cs.queue_id)).where(*where))
+    return int(conn.execute(stmt).scalar_one())
+
+
+def counters(conn: Connection, campaign_id: CampaignId) -> CampaignCounters:
+    by_status: dict[str, int] = {row[0]: row[1] for row in conn.execute(
+        select(cs.status, func.count()).where(cs.campaign_id == campaign_id)
+        .group_by(cs.status))}
+    return CampaignCounters(
+        pending=by_status.get(SendStatus.PENDING.value, 0),
+        queued=by_status.get(SendStatus.QUEUED.value, 0),
+        skipped=by_status.get(SendStatus.SKIPPED.value, 0),
+        failed=by_status.get(SendStatus.FAILED.value, 0),
+        hard_bounces=_event_contacts(conn, campaign_id, EventKind.BOUNCED, ("class", "hard")),
+        complaints=_event_contacts(conn, campaign_id, EventKind.COMPLAINED))
+
+
+def _tracked(conn: Connection, campaign_id: CampaignId, kind: EventKind,
+             machine: bool | None = None) -> int:
+    """Distinct recipients of tracking events (their tokens carry the campaign id, not a
+    queue id: the pixel and the links are the same for every message of a contact)."""
+    where = [ev.kind == kind.value, ev.attrs.like(_attr("campaign_id", str(campaign_id)))]
+    if machine is True:
+        where.append(ev.attrs.like(_attr("machine", "yes")))
+    elif machine is False:
+        where.append(~ev.attrs.like(_attr("machine", "yes")))
+    stmt = select(func.count(func.distinct(func.coalesce(ev.recipient, ev.attrs)))).where(*where)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def stats(conn: Connection, campaign_id: CampaignId) -> CampaignStats:
+    def by_reason(status: SendStatus) -> dict[str, int]:
+        return {row[0]: row[1] for row in conn.execute(
+            select(cs.reason, func.count()).where(cs.campaign_id == campaign_id,
+                                                   cs.status == status.value)
+            .group_by(cs.reason).order_by(cs.reason))}
+
+    return CampaignStats(
+        counters=counters(conn, campaign_id),
+        skipped_by_reason=by_reason(SendStatus.SKIPPED),
+        failed_by_reason=by_reason(SendStatus.FAILED),
+        delivered=_event_contacts(conn, campaign_id, EventKind.DELIVERED),
+        bounced=_event_contacts(conn, campaign_id, EventKind.BOUNCED),
+        opened=_tracked(conn, campaign_id, EventKind.OPENED, machine=False),
+        clicked=_tracked(conn, campaign_id, EventKind.CLICKED, machine=False),
+        unsubscribed=_tracked(conn, campaign_id, EventKind.UNSUBSCRIBED),
+        machine_opens=_tracked(conn, campaign_id, EventKind.OPENED, machine=True))
+
+
+def remove(conn: Connection, campaign_id: CampaignId) -> bool:
+    """Deletes a campaign (a draft: the CLI allows nothing else) with its lists and sends."""
+    return conn.execute(delete(campaigns).where(cp.id == campaign_id)).rowcount > 0
+
+
+__all__ = [
+    "accepted_queue_ids",
+    "claim",
+    "counters",
+    "create",
+    "due",
+    "get",
+    "get_by_name",
+    "get_send",
+    "list_all",
+    "pending_sends",
+    "record_sends",
+    "release",
+    "remove",
+    "set_status",
+    "settle_sends",
+    "stats",
+]

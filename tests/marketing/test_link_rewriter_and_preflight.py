@@ -1,0 +1,65 @@
+"""Pure parts of campaign content: the link rewriting and pixel (marketing.link_rewriter) and
+the pre-flight's content warnings (marketing.preflight.content_problems), string-exact."""
+
+from __future__ import annotations
+
+from mailprime.domain.ids import CampaignId, ContactId
+from mailprime.marketing.link_rewriter import TrackingLinks, add_pixel, rewrite_links
+from mailprime.marketing.preflight import Severity, content_problems, link_hosts
+from mailprime.marketing.tokens import ClickToken, TokenSigner
+
+SIGNER = TokenSigner([b"s" * 32])
+
+
+def test_rewrite_links_exactly() -> None:
+    html = ('<a href="https://x.test/a?b=1&amp;c=2" class="k">A</a> <A HREF=\'http://y.test\'>B</A>'
+            ' <a href=https://z.test/>C</a> <a href="mailto:a@b.test">D</a> <a name="top">E</a>'
+            ' <a data-mp-notrack href="https://w.test/">F</a>')
+    seen: list[str] = []
+
+    def click(url: str) -> str | None:
+        seen.append(url)
+        return f"https://t.test/c?u={len(seen)}&v" if url.startswith("http") else None
+
+    assert rewrite_links(html, click) == (
+        '<a href="https://t.test/c?u=1&amp;v" class="k">A</a> <A HREF="https://t.test/c?u=2&amp;v">B</A>'
+        ' <a href="https://t.test/c?u=3&amp;v">C</a> <a href="mailto:a@b.test">D</a>'
+        ' <a name="top">E</a> <a data-mp-notrack href="https://w.test/">F</a>')
+    assert seen == ["https://x.test/a?b=1&c=2", "http://y.test", "https://z.test/",
+                    "mailto:a@b.test"]
+
+
+def test_pixel_goes_before_the_last_body_end() -> None:
+    img = ('<img src="https://t.test/o.gif?a=1&amp;b" width="1" height="1" alt="" '
+           'style="display:block;width:1px;height:1px;border:0">')
+    assert add_pixel("<body>x</BODY >", "https://t.test/o.gif?a=1&b") == f"<body>x{img}</BODY >"
+    assert add_pixel("<p>x</p>", "https://t.test/o.gif?a=1&b") == f"<p>x</p>{img}"
+
+
+def test_tracking_signs_targets_and_leaves_the_unsubscribe_link() -> None:
+    links = TrackingLinks(SIGNER, "https://m.test/", CampaignId(7), clicks=True, opens=False)
+    links.current = ContactId(42)
+    out = links('<a href="https://x.test/?q=1&amp;r=2">x</a><a href="https://m.test/u/TOKEN">u</a>'
+                f'<a href="https://x.test/{"p" * 2100}">long</a>')
+    token = out.split('href="https://m.test/t/c/', 1)[1].split('"', 1)[0]
+    verified = SIGNER.verify(token, ClickToken)
+    assert verified is not None and verified.url == "https://x.test/?q=1&r=2"
+    assert verified.subject.campaign_id == 7 and verified.subject.contact_id == 42  # type: ignore[union-attr]
+    assert '<a href="https://m.test/u/TOKEN">u</a>' in out  # not a redirect
+    assert f'href="https://x.test/{"p" * 2100}"' in out  # too long to sign: left alone
+    assert "/t/o/" not in out
+
+
+def test_content_warnings() -> None:
+    text = "Enough words here for a text part of a real newsletter."
+    assert content_problems(f"<p>{text}</p>", text, "a.test") == []
+    only = content_problems('<img src="https://a.test/x.png">', "", "a.test")
+    assert [p.code for p in only] == ["text-part", "image-only"]
+    assert all(p.severity is Severity.WARNING for p in only)
+    mostly = content_problems(f'<p>{text}</p><img src="x"><img src="y">', text, "a.test")
+    assert [p.code for p in mostly] == ["mostly-images"]
+    html = ('<a href="https://www.a.test/">1</a><a href="https://news.a.test/x">2</a>'
+            '<a href="https://tracker.example.net/y">3</a><a href="https://b.co.uk/">4</a>')
+    assert link_hosts(html) == {"www.a.test", "news.a.test", "tracker.example.net", "b.co.uk"}
+    (aligned,) = content_problems(f"<p>{text}</p>{html}", text, "mail.a.test")
+    assert aligned.code == "link-domains" and "b.co.uk, tracker.example.net" in aligned.message

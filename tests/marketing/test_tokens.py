@@ -1,0 +1,123 @@
+"""Signed link tokens (marketing.tokens): pure, no sockets."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailprime.domain.ids import CampaignId, ContactId, ListId, QueueId, RecipientId
+from mailprime.marketing.tokens import (
+    MAX_TOKEN,
+    CampaignRecipient,
+    ClickToken,
+    MessageRecipient,
+    OpenToken,
+    TokenError,
+    TokenSigner,
+    UnsubscribeToken,
+    check_url,
+    key_id,
+)
+
+KEY = bytes(range(32))
+OLD_KEY = bytes(range(100, 132))
+CAMPAIGN = CampaignRecipient(CampaignId(7), ContactId(123456))
+MESSAGE = MessageRecipient(QueueId("0ZC1F4XKSNT6B7D8G9"), RecipientId(42))
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+TOKENS = [
+    OpenToken(CAMPAIGN),
+    OpenToken(MESSAGE),
+    ClickToken(CAMPAIGN, "https://shop.example.com/p?id=1&utm=x#top"),
+    ClickToken(MESSAGE, "http://example.org/"),
+    UnsubscribeToken(CAMPAIGN, "bob@example.com", "news.example.com", ListId(3)),
+    UnsubscribeToken(MESSAGE, "carol@example.org"),
+]
+
+
+@pytest.mark.parametrize("token", TOKENS, ids=lambda t: type(t).__name__)
+def test_round_trip_and_url_safe(token: OpenToken | ClickToken | UnsubscribeToken) -> None:
+    signer = TokenSigner([KEY])
+    text = signer.sign(token)
+    assert set(text) <= set(ALPHABET) and "=" not in text
+    assert signer.verify(text, type(token)) == token
+
+
+def test_a_token_is_only_good_for_its_purpose() -> None:
+    signer = TokenSigner([KEY])
+    opened = signer.sign(OpenToken(CAMPAIGN))
+    click = signer.sign(ClickToken(CAMPAIGN, "https://example.com/"))
+    assert signer.verify(opened, ClickToken) is None
+    assert signer.verify(opened, UnsubscribeToken) is None
+    assert signer.verify(click, OpenToken) is None
+
+
+def test_another_secret_does_not_verify() -> None:
+    text = TokenSigner([KEY]).sign(OpenToken(CAMPAIGN))
+    assert TokenSigner([OLD_KEY]).verify(text, OpenToken) is None
+
+
+def test_rotation_keeps_old_links_working_and_signs_with_the_newest() -> None:
+    old_link = TokenSigner([OLD_KEY]).sign(UnsubscribeToken(CAMPAIGN, "bob@example.com"))
+    rotated = TokenSigner([KEY, OLD_KEY])
+    assert rotated.verify(old_link, UnsubscribeToken) is not None
+    new_link = rotated.sign(OpenToken(CAMPAIGN))
+    raw = base64.urlsafe_b64decode(new_link + "=" * (-len(new_link) % 4))
+    assert raw[1:3] == key_id(KEY)
+    # Once the old key leaves the file, its links stop working.
+    assert TokenSigner([KEY]).verify(old_link, UnsubscribeToken) is None
+
+
+@settings(max_examples=300)
+@given(index=st.integers(min_value=0), replacement=st.sampled_from(ALPHABET),
+       which=st.integers(min_value=0, max_value=len(TOKENS) - 1))
+def test_any_altered_character_is_refused(index: int, replacement: str, which: int) -> None:
+    token = TOKENS[which]
+    signer = TokenSigner([KEY])
+    text = signer.sign(token)
+    i = index % len(text)
+    if text[i] == replacement:
+        return
+    altered = text[:i] + replacement + text[i + 1:]
+    assert signer.verify(altered, type(token)) is None
+
+
+@settings(max_examples=200)
+@given(st.text(alphabet=ALPHABET + "=.%/", max_size=200))
+def test_garbage_is_refused_without_error(text: str) -> None:
+    assert TokenSigner([KEY]).verify(text, OpenToken) is None
+
+
+def test_truncated_extended_and_oversized_tokens_are_refused() -> None:
+    signer = TokenSigner([KEY])
+    text = signer.sign(TOKENS[2])
+    for bad in (text[:-1], text + "A", text[1:], "", "A" * (MAX_TOKEN + 1)):
+        assert signer.verify(bad, ClickToken) is None
+
+
+def test_click_targets_must_be_absolute_http_urls() -> None:
+    for bad in ("javascript:alert(1)", "//evil.example/", "/relative", "ftp://x.example/",
+                "https://ex ample.com/", "https://example.com/\r\nSet-Cookie: x=1",
+                "https://" + "a" * 2050 + ".com/", "https:///nohost"):
+        with pytest.raises(TokenError):
+            check_url(bad)
+        with pytest.raises(TokenError):
+            TokenSigner([KEY]).sign(ClickToken(CAMPAIGN, bad))
+
+
+def test_short_secrets_are_refused() -> None:
+    with pytest.raises(TokenError):
+        TokenSigner([b"short"])
+    with pytest.raises(TokenError):
+        TokenSigner([])
+
+
+def test_ids_are_not_enumerable_the_tag_depends_on_every_field() -> None:
+    signer = TokenSigner([KEY])
+    a = signer.sign(OpenToken(CampaignRecipient(CampaignId(7), ContactId(1))))
+    b = signer.sign(OpenToken(CampaignRecipient(CampaignId(7), ContactId(2))))
+    # Same length, different tags: knowing one link says nothing of the next contact's.
+    assert len(a) == len(b) and a[-21:] != b[-21:]
