@@ -12,6 +12,7 @@ import asyncio
 import email
 import email.message
 import email.policy
+import errno
 import smtplib
 import socket
 import ssl
@@ -214,11 +215,28 @@ async def running_instance(tmp: Path, ca: trustme.CA, *, domain: str, hostname: 
     `kwargs` go to `make_settings`."""
     settings = make_settings(tmp, ca, hostname=hostname, **kwargs)  # type: ignore[arg-type]
     await provision(settings, Provisioning(domain, accounts, tuple(aliases), tuple(extra_domains)))
-    server = await start_server(settings)
+    server = await _start_with_free_ports(settings)
     try:
         yield Instance(server, settings, ca, accounts, domain)
     finally:
         await server.stop(grace=2.0)
+
+
+async def _start_with_free_ports(settings: Settings, attempts: int = 3) -> Server:
+    """`free_port` only finds a port that was free a moment ago: another process on the machine
+    (a parallel test run, a peer) may take it before the server binds. Then new ports are
+    picked and the start tried again, a bounded number of times."""
+    for attempt in range(attempts):
+        try:
+            return await start_server(settings)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                raise
+            for listener in settings.listeners:
+                listener.port = free_port()
+            if settings.http.enabled:
+                settings.http.port = free_port()
+    raise AssertionError("unreachable")
 
 
 # Clients ----------------------------------------------------------------------------------
