@@ -44,6 +44,7 @@ from mailprime.domain.errors import ConfigError
 from mailprime.logsetup import setup_logging
 from mailprime.message.caching_resolver import CachingResolver
 from mailprime.message.feedback_id import FeedbackIdConfig
+from mailprime.message.spf_memo import SpfMemo
 from mailprime.message.verp import VerpCodec
 from mailprime.net.dns import DnsResolver
 from mailprime.net.http_client import HttpClient, verifying_context
@@ -181,7 +182,9 @@ def _mx_authenticator(settings: Settings, store: Store) -> MxAuthenticator | Non
         dmarc_reject_action=auth.dmarc_reject_action,
         dmarc_quarantine_action=auth.dmarc_quarantine_action, junk_mailbox=auth.junk_mailbox,
         rspamd_fail_open=auth.rspamd_fail_open, rspamd_junk_action=auth.rspamd_junk_action)
-    return MxAuthenticator(resolver, policy, store, spam=spam)
+    # SPF verdicts live no longer than the DNS answers they were computed from (spf_memo).
+    spf_memo = SpfMemo(max_seconds=resolver.max_seconds, size=auth.dns_cache_size)
+    return MxAuthenticator(resolver, policy, store, spam=spam, spf_memo=spf_memo)
 
 
 def _bounce_handling(settings: Settings, store: Store, directory: CachedDirectory,

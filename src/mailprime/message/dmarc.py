@@ -184,12 +184,16 @@ async def _record_at(resolver: Resolver, domain: str) -> DmarcRecord | None:
 
 async def check_dmarc(resolver: Resolver, from_values: Sequence[str], spf: SpfVerdict,
                       dkim: Sequence[DkimVerdict],
-                      sample: Callable[[], float] = random.random) -> DmarcVerdict:
+                      sample: Callable[[], float] = random.random, *,
+                      domains: Sequence[str] | None = None) -> DmarcVerdict:
     """The DMARC verdict for a message whose From field values are `from_values` (one per From
-    field). `sample()` returns a float in [0, 1) for pct= sampling."""
+    field). `sample()` returns a float in [0, 1) for pct= sampling. `domains`: what
+    `author_domains(from_values)` gave, when the caller has it already (the MX parses the From
+    field once per message: the address parser is the costly part here)."""
     if len(from_values) != 1:
         return DmarcVerdict(DmarcResult.PERMERROR, reason=f"{len(from_values)} From fields")
-    domains = author_domains(from_values)
+    if domains is None:
+        domains = author_domains(from_values)
     if len(domains) != 1:
         return DmarcVerdict(DmarcResult.PERMERROR, reason=f"{len(domains)} From addresses (RFC 7489 6.6.1)")
     from_domain = domains[0]

@@ -57,7 +57,8 @@ from mailprime.message.dmarc import (
 )
 from mailprime.message.headers import MAX_HEADER_SECTION
 from mailprime.message.resolver import DnsError, Resolver
-from mailprime.message.spf import SpfVerdict, check_spf
+from mailprime.message.spf import SpfVerdict
+from mailprime.message.spf_memo import SpfMemo
 from mailprime.proto.smtp.types import Reply
 from mailprime.services.rspamd import Envelope, RspamdClient, Scan, SpamAction
 from mailprime.storage.ports import MailStore
@@ -107,8 +108,11 @@ class MxAuthenticator:
 
     def __init__(self, resolver: Resolver, policy: MxAuthPolicy, store: MailStore, *,
                  spam: RspamdClient | None = None,
-                 sample: Callable[[], float] = random.random) -> None:
+                 sample: Callable[[], float] = random.random,
+                 spf_memo: SpfMemo | None = None) -> None:
         self.resolver = resolver
+        # One sender mailing many of our users repeats (IP, HELO, MAIL FROM): see spf_memo.
+        self.spf_memo = spf_memo if spf_memo is not None else SpfMemo()
         self.policy = policy
         self.store = store
         self.spam = spam
@@ -176,27 +180,31 @@ class MxAuthenticator:
                       digests: dict[HashKey, BodyDigest], message: bytes | None, *,
                       envelope: Envelope, now: int) -> _Verdicts:
         resolver = self.resolver
-        spf_check = check_spf(resolver, envelope.client_ip, envelope.helo, envelope.mail_from)
+        spf_known = self.spf_memo.cached(envelope.client_ip, envelope.helo, envelope.mail_from)
         names = [name.strip(b" \t").lower() for name, _value in fields]
         authors = [value.replace(CRLF, b" ").decode("utf-8", errors="replace")
                    for name, (_n, value) in zip(names, fields, strict=True) if name == b"from"]
+        domains = author_domains(authors)  # parsed once: prefetch, DMARC and the authors check
         dkim: tuple[DkimVerdict, ...] = (DkimVerdict(DkimResult.NONE, reason="no DKIM-Signature"),)
         arc = ArcVerdict(ArcResult.NONE, 0, "no ARC sets")
         # Only what needs DNS becomes a task (a task costs more than a cached look-up).
         async with asyncio.TaskGroup() as group:
-            spf_task = group.create_task(spf_check)
-            group.create_task(self._prefetch_dmarc(authors))
+            spf_task = (group.create_task(self.spf_memo.check(
+                resolver, envelope.client_ip, envelope.helo, envelope.mail_from))
+                if spf_known is None else None)
+            group.create_task(self._prefetch_dmarc(authors, domains))
             dkim_task = (group.create_task(verify_streamed(head, digests, resolver, now, fields=fields))
                          if b"dkim-signature" in names else None)
             arc_task = (group.create_task(self._arc(names.count(b"arc-seal"), message))
                         if any(name in _ARC_FIELDS for name in names) else None)
-        spf = spf_task.result()
+        spf = spf_task.result() if spf_task is not None else spf_known
+        assert spf is not None
         if dkim_task is not None:
             dkim = dkim_task.result()
         if arc_task is not None:
             arc = arc_task.result()
-        dmarc = await check_dmarc(resolver, authors, spf, dkim, self.sample)
-        several = len(authors) > 1 or len(set(author_domains(authors))) > 1
+        dmarc = await check_dmarc(resolver, authors, spf, dkim, self.sample, domains=domains)
+        several = len(authors) > 1 or len(set(domains)) > 1
         return _Verdicts(spf, dkim, dmarc, arc, several)
 
     async def _arc(self, sets: int, message: bytes | None) -> ArcVerdict:
@@ -204,10 +212,9 @@ class MxAuthenticator:
             return ArcVerdict(ArcResult.FAIL, sets, "not verified: message too large to hold in memory")
         return await verify_arc(message, self.resolver)
 
-    async def _prefetch_dmarc(self, authors: Sequence[str]) -> None:
+    async def _prefetch_dmarc(self, authors: Sequence[str], domains: Sequence[str]) -> None:
         """Warms the resolver's cache with the DMARC record check_dmarc reads first (RFC 7489
         6.6.3: at the From domain), while SPF and DKIM are being checked."""
-        domains = author_domains(authors)
         if len(authors) == 1 and len(domains) == 1 and "." in domains[0]:
             with contextlib.suppress(DnsError):  # check_dmarc asks again, reports temperror
                 await self.resolver.txt(f"_dmarc.{domains[0]}")
