@@ -348,9 +348,9 @@ def test_every_line_form_and_an_unknown_one_give_the_same_response(tmp_path: Pat
 
     async def main() -> None:
         async with world(tmp_path, contents) as w:
-            listing = await w.store.message_listing(w.inbox)
-            assert {m.line_form for m in listing} == {*LineForm, None}  # None: the spooled ones
-            assert listing[1].dot_lines == (17, 21)  # "Subject: dots" ... where to stuff
+            read = await w.store.message_wire_contents(w.inbox, 1, len(contents))
+            assert {c.line_form for c in read.values()} == {*LineForm, None}  # None: spooled
+            assert read[2].dot_lines == (17, 21)  # "Subject: dots" ... where to stuff
             expected = [encode_whole(c) for c in contents]
             assert await retrieve_all(w) == expected
             engine = create_engine(w.db_url)
@@ -359,7 +359,8 @@ def test_every_line_form_and_an_unknown_one_give_the_same_response(tmp_path: Pat
                     conn.execute(update(blobs).values(line_form=None, dot_lines=None))
             finally:
                 engine.dispose()
-            assert {m.line_form for m in await w.store.message_listing(w.inbox)} == {None}
+            read = await w.store.message_wire_contents(w.inbox, 1, len(contents))
+            assert {c.line_form for c in read.values()} == {None}
             assert await retrieve_all(w) == expected
 
     run(main())

@@ -6,7 +6,7 @@ bytes of a message stored in the database, or the `BlobId` of one kept in a spoo
 buffered: the session streams it with `open_blob`, whatever its size). `content(n)` answers from
 the buffer when it holds n and nothing changed the mailbox from this process since the buffer was
 filled (`MailboxStore.local_change_mark`, no I/O); otherwise it empties the buffer and fills it
-with one `message_contents` read of n and the messages after it, up to `MAX_MESSAGES` messages
+with one `message_wire_contents` read of n and the messages after it, up to `MAX_MESSAGES` messages
 and `MAX_OCTETS` octets by their snapshot sizes (n itself is always read, as a whole inline
 message always was). The snapshot's UIDs ascend and a mailbox never gets a UID below its
 UIDNEXT, so the UID range of those messages holds nothing else: the bound is exact. A message
@@ -20,7 +20,8 @@ at the next read, at most `MAX_MESSAGES` messages later (until then the content,
 message existed, is sent: the same race as an expunge just after the RETR).
 
 Wire form: `encoded(n, content)` is RETR n's response body, made by the cheapest encoding the
-listing allows. Its `line_form` (found when the content was stored) says whether the content
+content's line facts allow (read with the content, kept per message number of the read). Its
+`line_form` (found when the content was stored) says whether the content
 needs its line ends normalised or its dots stuffed, and `dot_lines` where those dots are; with
 CRLF line ends known the content goes out as it is, or in slices around the stuffed dots
 (`multiline.encode_known`: no scan, no copy);
@@ -45,7 +46,7 @@ from typing import Final
 
 from mailprime.domain.ids import BlobId, MailboxId
 from mailprime.proto.pop3.multiline import Piece, encode_known, encode_whole
-from mailprime.storage.ports import LineForm, ListedMessage, MailboxStore
+from mailprime.storage.ports import LineForm, ListedMessage, MailboxStore, WireContent
 
 MAX_MESSAGES = 64  # messages per read
 MAX_OCTETS = 2 * 1024 * 1024  # buffered content per session, by the snapshot's sizes
@@ -61,8 +62,8 @@ GONE: Final = Gone.GONE
 class ReadAhead:
     """The content buffer of one session's snapshot (`messages`, numbered from 1)."""
 
-    __slots__ = ("_buffer", "_encoded", "_gone", "_mailbox_id", "_mark", "_messages", "_next",
-                 "_store")
+    __slots__ = ("_buffer", "_encoded", "_forms", "_gone", "_mailbox_id", "_mark", "_messages",
+                 "_next", "_store")
 
     def __init__(self, store: MailboxStore, mailbox_id: MailboxId,
                  messages: Sequence[ListedMessage]) -> None:
@@ -70,6 +71,7 @@ class ReadAhead:
         self._mailbox_id = mailbox_id
         self._messages = messages
         self._buffer: dict[int, bytes | BlobId] = {}
+        self._forms: dict[int, WireContent] = {}  # the line facts of the last read's messages
         self._gone: set[int] = set()
         self._mark = 0  # the store's change mark when the buffer was filled
         self._next: int | None = None  # the message to encode at the next idle moment
@@ -102,20 +104,22 @@ class ReadAhead:
         if found is not None:
             return found
         self._buffer.clear()
+        self._forms.clear()
         last = self._last_of_batch(number)
         messages = self._messages
         # The mark before the read: a change committed during the read moves it, and the next
         # call reads again rather than trust a buffer that may predate it.
         mark = self._store.local_change_mark(self._mailbox_id)
-        contents = await self._store.message_contents(
+        contents = await self._store.message_wire_contents(
             self._mailbox_id, messages[number - 1].uid, messages[last - 1].uid)
         self._mark = mark
         for n in range(number, last + 1):
-            data = contents.get(messages[n - 1].uid)
-            if data is None:
+            read = contents.get(messages[n - 1].uid)
+            if read is None:
                 self._gone.add(n)
             else:
-                self._buffer[n] = data
+                self._buffer[n] = read.content
+                self._forms[n] = read
         return self._buffer.pop(number, GONE)
 
     def retrieved(self, number: int) -> None:
@@ -143,12 +147,14 @@ class ReadAhead:
         return self._encode(number, content)
 
     def _encode(self, number: int, content: bytes) -> list[Piece]:
-        message = self._messages[number - 1]
-        form = message.line_form
+        facts = self._forms.get(number)
+        # Only the facts read with this very content describe it (a later read replaces both).
+        form = facts.line_form if facts is not None and facts.content is content else None
         if form is None or form is LineForm.BARE_LF:
             return [encode_whole(content)]
+        assert facts is not None
         return encode_known(content, crlf_only=True, dot_lines=form is LineForm.DOT_LINES,
-                            dot_offsets=message.dot_lines)
+                            dot_offsets=facts.dot_lines)
 
     def _last_of_batch(self, first: int) -> int:
         """The last message of the batch that starts at `first`."""

@@ -105,13 +105,24 @@ class LineForm(enum.IntEnum):
 @dataclass(frozen=True, slots=True)
 class ListedMessage:
     """A message as a maildrop listing (POP3's LIST and UIDL) needs it: a few columns of its row,
-    read without the cost of a whole `StoredMessage` (dates, modseqs) for every message, and the
-    `LineForm` of its content (None: not known) with, for DOT_LINES, the offsets of the lines
-    that start with "." when the store kept them (None: find them)."""
+    read without the cost of a whole `StoredMessage` (dates, modseqs) for every message. Nothing
+    of its content's row: on SQLite a column after the inline content is reached through the
+    content's overflow pages, which cost a login milliseconds (the line form comes with the
+    content instead: `WireContent`)."""
 
     uid: int
     size: int
     flags: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class WireContent:
+    """A message's content as `message_wire_contents` reads it for sending: the octets (or the
+    blob id of a spool file) with the `LineForm` found when they were stored (None: not known)
+    and, for DOT_LINES, the offsets of the lines that start with "." when the store kept them
+    (None: find them)."""
+
+    content: bytes | BlobId
     line_form: LineForm | None = None
     dot_lines: tuple[int, ...] | None = None
 
@@ -272,6 +283,11 @@ class MailboxStore(Protocol):
         here: stream it with `open_blob`). UIDs only grow, so a caller that listed the mailbox
         once knows every message this can return (those it listed, less any expunged since,
         which are simply absent) and bounds what it reads by choosing the range."""
+        ...
+
+    async def message_wire_contents(self, mailbox_id: MailboxId, first_uid: int,
+                                    last_uid: int) -> Mapping[int, WireContent]:
+        """`message_contents` with each content's line form (POP3's RETR sends it by that)."""
         ...
 
     def local_change_mark(self, mailbox_id: MailboxId) -> int:
@@ -799,4 +815,5 @@ __all__ = [
     "Store",
     "SuppressionStore",
     "TemplateStore",
+    "WireContent",
 ]

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from mailprime.domain.errors import NotFound
 from mailprime.domain.ids import AccountId, BlobId, MailboxId, QueueId
 from mailprime.domain.mail import Event, EventKind, Mailbox, StoredMessage
-from mailprime.storage.ports import LineForm, ListedMessage
+from mailprime.storage.ports import LineForm, ListedMessage, WireContent
 from mailprime.storage.sql.folders import mailbox_name
 from mailprime.storage.sql.rows import attrs_json, to_event, to_mailbox, to_stored_message
 from mailprime.storage.sql.schema import blobs, events, mailbox_messages, mailboxes
@@ -46,19 +46,21 @@ def blob_location(conn: Connection, blob_id: BlobId) -> tuple[bytes | None, str 
 
 
 # Built once: constructing and cache-keying a select costs more than running these.
+# No join with blobs: see storage.ports.ListedMessage (overflow pages).
 _LISTING = (
-    select(mailbox_messages.c.uid, mailbox_messages.c.size, mailbox_messages.c.flags,
-           blobs.c.line_form, blobs.c.dot_lines)
-    .join_from(mailbox_messages, blobs, blobs.c.id == mailbox_messages.c.blob_id)
+    select(mailbox_messages.c.uid, mailbox_messages.c.size, mailbox_messages.c.flags)
     .where(mailbox_messages.c.mailbox_id == bindparam("mailbox_id"))
     .order_by(mailbox_messages.c.uid))
 # The stored small integer as a LineForm, without an enum call per row.
 _LINE_FORMS: dict[int | None, LineForm | None] = {None: None, **{int(f): f for f in LineForm}}
+_IN_RANGE = (mailbox_messages.c.mailbox_id == bindparam("mailbox_id"),
+             mailbox_messages.c.uid.between(bindparam("first_uid"), bindparam("last_uid")))
 _CONTENTS_IN_RANGE = (
     select(mailbox_messages.c.uid, blobs.c.id, blobs.c.data, blobs.c.path)
     .join_from(mailbox_messages, blobs, blobs.c.id == mailbox_messages.c.blob_id)
-    .where(mailbox_messages.c.mailbox_id == bindparam("mailbox_id"),
-           mailbox_messages.c.uid.between(bindparam("first_uid"), bindparam("last_uid"))))
+    .where(*_IN_RANGE))
+# The line columns come after the content in the row: read with it, they cost nothing more.
+_WIRE_CONTENTS_IN_RANGE = _CONTENTS_IN_RANGE.add_columns(blobs.c.line_form, blobs.c.dot_lines)
 
 
 def message_listing(conn: Connection, mailbox_id: MailboxId) -> list[ListedMessage]:
@@ -66,12 +68,11 @@ def message_listing(conn: Connection, mailbox_id: MailboxId) -> list[ListedMessa
     # and for the garbage collector to visit while the session lasts.
     flag_sets: dict[str, frozenset[str]] = {}
     listing: list[ListedMessage] = []
-    for uid, size, flags, form, dots in conn.execute(_LISTING, {"mailbox_id": mailbox_id}):
+    for uid, size, flags in conn.execute(_LISTING, {"mailbox_id": mailbox_id}):
         flag_set = flag_sets.get(flags)
         if flag_set is None:
             flag_set = flag_sets[flags] = frozenset(flags.split()) if flags else frozenset()
-        listing.append(ListedMessage(uid, size, flag_set, _LINE_FORMS.get(form),
-                                     dot_line_offsets(dots)))
+        listing.append(ListedMessage(uid, size, flag_set))
     return listing
 
 
@@ -82,6 +83,16 @@ def message_contents(conn: Connection, mailbox_id: MailboxId, first_uid: int,
                                              "last_uid": last_uid})
     return {uid: (bytes(data or b"") if path is None else BlobId(blob_id))
             for uid, blob_id, data, path in rows}
+
+
+def message_wire_contents(conn: Connection, mailbox_id: MailboxId, first_uid: int,
+                          last_uid: int) -> dict[int, WireContent]:
+    """`message_contents` with the line form of each (storage.ports.WireContent)."""
+    rows = conn.execute(_WIRE_CONTENTS_IN_RANGE, {"mailbox_id": mailbox_id,
+                                                  "first_uid": first_uid, "last_uid": last_uid})
+    return {uid: WireContent(bytes(data or b"") if path is None else BlobId(blob_id),
+                             _LINE_FORMS.get(form), dot_line_offsets(dots))
+            for uid, blob_id, data, path, form, dots in rows}
 
 
 def event_row(at: datetime, kind: EventKind, queue_id: QueueId | None, recipient: str | None, *,

@@ -52,7 +52,14 @@ from mailprime.domain.mail import (
     SpooledContent,
     StoredMessage,
 )
-from mailprime.storage.ports import BlobReader, ListedMessage, MailboxSnapshot, SpoolWriter, Store
+from mailprime.storage.ports import (
+    BlobReader,
+    ListedMessage,
+    MailboxSnapshot,
+    SpoolWriter,
+    Store,
+    WireContent,
+)
 from mailprime.storage.sql import (
     deliverability,
     directory,
@@ -293,6 +300,13 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
             return {}
         return await self._read(
             lambda c: mailstore.message_contents(c, mailbox_id, first_uid, last_uid))
+
+    async def message_wire_contents(self, mailbox_id: MailboxId, first_uid: int,
+                                    last_uid: int) -> Mapping[int, WireContent]:
+        if first_uid > last_uid:
+            return {}
+        return await self._read(
+            lambda c: mailstore.message_wire_contents(c, mailbox_id, first_uid, last_uid))
 
     def local_change_mark(self, mailbox_id: MailboxId) -> int:
         return self._changes.mark(mailbox_id)
