@@ -172,10 +172,12 @@ def show(name: NameArg, config: ConfigOpt) -> None:
 @campaign_app.command("preflight")
 def preflight_cmd(name: NameArg, config: ConfigOpt) -> None:
     """List what would hurt the campaign's inbox placement; exit 1 if anything refuses the start."""
+    from mailprime.adapters.spam_preflight import spam_scorer  # noqa: PLC0415 - see above
     from mailprime.marketing.preflight import errors, preflight  # noqa: PLC0415 - see above
 
     async def act(store: Store, settings: Settings) -> list[Problem]:
-        return await preflight(store, await _get(store, name), base_url=settings.http.base_url)
+        return await preflight(store, await _get(store, name), base_url=settings.http.base_url,
+                               spam=spam_scorer(settings))
 
     problems = run_with_store(config, act)
     _print_problems(problems)
@@ -210,6 +212,7 @@ def start(name: NameArg, config: ConfigOpt, at: Annotated[datetime | None, typer
         help="Start at this time (ISO 8601; UTC unless it says otherwise) instead of now.")
         ] = None) -> None:
     """Run the pre-flight, then hand the campaign to the server (sending, or scheduled)."""
+    from mailprime.adapters.spam_preflight import spam_scorer  # noqa: PLC0415 - see above
     from mailprime.marketing.campaigns import PreflightFailed, start_campaign  # noqa: PLC0415
     from mailprime.marketing.preflight import errors  # noqa: PLC0415 - see above
     when = at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
@@ -218,7 +221,8 @@ def start(name: NameArg, config: ConfigOpt, at: Annotated[datetime | None, typer
         try:
             return await start_campaign(store, await _get(store, name),
                                         base_url=settings.http.base_url,
-                                        now=SystemClock().now(), at=when)
+                                        now=SystemClock().now(), at=when,
+                                        spam=spam_scorer(settings))
         except PreflightFailed as exc:
             _print_problems(list(exc.problems))
             fail(f"{len(errors(list(exc.problems)))} pre-flight error(s): not started", 1)

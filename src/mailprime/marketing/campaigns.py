@@ -42,7 +42,7 @@ from mailprime.domain.errors import DomainError, NotFound
 from mailprime.domain.ids import CampaignId
 from mailprime.logline import emit
 from mailprime.marketing.dispatch import Dispatcher, DispatchError, LeaseLost, Sleep
-from mailprime.marketing.preflight import Problem, errors, preflight
+from mailprime.marketing.preflight import Problem, SpamScorer, errors, preflight
 from mailprime.storage.ports import Store
 
 log = logging.getLogger("mailprime.campaigns")
@@ -71,9 +71,11 @@ class PreflightFailed(CampaignError):
 
 
 async def start_campaign(store: Store, campaign: Campaign, *, base_url: str, now: datetime,
-                         at: datetime | None = None) -> tuple[Campaign, list[Problem]]:
-    """Pre-flight, then sending (or scheduled for `at`). PreflightFailed lists the errors."""
-    problems = await preflight(store, campaign, base_url=base_url)
+                         at: datetime | None = None, spam: SpamScorer | None = None
+                         ) -> tuple[Campaign, list[Problem]]:
+    """Pre-flight (with a spam score when `spam` is given), then sending (or scheduled for
+    `at`). PreflightFailed lists the errors."""
+    problems = await preflight(store, campaign, base_url=base_url, spam=spam)
     if errors(problems):
         raise PreflightFailed(problems)
     if at is not None and at > now:

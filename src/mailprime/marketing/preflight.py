@@ -21,8 +21,13 @@ the campaign as its first contact would get it and lists every problem, each wit
   tracker.example.net looks like phishing), a From domain that is not one of ours (bounces and
   complaints to its VERP addresses would not reach us), and an empty audience.
 
-Spam scoring by rspamd is not part of it: the rspamd client (services.rspamd) scores inbound
-mail and marketing may not import services; a port for it is left for later.
+Spam score: when a `SpamScorer` is given (rspamd, when [authentication] rspamd_url is set:
+adapters.spam_preflight wires services.rspamd's client, which marketing may not import), the
+sample contact's whole message — headers, both parts, the RFC 8058 fields — is scored as an
+authenticated outbound message. rspamd's "reject" is an error (the providers' filters would most
+likely refuse it too), any other action above "no action" a warning naming the score and the
+rules that fired, and an unreachable scorer a warning (the check did not happen; it does not
+stop a campaign).
 """
 
 from __future__ import annotations
@@ -31,14 +36,17 @@ import enum
 import html as html_lib
 import re
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from mailprime.domain.campaigns import Campaign
 from mailprime.domain.errors import DomainError
 from mailprime.marketing.link_rewriter import rewrite_links
+from mailprime.marketing.message_builder import CampaignInfo, HeaderError, MessageBuilder
 from mailprime.marketing.segments import parse_segment
 from mailprime.marketing.template_rules import check_compliance
 from mailprime.marketing.templates import (
+    CompiledTemplate,
     Recipient,
     RenderError,
     TemplateError,
@@ -70,6 +78,69 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.severity}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class SpamVerdict:
+    """A spam filter's opinion of the sample message."""
+
+    action: str  # as the filter spells it: "no action", "add header", "reject", ...
+    score: float = 0.0
+    required: float = 0.0  # the score at which the filter would reject
+    symbols: tuple[str, ...] = ()  # the rules that fired
+    error: str = ""  # no verdict (unreachable, timed out): why
+
+
+class SpamScorer(Protocol):
+    async def score(self, message: bytes, *, sender: str, recipient: str) -> SpamVerdict: ...
+
+
+# Actions that do not hurt: rspamd's "no action", and "greylist" (a delay, not a verdict).
+_HARMLESS = frozenset({"no action", "greylist", ""})
+
+
+class _PreviewLinks:
+    """Unsubscribe links for the sample message (their look, not a working token)."""
+
+    def __init__(self, base_url: str, domain: str) -> None:
+        self._url = f"{base_url.rstrip('/')}/u/preflight"
+        self._mailto = f"mailto:unsubscribe@{domain}?subject=unsubscribe-preflight"
+
+    def url_for(self, recipient: Recipient, campaign: CampaignInfo) -> str:
+        return self._url
+
+    def mailto_for(self, recipient: Recipient, campaign: CampaignInfo) -> str:
+        return self._mailto
+
+
+def spam_problems(verdict: SpamVerdict) -> list[Problem]:
+    """What a spam filter's verdict on the sample message means for the campaign."""
+    if verdict.error:
+        return [Problem(Severity.WARNING, "spam-score",
+                        f"the spam score could not be checked: {verdict.error}")]
+    if verdict.action in _HARMLESS:
+        return []
+    fired = ", ".join(verdict.symbols[:15]) or "none listed"
+    what = (f"the spam filter scores the sample message {verdict.score:.1f} "
+            f"(reject at {verdict.required:.1f}), action {verdict.action!r}; rules: {fired}")
+    if verdict.action == "reject":
+        return [Problem(Severity.ERROR, "spam-score", what)]
+    return [Problem(Severity.WARNING, "spam-score", what)]
+
+
+async def _spam_check(spam: SpamScorer, compiled: CompiledTemplate, campaign: Campaign,
+                      sample: Recipient, *, list_name: str, base_url: str) -> list[Problem]:
+    info = CampaignInfo(campaign_id=campaign.id, name=campaign.name,
+                        from_address=campaign.from_address, from_name=campaign.from_name,
+                        list_name=list_name, list_label=list_name,
+                        postal_address=campaign.postal_address, reply_to=campaign.reply_to)
+    try:
+        builder = MessageBuilder(compiled, info, _PreviewLinks(base_url, campaign.sending_domain))
+        message = builder.build(sample).data
+    except (HeaderError, RenderError):
+        return []  # reported by the checks above
+    return spam_problems(await spam.score(message, sender=campaign.from_address,
+                                          recipient=sample.email))
 
 
 def _visible(html: str) -> str:
@@ -120,7 +191,8 @@ def content_problems(html: str, text: str, from_domain: str) -> list[Problem]:
     return problems
 
 
-async def preflight(store: Store, campaign: Campaign, *, base_url: str) -> list[Problem]:
+async def preflight(store: Store, campaign: Campaign, *, base_url: str,
+                    spam: SpamScorer | None = None) -> list[Problem]:
     """Every problem found (see the module doc); errors first."""
     problems: list[Problem] = []
 
@@ -190,6 +262,9 @@ async def preflight(store: Store, campaign: Campaign, *, base_url: str) -> list[
     except RenderError:
         return _ordered(problems)
     problems.extend(content_problems(rendered.html, rendered.text, domain))
+    if spam is not None:
+        problems.extend(await _spam_check(spam, compiled, campaign, sample,
+                                                list_name=list_name, base_url=base_url))
     return _ordered(problems)
 
 
@@ -201,4 +276,14 @@ def errors(problems: list[Problem]) -> list[Problem]:
     return [p for p in problems if p.severity is Severity.ERROR]
 
 
-__all__ = ["Problem", "Severity", "content_problems", "errors", "link_hosts", "preflight"]
+__all__ = [
+    "Problem",
+    "Severity",
+    "SpamScorer",
+    "SpamVerdict",
+    "content_problems",
+    "errors",
+    "link_hosts",
+    "preflight",
+    "spam_problems",
+]
