@@ -43,9 +43,10 @@ from mailprime.services.imap.fetch import (
     STREAM_THRESHOLD,
     BlobSource,
     BytesSource,
+    Need,
     UnknownCte,
     fetch_items,
-    needs_content,
+    plan_fetch,
     response_value,
     sets_seen,
 )
@@ -159,14 +160,14 @@ def test_sets_seen(attributes: tuple[FetchAttribute, ...], seen: bool) -> None:
     assert sets_seen(attributes) is seen
 
 
-def test_needs_content() -> None:
+def test_row_items_need_no_content() -> None:
     row = (FetchItem.FLAGS, FetchItem.UID, FetchItem.INTERNALDATE, FetchItem.RFC822_SIZE, FetchItem.MODSEQ)
-    assert not needs_content(row)
-    assert not needs_content(())
+    assert plan_fetch(row).need is Need.NOTHING
+    assert plan_fetch(()).need is Need.NOTHING
     for attribute in (FetchItem.ENVELOPE, FetchItem.BODY, FetchItem.BODYSTRUCTURE, FetchItem.RFC822,
                       FetchItem.RFC822_HEADER, FetchItem.RFC822_TEXT, body(peek=True),
                       BinarySection(), BinarySize((1,))):
-        assert needs_content((*row, attribute)), attribute
+        assert plan_fetch((*row, attribute)).need is not Need.NOTHING, attribute
 
 
 # Row items ------------------------------------------------------------------------------------

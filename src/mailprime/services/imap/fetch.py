@@ -92,12 +92,6 @@ def sets_seen(attributes: Sequence[FetchAttribute]) -> bool:
     return False
 
 
-def needs_content(attributes: Sequence[FetchAttribute]) -> bool:
-    """Whether any attribute needs the message's octets (FLAGS, UID, INTERNALDATE, RFC822.SIZE
-    and MODSEQ come from the mailbox row)."""
-    return any(a not in _ROW_ITEMS for a in attributes)
-
-
 # The plan ------------------------------------------------------------------------------------
 
 
