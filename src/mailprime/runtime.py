@@ -41,6 +41,7 @@ from mailprime.delivery.verp_split import VerpSplitter
 from mailprime.delivery.worker import DeliveryWorker, WorkerConfig
 from mailprime.domain.clock import SystemClock
 from mailprime.domain.errors import ConfigError
+from mailprime.domain.login_failures import FailurePolicy
 from mailprime.logsetup import setup_logging
 from mailprime.message.caching_resolver import CachingResolver
 from mailprime.message.feedback_id import FeedbackIdConfig
@@ -59,7 +60,6 @@ from mailprime.services import verp_key
 from mailprime.services.directory_cache import CachedDirectory
 from mailprime.services.dkim_keys import DkimSigner
 from mailprime.services.feedback import FeedbackConfig, FeedbackService
-from mailprime.services.imap.auth import FailurePolicy
 from mailprime.services.imap.content import MessageContentCache
 from mailprime.services.imap.context import ImapConfig
 from mailprime.services.imap.handler import ImapService

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trustme
 
+from mailprime.domain.login_failures import FailurePolicy
 from mailprime.net.imap_handler import PeerInfo
 from mailprime.net.imap_server import ImapListener, serve_imap
 from mailprime.net.tls import client_context, server_context
@@ -34,7 +35,6 @@ from mailprime.proto.imap.types import (
     UntaggedStatus,
     ok,
 )
-from mailprime.services.imap.auth import FailurePolicy
 from mailprime.services.imap.content import MessageContentCache
 from mailprime.services.imap.context import ImapConfig
 from mailprime.services.imap.handler import ImapService

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, update
 
+from mailprime.domain.login_failures import FailurePolicy
 from mailprime.proto.imap.types import (
     Authenticate,
     AuthenticateData,
@@ -22,7 +23,7 @@ from mailprime.proto.imap.types import (
     StartTls,
     State,
 )
-from mailprime.services.imap.auth import FailurePolicy, plain_credentials
+from mailprime.services.imap.auth import plain_credentials
 from mailprime.storage.sql.schema import accounts
 from tests.services.test_imap_session_harness import ALICE, PASSWORD, env, run, wire
 

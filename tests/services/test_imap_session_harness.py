@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mailprime.domain.login_failures import FailurePolicy
 from mailprime.domain.mail import Account
 from mailprime.net.imap_handler import LiteralSource
 from mailprime.proto.imap.serializer import serialize
@@ -34,7 +35,6 @@ from mailprime.proto.imap.types import (
     Tagged,
 )
 from mailprime.proto.smtp.types import PeerInfo
-from mailprime.services.imap.auth import FailurePolicy
 from mailprime.services.imap.content import MessageContentCache
 from mailprime.services.imap.context import ImapConfig
 from mailprime.services.imap.handler import ImapService

@@ -24,7 +24,7 @@ after any other drop, nothing is deleted. A write waits as long for a client tha
 reading, then the connection is aborted. One timer per connection keeps both bounds: it wakes
 every `idle_timeout` and ends a read or write wait that began that long ago (a timeout context
 per read and per write would cost more than the rest of a RETR's dispatch). A failed login is
-answered only after a pause that doubles with each failure (bounded by `_MAX_FAILURE_DELAY`),
+answered only after a pause that doubles with each failure (domain.login_failures, as IMAP's),
 and the core closes after `max_auth_failures`. `drain` wakes idle readers, which answer
 "-ERR [SYS/TEMP] Server shutting down" and close without UPDATE.
 """
@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailprime.domain.errors import DomainError
+from mailprime.domain.login_failures import MAX_DELAY, FailurePolicy
 from mailprime.net.channel import StreamChannel
 from mailprime.net.listener import Listener, check_tls_mode, is_loopback
 from mailprime.net.pop3_handler import PeerInfo, Pop3Handler, Pop3Session
@@ -62,7 +63,6 @@ from mailprime.proto.pop3.types import CONTENT_FOLLOWS, Pop3Capabilities, Pop3Li
 log = logging.getLogger(__name__)
 
 _FLUSH_AT = 64 * 1024  # encoded message octets gathered before a write
-_MAX_FAILURE_DELAY = 10.0  # seconds: the pause after a failed login doubles up to this
 # RFC 3206 4: SYS/TEMP, a condition that will pass.
 _TOO_MANY = b"-ERR [SYS/TEMP] Too many connections from your address, try again later\r\n"
 
@@ -77,15 +77,11 @@ class _Config:
     idle_timeout: float
     max_connections_per_ip: int
     plaintext_auth: bool  # allow_plaintext_auth and a loopback listener
-    auth_failure_delay: float
+    failures: FailurePolicy  # the pause after a failed login (the core counts them)
 
     def auth_allowed(self, tls: bool) -> bool:
         # RFC 2595 2.2 / RFC 8314 5.1: no passwords in the clear, except on loopback when configured.
         return tls or self.plaintext_auth
-
-    def failure_delay(self, failures: int) -> float:
-        """The pause before answering the `failures`-th failed login (1-based)."""
-        return min(self.auth_failure_delay * (1 << max(failures - 1, 0)), _MAX_FAILURE_DELAY)
 
 
 class _Closing(Exception):
@@ -261,7 +257,7 @@ class _Connection:
                 self.emit(core.send(answer))
                 if core.auth_failures > failures:
                     # Slows password guessing; the answer waits, so does every command after it.
-                    await asyncio.sleep(self._config.failure_delay(core.auth_failures))
+                    await asyncio.sleep(self._config.failures.delay(core.auth_failures))
             case Update():
                 self.emit(core.send(await session.on_update(event.deleted)))
             case ProtocolViolation(reply=reply):
@@ -347,7 +343,10 @@ async def serve_pop3(
         idle_timeout=idle_timeout,
         max_connections_per_ip=max_connections_per_ip,
         plaintext_auth=allow_plaintext_auth and is_loopback(host),
-        auth_failure_delay=auth_failure_delay,
+        # IMAP's policy: doubling from auth_failure_delay up to 8 s (the core closes the
+        # connection after Pop3Limits.max_auth_failures).
+        failures=FailurePolicy(first_delay=auth_failure_delay,
+                               max_delay=max(MAX_DELAY, auth_failure_delay)),
     )
     tls = config.implicit_tls
 

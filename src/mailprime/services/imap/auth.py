@@ -1,4 +1,4 @@
-"""Logging in to IMAP: SASL PLAIN decoding, the delay after a failure, and the cap on sessions
+"""Logging in to IMAP: SASL PLAIN decoding and the cap on sessions
 per account (RFC 9051 6.2.2-6.2.3, RFC 5530 AUTHENTICATIONFAILED / LIMIT response codes). The
 password check itself is `services.mail_auth.check_login`, shared with POP3."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from dataclasses import dataclass
 
 from mailprime.domain.ids import AccountId
 from mailprime.proto import ProtocolError
@@ -22,22 +21,6 @@ def plain_credentials(response: bytes) -> Credentials | None:
     except ProtocolError:
         return None
     return credentials if isinstance(credentials, Credentials) else None
-
-
-@dataclass(frozen=True, slots=True)
-class FailurePolicy:
-    """After each failed login the answer waits longer, and after `max_failures` the connection
-    is closed (RFC 9051 6.2.3 lets a server refuse further attempts; the delay slows guessing)."""
-
-    first_delay: float = 1.0
-    max_delay: float = 8.0
-    max_failures: int = 3
-
-    def delay(self, failures: int) -> float:
-        """The wait before answering the `failures`-th failure (1, 2, 4... seconds, bounded)."""
-        if failures <= 0 or self.first_delay <= 0:
-            return 0.0
-        return float(min(self.first_delay * 2 ** min(failures - 1, 16), self.max_delay))
 
 
 class AccountSessions:

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mailprime.domain.login_failures import FailurePolicy
 from mailprime.domain.mail import Account
 from mailprime.proto.imap.types import Response, ResponseCode, Tagged, bad, no
-from mailprime.services.imap.auth import AccountSessions, FailurePolicy
+from mailprime.services.imap.auth import AccountSessions
 from mailprime.services.imap.content import MessageContentCache
 from mailprime.services.imap.mailbox_cache import MailboxCache
 from mailprime.services.imap.quota import QuotaLimits
