@@ -28,6 +28,10 @@ from pathlib import Path
 
 from tests.support.postfix import postfix_unavailable
 
+from bench.campaign_bench import CONTACTS as CAMPAIGN_CONTACTS
+from bench.campaign_bench import notes as campaign_notes
+from bench.campaign_bench import row as campaign_row
+from bench.campaign_bench import run as campaign_run
 from bench.campaign_render import report as render_report
 from bench.campaign_render import run as render_run
 from bench.dkim_bench import DKIM_CASES, MESSAGE_SIZE, DkimCase, Rate, mailprime_rate, openssl_rate
@@ -423,12 +427,30 @@ def run_dkim(cases: Sequence[DkimCase], args: argparse.Namespace, rows: list[lis
     return failed
 
 
+# -- campaign case ---------------------------------------------------------------------------------
+def run_campaign(args: argparse.Namespace, rows: list[list[str]], notes: list[str]) -> bool:
+    """One campaign run (seeding, dispatch and OpenSSL in child processes; bench.campaign_bench):
+    one row and its notes; True if it failed, a wrong result (the checks on the queue) included."""
+    progress(f"running the campaign case ({args.contacts:,} contacts) ...")
+    try:
+        result = campaign_run(args.contacts, args.workdir)
+    except Exception as exc:  # one broken case must not hide the others' figures
+        rows.append(["campaign, RSA-2048, queued", "openssl speed -multi 2 rsa2048", "-",
+                     error_reason(exc), "-"])
+        return True
+    rows.append(campaign_row(result))
+    notes.extend(campaign_notes(result))
+    return False
+
+
 # -- command line ----------------------------------------------------------------------------------
 # Groups of cases for --case. Without --case only the SMTP cases run (what `python -m bench` has
 # always done, and what callers passing SMTP options expect); `make bench` passes --case all.
 GROUPS = {"smtp": [c.key for c in CASES], "mailbox": [c.key for c in MAILBOX_CASES],
           "dkim": [c.key for c in DKIM_CASES]}
-GROUPS["all"] = GROUPS["smtp"] + GROUPS["mailbox"] + GROUPS["dkim"]
+# The campaign case (bench.campaign_bench): 100,000 recipients queued, against OpenSSL's rate.
+GROUPS["campaign"] = ["campaign"]
+GROUPS["all"] = GROUPS["smtp"] + GROUPS["mailbox"] + GROUPS["dkim"] + GROUPS["campaign"]
 # Not in "all" yet: a micro-benchmark without a peer (issue 5's campaign case will have one).
 GROUPS["render"] = ["render"]
 DEFAULT_GROUP = "smtp"
@@ -446,13 +468,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         " put it on the disk under test, not on tmpfs")
     p.add_argument("--case", action="append", choices=[*GROUPS["all"], *GROUPS],
                    help="run this case or group of cases (repeatable): smtp (the default),"
-                        " mailbox (IMAP and POP3), dkim (DKIM signing), all")
+                        " mailbox (IMAP and POP3), dkim (DKIM signing), campaign (a campaign"
+                        " to --contacts recipients against openssl -multi 2), all")
+    p.add_argument("--contacts", type=int,
+                   default=int(os.environ.get("BENCH_CONTACTS", CAMPAIGN_CONTACTS)),
+                   help="recipients of the campaign case (default 100000; env BENCH_CONTACTS)")
     p.add_argument("--mailbox-messages", type=int, default=1000,
                    help="messages in each account's INBOX for the IMAP and POP3 cases")
     p.add_argument("--mailbox-sessions", type=int, default=None,
                    help="sessions per IMAP/POP3 run (default: per case, 24-160)")
     args = p.parse_args(argv)
-    for name in ("messages", "sessions", "size", "repeat", "mailbox_messages"):
+    for name in ("messages", "sessions", "size", "repeat", "mailbox_messages", "contacts"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.mailbox_sessions is not None and args.mailbox_sessions < 1:
@@ -539,6 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed |= run_mailbox(mailbox_cases, args, rows, notes)
     if dkim_cases:
         failed |= run_dkim(dkim_cases, args, rows, notes)
+    if "campaign" in chosen:
+        failed |= run_campaign(args, rows, notes)
     if len(rows) > 1:
         print(table(rows))
     if notes:

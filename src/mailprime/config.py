@@ -399,6 +399,9 @@ class MarketingSettings:
     # year of events for year-on-year comparison, plus a month.
     event_retention_days: int = 395
     message_retention_days: int = 30
+    # How often the server runs that retention itself (marketing.retention.RetentionTask; one
+    # process per node, first run a minute after start); 0: never (use the command from cron).
+    retention_interval_hours: float = 24.0
     # Campaign guardrails (marketing.guardrails): once `guardrail_min_sample` messages are
     # queued, a campaign pauses itself when hard bounces / sent passes `max_hard_bounce_rate`
     # or complaints / sent passes `max_complaint_rate` (Gmail's and Yahoo's bulk-sender
@@ -427,6 +430,8 @@ class MarketingSettings:
             raise ConfigError("[marketing] dispatch_poll_seconds: 0.05 to 3600")
         if not 5 <= self.dispatch_lease_seconds <= 3600:
             raise ConfigError("[marketing] dispatch_lease_seconds: 5 to 3600")
+        if not 0 <= self.retention_interval_hours <= 8760:
+            raise ConfigError("[marketing] retention_interval_hours: 0 (off) to 8760 (a year)")
 
 
 @dataclass(slots=True)

@@ -4,7 +4,9 @@ and shuts down gracefully.
 Theory of operation. `run_server` starts `workers` processes (1: this one) that each run
 `serve_forever`: open the store, build one InboundService per SMTP listener (a Pop3Service per
 POP3 one, one ImapService shared by the IMAP ones) and bind it with SO_REUSEPORT (so the kernel
-spreads connections over the processes), start the delivery worker, and write
+spreads connections over the processes), start the delivery worker and the background tasks
+(the campaign runner and, when enabled, the webhook dispatcher in every process — they share
+the work through the store's leases; retention in the first process only), and write
 `<data>/run/ready.json` with the bound ports. SIGTERM or SIGINT starts the drain: stop
 accepting, give open sessions a grace period (then SMTP 421, POP3 -ERR [SYS/TEMP], IMAP BYE),
 let in-flight deliveries finish or hand their leases back, close the store, exit 0.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -27,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mailprime.adapters.list_consent import GateListConsent
 from mailprime.adapters.mta_sts import mta_sts_routing
 from mailprime.adapters.shaping import build_shaping
 from mailprime.adapters.smtp_dialer import SmtpDialer
@@ -43,8 +47,10 @@ from mailprime.domain.clock import SystemClock
 from mailprime.domain.errors import ConfigError
 from mailprime.domain.login_failures import FailurePolicy
 from mailprime.logsetup import setup_logging
+from mailprime.marketing.retention import RetentionTask
 from mailprime.message.caching_resolver import CachingResolver
 from mailprime.message.feedback_id import FeedbackIdConfig
+from mailprime.message.msgid_token import MsgIdCodec
 from mailprime.message.spf_memo import SpfMemo
 from mailprime.message.verp import VerpCodec
 from mailprime.net.dns import DnsResolver
@@ -69,8 +75,10 @@ from mailprime.services.inject import Injector
 from mailprime.services.mail_auth import LoginCache
 from mailprime.services.mx_auth import MxAuthenticator, MxAuthPolicy
 from mailprime.services.pop3 import Pop3Config, Pop3Service
+from mailprime.services.replies import ReplyRecorder
 from mailprime.services.rspamd import RspamdClient
 from mailprime.services.suppression import SuppressionConfig, SuppressionPolicy
+from mailprime.services.unsubscribe_mail import MailtoUnsubscribe
 from mailprime.services.webhooks import WebhookConfig, WebhookDispatcher
 from mailprime.storage.ports import Store
 from mailprime.storage.recent import RecentContent
@@ -79,7 +87,7 @@ from mailprime.storage.sql import open_store
 if TYPE_CHECKING:  # imported where used: the web stack and the campaign engine (FastAPI,
     # pydantic, Jinja2) cost every process ~1 s to import, and only some processes need them
     from mailprime.marketing.campaigns import CampaignRunner
-    from mailprime.web.server import HttpListener
+    from mailprime.net.http_server import HttpListener
 
 log = logging.getLogger("mailprime.runtime")
 
@@ -100,6 +108,7 @@ class Server:
     webhooks_task: asyncio.Task[None] | None = None
     campaigns: CampaignRunner | None = None  # dispatches sending campaigns ([marketing])
     campaigns_task: asyncio.Task[None] | None = None
+    retention_task: asyncio.Task[None] | None = None  # [marketing] retention_interval_hours
 
     @property
     def ports(self) -> dict[str, int]:
@@ -109,16 +118,22 @@ class Server:
         return ports
 
     async def stop(self, grace: float = 10.0) -> None:
+        if self.retention_task is not None:
+            self.retention_task.cancel()  # a run cut short deletes the rest next time
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.retention_task
         for lst in self.listeners.values():
             await lst.close()
         for lst in self.listeners.values():
             await lst.drain(grace)
         if self.http is not None:
             await self.http.stop(grace)
-        if self.campaigns is not None and self.campaigns_task is not None:
-            self.campaigns_task.cancel()  # no new dispatchers, then the running ones stop:
-            with contextlib.suppress(asyncio.CancelledError):  # a batch cut short is
-                await self.campaigns_task  # reconciled by the next run (marketing.dispatch)
+        if self.campaigns_task is not None:
+            self.campaigns_task.cancel()  # no new dispatchers, then the running ones stop: a
+            # batch cut short is reconciled by the next run (marketing.dispatch). A runner that
+            # could not be built has been logged (_run_campaigns): the drain goes on.
+            await asyncio.gather(self.campaigns_task, return_exceptions=True)
+        if self.campaigns is not None:
             await self.campaigns.stop()
         await self.worker.stop(grace)
         if self.webhooks is not None and self.webhooks_task is not None:
@@ -269,6 +284,12 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
     logins = LoginCache()  # one per process, for SMTP AUTH, IMAP and POP3 logins alike
     mx_auth = _mx_authenticator(settings, store)  # one per process: its DNS cache is shared
     try:
+        keys = _link_keys(settings)  # once: the MX, the HTTP app and the campaigns all use them
+        replies, unsubscribe = _list_mail(settings, store, directory, clock, keys)
+    except BaseException:
+        await server.stop(0)
+        raise
+    try:
         for lst in settings.listeners:
             if lst.role is Role.IMAP:
                 imap = imap or _imap_service(settings, store, directory, logins)
@@ -287,7 +308,10 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
                     clock, on_queued=worker.wake, directory=directory, recent=recent, handoff=worker,
                     logins=logins, dkim=dkim if lst.role is Role.SUBMISSION else None,
                     feedback=feedback,
-                    mx_auth=mx_auth if lst.role is Role.MX else None)
+                    mx_auth=mx_auth if lst.role is Role.MX else None,
+                    replies=replies if lst.role is Role.MX else None, unsubscribe=unsubscribe,
+                    list_consent=(GateListConsent(store) if lst.role is Role.SUBMISSION
+                                  else None))
                 server.listeners[lst.name] = await serve_smtp(
                     service, name=lst.name, host=lst.address, port=lst.port, tls_mode=lst.tls.value,
                     ssl_context=ssl_ctx, capabilities=_capabilities(settings, lst), limits=limits,
@@ -296,20 +320,50 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
                     allow_plaintext_auth=lst.allow_plaintext_auth_on_loopback, reuse_port=reuse_port)
             log.info("listening: name=%s, role=%s, address=%s, port=%d, tls=%s", lst.name,
                      lst.role.value, lst.address, server.listeners[lst.name].port, lst.tls.value)
-        server.campaigns = _campaign_runner(settings, store, clock, dkim, worker.wake)
+        make_runner = _campaign_runner(settings, store, clock, dkim, worker.wake, keys=keys)
         if settings.http.enabled:
-            server.http = await _serve_http(settings, store, clock, reuse_port=reuse_port,
+            server.http = await _serve_http(settings, store, clock, keys, reuse_port=reuse_port,
                                             injector=injector)
     except BaseException:
         await server.stop(0)
         raise
-    server.worker_task = asyncio.create_task(worker.run())
-    if server.campaigns is not None:
-        server.campaigns_task = asyncio.create_task(server.campaigns.run(), name="campaigns")
+    server.worker_task = asyncio.create_task(worker.run(), name="delivery")
+    server.campaigns_task = asyncio.create_task(_run_campaigns(server, make_runner),
+                                                name="campaigns")
     if settings.webhooks.enabled:
         server.webhooks = _webhook_dispatcher(settings, store, clock)
         server.webhooks_task = asyncio.create_task(server.webhooks.run(), name="webhooks")
+    m = settings.marketing
+    if m.retention_interval_hours > 0:
+        retention = RetentionTask(store, clock, interval=m.retention_interval_hours * 3600,
+                                  event_days=m.event_retention_days,
+                                  message_days=m.message_retention_days)
+        server.retention_task = asyncio.create_task(retention.run(), name="retention")
     return server
+
+
+def _link_keys(settings: Settings) -> list[bytes]:
+    """The [http] link keys (tracking and unsubscribe tokens, signed Message-IDs) from the link
+    secret file, created on first start like the VERP key (same file format and errors, which
+    are named after the [http] setting here)."""
+    try:
+        return verp_key.load_or_create(settings.http.secret_path(settings.data_path))
+    except ConfigError as exc:
+        reason = exc.message.removeprefix("[bounces] verp_secret_file: ")  # same file format
+        raise ConfigError(f"[http] token_secret_file: {reason}") from exc
+
+
+def _list_mail(settings: Settings, store: Store, directory: CachedDirectory, clock: SystemClock,
+               keys: list[bytes]) -> tuple[ReplyRecorder, MailtoUnsubscribe]:
+    """What the MX does with mail answering ours: REPLIED events (signed Message-IDs) and the
+    List-Unsubscribe mailto (signed unsubscribe tokens). Both read what the [http] link keys
+    signed; the unsubscriber is marketing's, injected (services may not import marketing)."""
+    from mailprime.marketing.tokens import TokenSigner  # noqa: PLC0415 (light; marketing's)
+    from mailprime.marketing.unsubscribe import MailtoUnsubscriber  # noqa: PLC0415
+
+    unsubscriber = MailtoUnsubscriber(store, TokenSigner(keys), clock,
+                                      scope_mode=settings.bounces.scope)
+    return (ReplyRecorder(store, MsgIdCodec(keys)), MailtoUnsubscribe(unsubscriber, directory))
 
 
 async def _serve_pop3(settings: Settings, lst: ListenerSettings, service: Pop3Service, *,
@@ -361,24 +415,20 @@ def _webhook_dispatcher(settings: Settings, store: Store, clock: SystemClock) ->
                                            max_attempts=w.max_attempts))
 
 
-async def _serve_http(settings: Settings, store: Store, clock: SystemClock, *,
+async def _serve_http(settings: Settings, store: Store, clock: SystemClock, keys: list[bytes], *,
                       reuse_port: bool, injector: Injector | None = None) -> HttpListener:
     """The HTTP API, tracking and unsubscribe endpoints ([http]); links are signed with the
-    keys in the link secret file (created on first start, like the VERP key)."""
+    link keys (`_link_keys`)."""
+    from mailprime.adapters.spam_preflight import spam_scorer  # noqa: PLC0415
     from mailprime.marketing.tokens import TokenSigner  # noqa: PLC0415 (see TYPE_CHECKING above)
+    from mailprime.net.http_server import serve_http  # noqa: PLC0415
     from mailprime.web.app import create_app  # noqa: PLC0415
     from mailprime.web.deps import WebDeps  # noqa: PLC0415
-    from mailprime.web.server import serve_http  # noqa: PLC0415
 
     http = settings.http
     http.check()  # again: environment overrides were applied after the section was built
-    path = http.secret_path(settings.data_path)
-    try:
-        keys = verp_key.load_or_create(path)
-    except ConfigError as exc:
-        reason = exc.message.removeprefix("[bounces] verp_secret_file: ")  # same file format
-        raise ConfigError(f"[http] token_secret_file: {reason}") from exc
-    app = create_app(WebDeps.build(store, settings, clock, TokenSigner(keys)))
+    app = create_app(WebDeps.build(store, settings, clock, TokenSigner(keys),
+                                   spam=spam_scorer(settings)))
     app.state.injector = injector  # POST /messages queues through it (and wakes the worker)
     listener = await serve_http(app, host=http.address, port=http.port, reuse_port=reuse_port,
                                 trusted_proxies=http.trusted_proxies)
@@ -388,26 +438,45 @@ async def _serve_http(settings: Settings, store: Store, clock: SystemClock, *,
 
 
 def _campaign_runner(settings: Settings, store: Store, clock: SystemClock, dkim: DkimSigner,
-                     wake: Callable[[], None]) -> CampaignRunner:
-    """Sends the campaigns in state sending (and starts scheduled ones when due): links
-    signed with the [http] link keys, messages DKIM-signed by the process's signer."""
-    from mailprime.marketing.campaigns import CampaignRunner  # noqa: PLC0415 (TYPE_CHECKING above)
-    from mailprime.marketing.dispatch import DispatchConfig, Dispatcher  # noqa: PLC0415
-    from mailprime.marketing.guardrails import GuardrailPolicy  # noqa: PLC0415
-    from mailprime.marketing.tokens import TokenSigner  # noqa: PLC0415
-
+                     wake: Callable[[], None], *,
+                     keys: list[bytes]) -> Callable[[], CampaignRunner]:
+    """What builds the runner that sends the campaigns in state sending (and starts scheduled
+    ones when due): links signed with the [http] link keys, messages DKIM-signed by the
+    process's signer. The settings are checked now (the link keys were read already), so a
+    bad configuration still stops the start; the campaign engine (Jinja2, css-inline,
+    html2text: ~0.25 s to import) is imported only when the builder is called, in the runner's
+    task, after ready."""
     m = settings.marketing
     m.check()  # again: environment overrides were applied after the section was built
-    tokens = TokenSigner(verp_key.load_or_create(settings.http.secret_path(settings.data_path)))
-    config = DispatchConfig(
-        base_url=settings.http.base_url, owner=f"{settings.server.hostname}:{os.getpid()}",
-        batch_size=m.dispatch_batch, lease_seconds=m.dispatch_lease_seconds,
-        guardrails=GuardrailPolicy(min_sample=m.guardrail_min_sample,
-                                   max_hard_bounce_rate=m.max_hard_bounce_rate,
-                                   max_complaint_rate=m.max_complaint_rate))
-    return CampaignRunner(
-        store, lambda: Dispatcher(store, dkim, tokens, config, clock=clock, on_queued=wake),
-        clock=clock, poll_seconds=m.dispatch_poll_seconds)
+
+    def build() -> CampaignRunner:
+        from mailprime.marketing.campaigns import CampaignRunner  # noqa: PLC0415 (see above)
+        from mailprime.marketing.dispatch import DispatchConfig, Dispatcher  # noqa: PLC0415
+        from mailprime.marketing.guardrails import GuardrailPolicy  # noqa: PLC0415
+        from mailprime.marketing.tokens import TokenSigner  # noqa: PLC0415
+
+        tokens = TokenSigner(keys)
+        config = DispatchConfig(
+            base_url=settings.http.base_url, owner=f"{settings.server.hostname}:{os.getpid()}",
+            batch_size=m.dispatch_batch, lease_seconds=m.dispatch_lease_seconds,
+            guardrails=GuardrailPolicy(min_sample=m.guardrail_min_sample,
+                                       max_hard_bounce_rate=m.max_hard_bounce_rate,
+                                       max_complaint_rate=m.max_complaint_rate))
+        return CampaignRunner(
+            store, lambda: Dispatcher(store, dkim, tokens, config, clock=clock, on_queued=wake),
+            clock=clock, poll_seconds=m.dispatch_poll_seconds)
+
+    return build
+
+
+async def _run_campaigns(server: Server, make_runner: Callable[[], CampaignRunner]) -> None:
+    """The campaign task: builds the runner (see _campaign_runner), then runs it."""
+    try:
+        server.campaigns = make_runner()
+    except Exception:
+        log.exception("campaigns: the runner could not be built; this process sends none")
+        raise
+    await server.campaigns.run()
 
 
 def _write_ready(settings: Settings, ports: dict[str, int]) -> None:
@@ -492,8 +561,12 @@ def run_server(settings: Settings) -> int:
     setup_logging(settings.log.format, settings.log.level, settings.log.file)
     ctx = multiprocessing.get_context("spawn")
     ready: multiprocessing.queues.Queue[dict[str, int]] = ctx.Queue()
+    # Node-wide housekeeping (retention) runs in the first worker only.
+    quiet = dataclasses.replace(settings, marketing=dataclasses.replace(
+        settings.marketing, retention_interval_hours=0.0))
     procs: list[multiprocessing.process.BaseProcess] = [
-        ctx.Process(target=_child, args=(settings, ready), name=f"mailprime-{i}")
+        ctx.Process(target=_child, args=(settings if i == 0 else quiet, ready),
+                    name=f"mailprime-{i}")
         for i in range(workers)]
     for p in procs:
         p.start()

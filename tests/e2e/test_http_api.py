@@ -63,7 +63,8 @@ def test_the_instance_serves_the_api_tracking_and_unsubscribe(tmp_path: Path, ca
 
 # The schema's operations, one test per resource so that each stays within the time a test may
 # take; an operation under none of these prefixes fails every run (a new resource must be added).
-RESOURCES = ("suppressions", "contacts", "lists", "segments", "templates", "messages", "webhooks")
+RESOURCES = ("suppressions", "contacts", "lists", "segments", "templates", "campaigns", "messages",
+             "webhooks")
 EXAMPLES = 20  # per operation and generation mode
 
 

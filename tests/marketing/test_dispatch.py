@@ -17,14 +17,21 @@ from pathlib import Path
 import pytest
 
 from mailprime.domain.audience import ConsentEvidence, ConsentSource, MembershipStatus
-from mailprime.domain.campaigns import CampaignStatus, PauseReason, SendStatus
+from mailprime.domain.campaigns import (
+    CampaignError,
+    CampaignStatus,
+    PauseReason,
+    SendRecord,
+    SendStatus,
+)
 from mailprime.domain.clock import SystemClock
 from mailprime.domain.deliverability import Suppression, SuppressionReason
-from mailprime.domain.ids import QueueId
+from mailprime.domain.ids import QueueId, new_queue_id
 from mailprime.domain.mail import EventKind, Priority
 from mailprime.marketing.campaigns import CampaignRunner, resume_campaign, start_campaign
 from mailprime.marketing.dispatch import DispatchConfig, Dispatcher, DispatchError, TokenBucket
 from mailprime.marketing.guardrails import GuardrailPolicy
+from mailprime.marketing.templates import Recipient
 from mailprime.marketing.tokens import ClickToken, OpenToken, TokenSigner, UnsubscribeToken
 from mailprime.services.dkim_keys import DkimSigner
 from mailprime.storage.sql import SqlStore
@@ -211,6 +218,8 @@ def test_guardrail_pauses_on_hard_bounces_and_says_why(tmp_path: Path) -> None:
             assert "8 of 100 sent" in paused.pause_detail, paused.pause_detail
             counters = await store.campaign_counters(seeded.campaign.id)
             assert (counters.queued, counters.hard_bounces) == (100, 8)
+            # The next batch was made meanwhile (the pipeline) but not written: no rows.
+            assert (counters.pending, counters.skipped, counters.failed) == (0, 0, 0)
             # Resumed by the operator with a looser policy, it finishes the rest once each.
             await resume_campaign(store, paused)
             d2 = dispatcher(store, FakeTime(), guardrails=GuardrailPolicy(
@@ -257,6 +266,38 @@ def test_contacts_refused_after_their_page_was_read_are_skipped_with_the_reason(
     asyncio.run(main())
 
 
+def test_a_chunk_with_a_taken_queue_id_queues_the_others_once(tmp_path: Path) -> None:
+    """Step 2's fallback: the chunk's one transaction fails on the taken id, its messages are
+    accepted one by one; the taken one was accepted already, so every row becomes queued and
+    the queue holds one message per contact."""
+    async def main() -> None:
+        async with sqlite(tmp_path).open() as store:
+            seeded = await seed(store, confirmed=6, track=False)
+            await started(store, seeded)
+            d = dispatcher(store)
+            campaign = await store.get_campaign(seeded.campaign.id)
+            assert campaign is not None
+            p = await d.prepare(campaign)
+            page = list(await store.audience(campaign.list_ids, sending_domain="a.test"))
+            rows = await store.record_sends(campaign.id, [
+                SendRecord(campaign.id, c.id, c.email, SendStatus.PENDING, new_queue_id())
+                for c in page])
+            made = {c.id: await d._message(p, Recipient(c.email, c.name, c.attributes, c.id))
+                    for c in page}
+            taken = rows[2]
+            assert taken.queue_id is not None
+            await store.accept(d._acceptance(p, taken.queue_id, taken.email,
+                                             *made[taken.contact_id]))
+            updates = await d._accept_all(p, [(r, *made[r.contact_id]) for r in rows])
+            assert sorted(u[0] for u in updates) == sorted(c.id for c in page)
+            assert {u[1] for u in updates} == {SendStatus.QUEUED}
+            got = await queue_by_address(store)
+            assert set(got) == {c.email for c in page} and set(got.values()) == {1}
+            assert store.stats.batch_failures + store.stats.failed >= 1  # the chunk did fail
+
+    asyncio.run(main())
+
+
 def test_test_send_and_refusals(tmp_path: Path) -> None:
     async def main() -> None:
         async with sqlite(tmp_path).open() as store:
@@ -272,6 +313,11 @@ def test_test_send_and_refusals(tmp_path: Path) -> None:
             msg = email.message_from_bytes(content, policy=email.policy.default)
             assert msg["Subject"].startswith("[Test] News for")
             assert b"/t/c/" not in content and b"/t/o/" not in content  # tracking off
+            suppressed = seeded.excluded[3]  # seed(): unconfirmed, suppressed, unsubscribed
+            queued_before = len(await store.list_queue(1000))
+            with pytest.raises(CampaignError, match=f"{suppressed}: suppressed"):
+                await d.test_send(seeded.campaign, ["boss@c.test", suppressed])
+            assert len(await store.list_queue(1000)) == queued_before  # nothing, not even boss
             insecure = Dispatcher(store, DkimSigner(store, SystemClock()), TokenSigner([SECRET]),
                                   DispatchConfig(base_url="http://mail.a.test"),
                                   clock=SystemClock())

@@ -82,6 +82,57 @@ def test_gate_refuses_suppressed_unsubscribed_unconfirmed_and_strangers(
     run(backend, act)
 
 
+def test_check_many_decides_as_check_does_for_every_refusal(
+        backend: Backend) -> None:  # noqa: F811
+    async def act(store: SqlStore) -> None:
+        double = await store.create_list("double", opt_in=OptIn.DOUBLE)
+        single = await store.create_list("single", opt_in=OptIn.SINGLE)
+        await consent.subscribe(store, "new@example.com", "double", FORM)
+        await consent.subscribe(store, "ok@example.com", "double", FORM)
+        await consent.confirm(store, "ok@example.com", "double", FORM)
+        await consent.subscribe(store, "ok@example.com", "single", FORM)
+        await consent.subscribe(store, "gone@example.com", "single", FORM)
+        await consent.unsubscribe(store, "gone@example.com", "single",
+                                  ConsentEvidence(ConsentSource.ONE_CLICK))
+        await consent.subscribe(store, "erased@example.com", "single", FORM)
+        await store.erase_contact("erased@example.com")
+        await store.suppress(Suppression("ok@example.com", "b.test", SuppressionReason.HARD_BOUNCE,
+                                         datetime(2030, 1, 1, tzinfo=UTC)))
+        gate = SendGate(store)
+        addresses = ["ok@example.com", "OK@example.com", "new@example.com", "gone@example.com",
+                     "stranger@example.com", "erased@example.com", "a@b@c", "not-an-address"]
+        lists: list[ListId | None] = [None, double.id, single.id, ListId(999)]
+        seen: set[Refusal | None] = set()
+        for domain in ("a.test", "b.test"):
+            for purpose in Purpose:
+                for list_id in lists:
+                    one = [await gate.check(a, sending_domain=domain, list_id=list_id,
+                                            purpose=purpose) for a in addresses]
+                    many = await gate.check_many(
+                        addresses, sending_domain=domain, purpose=purpose,
+                        list_ids=[list_id] if list_id is not None else [])
+                    assert many == one, (domain, purpose, list_id)
+                    seen.update(d.refusal for d in one)
+        assert seen == {None, *Refusal}  # every refusal kind was compared
+
+        # Several lists: allowed when one allows it, else the first list's refusal.
+        both = [double.id, single.id]
+        decisions = await gate.check_many(["new@example.com", "gone@example.com",
+                                           "ok@example.com", "ok@example.com"],
+                                          sending_domain="a.test", list_ids=both)
+        assert [d.refusal for d in decisions] == [Refusal.UNCONFIRMED, Refusal.NOT_A_MEMBER,
+                                                  None, None]
+        refused = await gate.check_many(["ok@example.com"], sending_domain="b.test",
+                                        list_ids=[ListId(999), *both])
+        assert refused[0].refusal is Refusal.SUPPRESSED  # for every list alike
+        assert (await gate.check_many(["new@example.com"], sending_domain="a.test",
+                                      list_ids=[ListId(999), *both]))[0].refusal \
+            is Refusal.NO_SUCH_LIST
+        assert await gate.check_many([], sending_domain="a.test", list_ids=both) == []
+
+    run(backend, act)
+
+
 CSV_IN = """email,name,attributes,attributes.plan,attributes.age
 ann@example.com,Ann,"{""city"": ""Oslo""}",pro,31
 not-an-address,X,,,

@@ -7,7 +7,7 @@ import asyncio
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from mailprime.domain.errors import StorageError
+from mailprime.domain.errors import AlreadyExists
 from mailprime.domain.ids import QueueId, new_queue_id
 from mailprime.domain.mail import (
     Acceptance,
@@ -121,7 +121,7 @@ async def test_a_failed_batch_hands_out_only_committed_recipients(backend: Backe
             *(store.accept(a, lease_to="w", lease_seconds=60) for a in [*good[:5], remote(dup, "b@x.example"),
                                                                           *good[5:]]),
             return_exceptions=True)
-        assert sum(isinstance(r, StorageError) for r in results) == 1
+        assert sum(isinstance(r, AlreadyExists) for r in results) == 1
         for a, res in zip(good, [r for r in results if not isinstance(r, BaseException)], strict=True):
             (job,) = res.jobs
             assert [r.id for r in job.recipients] == [r.id for r in await store.get_recipients(a.queue_id)]

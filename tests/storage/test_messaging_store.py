@@ -1,6 +1,7 @@
 """The MessagingStore port on SQLite and PostgreSQL (see conftest.py): idempotency records
-(claim, replay, stale take-over, expiry, purge), webhooks (CRUD) and their deliveries (fan-out
-by cursor, claims that two callers never share, the attempt log)."""
+(claim with its queue id, the prepared response, replay, stale take-over keeping the queue id,
+expiry, purge), webhooks (CRUD) and their deliveries (fan-out by cursor, claims that two callers
+never share, the attempt log)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mailprime.domain.errors import NotFound
+from mailprime.domain.errors import Conflict, NotFound
 from mailprime.domain.ids import ApiKeyId, QueueId
 from mailprime.domain.mail import EventKind
 from mailprime.domain.messaging import DeliveryStatus, WebhookId
@@ -27,46 +28,96 @@ async def test_idempotency_claim_complete_replay_and_release(backend: Backend) -
         now = backend.clock.now()
         window = {"stale_before": now - timedelta(seconds=60),
                   "expired_before": now - timedelta(hours=24)}
-        assert await store.claim_idempotency_key(KEY, "k1", "h1", now=now, **window) is None
-        pending = await store.claim_idempotency_key(KEY, "k1", "h1", now=now, **window)
-        assert pending is not None and not pending.done and pending.request_hash == "h1"
+        first = await store.claim_idempotency_key(KEY, "k1", "h1", now=now,
+                                                  queue_id=QueueId("Q1"), **window)
+        assert first.owned and first.record.queue_id == "Q1"
+        pending = await store.claim_idempotency_key(KEY, "k1", "h1", now=now,
+                                                    queue_id=QueueId("Q2"), **window)
+        assert not pending.owned and not pending.record.done
+        assert (pending.record.request_hash, pending.record.queue_id) == ("h1", "Q1")
+        # The owner stores the response it will give before its accept.
+        await store.prepare_idempotency_key(KEY, "k1", '{"id": "Q1"}',
+                                            claimed_at=first.record.created_at)
+        prepared = (await store.claim_idempotency_key(KEY, "k1", "h1", now=now, **window)).record
+        assert (prepared.status, prepared.body) == (None, '{"id": "Q1"}')
         # Another API key has its own keys.
-        assert await store.claim_idempotency_key(ApiKeyId(8), "k1", "h2", now=now, **window) is None
+        assert (await store.claim_idempotency_key(ApiKeyId(8), "k1", "h2", now=now,
+                                                  **window)).owned
         await store.complete_idempotency_key(KEY, "k1", 202, '{"id": "Q1"}')
         done = await store.claim_idempotency_key(KEY, "k1", "other", now=now, **window)
-        assert done is not None and (done.status, done.body, done.request_hash) == (
-            202, '{"id": "Q1"}', "h1")
-        # A released key is free again; a completed one is not released.
-        assert await store.claim_idempotency_key(KEY, "k2", "h", now=now, **window) is None
-        await store.release_idempotency_key(KEY, "k2")
-        assert await store.claim_idempotency_key(KEY, "k2", "h", now=now, **window) is None
-        await store.release_idempotency_key(KEY, "k1")
+        assert not done.owned and (done.record.status, done.record.body,
+                                   done.record.request_hash) == (202, '{"id": "Q1"}', "h1")
+        # A released key is free again; a completed one is not released (nor re-prepared).
+        assert (await store.claim_idempotency_key(KEY, "k2", "h", now=now, **window)).owned
+        await store.release_idempotency_key(KEY, "k2", claimed_at=now)
+        assert (await store.claim_idempotency_key(KEY, "k2", "h", now=now, **window)).owned
+        await store.release_idempotency_key(KEY, "k1", claimed_at=now)
+        with pytest.raises(Conflict):
+            await store.prepare_idempotency_key(KEY, "k1", "{}", claimed_at=now)
         assert (await store.claim_idempotency_key(KEY, "k1", "h1", now=now, **window)) == done
+
+
+async def test_idempotency_a_taken_over_owner_can_neither_prepare_nor_release(
+        backend: Backend) -> None:
+    """A request that seemed dead (its record went stale) and was taken over by a retry must
+    not overwrite the retry's prepared response (it would then go on to accept a second
+    message), nor forget the record the retry holds."""
+    async with backend.open() as store:
+        start = backend.clock.now()
+        first = await store.claim_idempotency_key(KEY, "k", "h", now=start, stale_before=start,
+                                                  expired_before=start, queue_id=QueueId("Q1"))
+        later = start + timedelta(seconds=61)
+        taken = await store.claim_idempotency_key(
+            KEY, "k", "h", now=later, stale_before=later - timedelta(seconds=60),
+            expired_before=start, queue_id=QueueId("Q2"))
+        assert first.owned and taken.owned
+        await store.prepare_idempotency_key(KEY, "k", '{"by": "retry"}',
+                                            claimed_at=taken.record.created_at)
+        with pytest.raises(Conflict, match="taken over"):
+            await store.prepare_idempotency_key(KEY, "k", '{"by": "first"}',
+                                                claimed_at=first.record.created_at)
+        await store.release_idempotency_key(KEY, "k", claimed_at=first.record.created_at)
+        held = await store.claim_idempotency_key(KEY, "k", "h", now=later, stale_before=start,
+                                                 expired_before=start)
+        assert not held.owned
+        assert (held.record.body, held.record.created_at) == ('{"by": "retry"}', later)
+        await store.release_idempotency_key(KEY, "k", claimed_at=taken.record.created_at)
+        assert (await store.claim_idempotency_key(KEY, "k", "h", now=later, stale_before=start,
+                                                  expired_before=start)).owned
 
 
 async def test_idempotency_stale_takeover_expiry_and_purge(backend: Backend) -> None:
     async with backend.open() as store:
         start = backend.clock.now()
-        assert await store.claim_idempotency_key(
-            KEY, "k", "h", now=start, stale_before=start, expired_before=start) is None
+        assert (await store.claim_idempotency_key(
+            KEY, "k", "h", now=start, stale_before=start, expired_before=start,
+            queue_id=QueueId("Q1"))).owned
         later = start + timedelta(seconds=61)
         stale = later - timedelta(seconds=60)
-        # A stale pending record of another body is not taken over; of the same body it is.
+        # A stale pending record of another body is not taken over; of the same body it is,
+        # keeping its queue id (the dead owner's message, if accepted, is under it).
         other = await store.claim_idempotency_key(KEY, "k", "x", now=later, stale_before=stale,
                                                   expired_before=start)
-        assert other is not None and other.request_hash == "h"
-        assert await store.claim_idempotency_key(KEY, "k", "h", now=later, stale_before=stale,
-                                                 expired_before=start) is None
+        assert not other.owned and other.record.request_hash == "h"
+        taken = await store.claim_idempotency_key(KEY, "k", "h", now=later, stale_before=stale,
+                                                  expired_before=start, queue_id=QueueId("Q2"))
+        assert taken.owned and taken.record.queue_id == "Q1" and taken.record.created_at == later
         again = await store.claim_idempotency_key(KEY, "k", "h", now=later, stale_before=stale,
                                                   expired_before=start)
-        assert again is not None and again.created_at == later  # the taker owns it now
+        assert not again.owned and again.record.created_at == later  # the taker owns it now
         await store.complete_idempotency_key(KEY, "k", 202, "{}")
+        # A record from before migration 0014 (no queue id) takes the taker's.
+        assert (await store.claim_idempotency_key(
+            KEY, "old", "h", now=start, stale_before=start, expired_before=start)).owned
+        legacy = await store.claim_idempotency_key(KEY, "old", "h", now=later, stale_before=stale,
+                                                   expired_before=start, queue_id=QueueId("Q3"))
+        assert legacy.owned and legacy.record.queue_id == "Q3"
         # A day on, the record is forgotten: the key is new again, for any body.
         day = later + timedelta(hours=24, seconds=1)
-        assert await store.claim_idempotency_key(
+        assert (await store.claim_idempotency_key(
             KEY, "k", "new", now=day, stale_before=day, expired_before=day - timedelta(hours=24)
-        ) is None
-        assert await store.purge_idempotency_keys(day + timedelta(seconds=1)) == 1
+        )).owned
+        assert await store.purge_idempotency_keys(day + timedelta(seconds=1)) == 2
 
 
 async def test_webhook_crud(backend: Backend) -> None:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from mailprime.domain.errors import NotFound, StorageError
+from mailprime.domain.errors import AlreadyExists, NotFound, StorageError
 from mailprime.domain.ids import AccountId, QueueId, new_queue_id
 from mailprime.domain.mail import (
     Acceptance,
@@ -182,7 +182,7 @@ async def test_discarded_and_refused_bodies_leave_no_file(backend: Backend) -> N
 
         dup = new_queue_id()
         await store.accept(accepting(b"Subject: first\r\n\r\nhi\r\n", queue_id=dup))
-        with pytest.raises(StorageError):  # the queue id is taken: the commit fails
+        with pytest.raises(AlreadyExists):  # the queue id is taken: refused, nothing written
             await store.accept(accepting(sealed, queue_id=dup))
         assert spool_files(backend.spool_dir) == ([], [])
 

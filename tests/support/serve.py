@@ -21,13 +21,16 @@ CLI = [sys.executable, "-c", "from mailprime.cli.main import main; main()"]
 
 @contextmanager
 def serving(config: Path, env: dict[str, str] | None = None, *, start_timeout: float = 30.0,
-            stop_timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+            stop_timeout: float = 30.0, new_session: bool = False
+            ) -> Iterator[subprocess.Popen[bytes]]:
+    """`new_session`: the process leads its own process group, so that a test can kill it and
+    every process it started at once (`os.killpg(proc.pid, signal.SIGKILL)`)."""
     ready = config.parent / "run" / "ready.json"
     ready.unlink(missing_ok=True)  # a SIGKILLed run leaves its file behind
     log_path = config.parent / "serve.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([*CLI, "serve", "--config", str(config)], stdout=log, stderr=log,
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, **(env or {})}, start_new_session=new_session)
         try:
             deadline = time.monotonic() + start_timeout
             while not ready.exists():

@@ -1,5 +1,6 @@
 """A live web app for the tests: a real SQLite store, `create_app` served by uvicorn (our
-web.server) on an ephemeral loopback port, and an httpx client speaking to it over the socket.
+net.http_server) on an ephemeral loopback port, and an httpx client speaking to it over the
+socket.
 
 Tests are plain functions that run `asyncio.run(scenario())` and open `live_web(...)` inside, so
 the server, the store and the client share the test's own event loop."""
@@ -13,14 +14,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI
 
-from mailprime.config import BounceSettings, HttpSettings, ServerSettings, Settings
+from mailprime.config import (
+    BounceSettings,
+    HttpSettings,
+    MarketingSettings,
+    ServerSettings,
+    Settings,
+)
 from mailprime.domain.api_keys import new_api_key
 from mailprime.marketing.tokens import TokenSigner
+from mailprime.net.http_server import HttpListener, serve_http
 from mailprime.storage.sql import SqlStore, open_store
 from mailprime.web.app import create_app
 from mailprime.web.deps import WebDeps
-from mailprime.web.server import HttpListener, serve_http
 
 LINK_KEY = bytes(range(32))
 
@@ -44,6 +52,7 @@ class LiveWeb:
     signer: TokenSigner
     clock: MovableClock
     settings: Settings
+    app: FastAPI | None = None  # its state holds what runtime would hand it (the injector)
 
     @property
     def base(self) -> str:
@@ -60,12 +69,14 @@ class LiveWeb:
 @asynccontextmanager
 async def live_web(tmp: Path, *, max_request_size: int = 64 * 1024,
                    suppression_scope: str = "global",
-                   machine_networks: list[str] | None = None) -> AsyncIterator[LiveWeb]:
+                   machine_networks: list[str] | None = None, public_url: str = "",
+                   postal_address: str = "") -> AsyncIterator[LiveWeb]:
     settings = Settings(
         server=ServerSettings(data_dir=str(tmp)),
         http=HttpSettings(enabled=True, port=0, max_request_size=max_request_size,
-                          machine_networks=machine_networks or []),
+                          machine_networks=machine_networks or [], public_url=public_url),
         bounces=BounceSettings(scope=suppression_scope),
+        marketing=MarketingSettings(postal_address=postal_address),
         config_path=str(tmp / "mailprime.toml"))
     clock = MovableClock()
     store = await open_store(f"sqlite:///{tmp / 'web.db'}", spool_dir=tmp / "spool",
@@ -76,7 +87,7 @@ async def live_web(tmp: Path, *, max_request_size: int = 64 * 1024,
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{listener.port}",
                                      timeout=10.0) as client:
-            yield LiveWeb(store, listener, client, signer, clock, settings)
+            yield LiveWeb(store, listener, client, signer, clock, settings, app)
     finally:
         await listener.stop(grace=2.0)
         await store.close()

@@ -119,3 +119,45 @@ def test_members_add_page_and_remove(tmp_path: Path) -> None:
             assert on_single == ["given", "confirmed", "withdrawn", "given", "confirmed"]
 
     asyncio.run(scenario())
+
+
+def test_list_patch_and_the_opt_in_rule(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with live_web(tmp_path) as web:
+            h = bearer(await web.key("lists:*"))
+            lst = (await web.client.post("/api/v1/lists", headers=h, json={
+                "name": "news", "description": "Monthly"})).json()
+            await web.client.post("/api/v1/lists", headers=h, json={"name": "taken"})
+            url = f"/api/v1/lists/{lst['id']}"
+            renamed = await web.client.patch(url, headers=h, json={
+                "name": " letters ", "description": "Weekly"})
+            assert renamed.status_code == 200, renamed.text
+            assert (renamed.json()["name"], renamed.json()["description"],
+                    renamed.json()["opt_in"]) == ("letters", "Weekly", "double")
+            kept = await web.client.patch(url, headers=h, json={"description": None})
+            assert kept.json()["description"] == "Weekly"  # null: left as it is
+            taken = await web.client.patch(url, headers=h, json={"name": "taken"})
+            assert taken.status_code == 409 and taken.headers["content-type"] == PROBLEM
+            injected = await web.client.patch(url, headers=h, json={"name": "a\r\nBcc: x"})
+            assert injected.status_code == 422
+            assert injected.json()["errors"][0]["field"] == "body.name"
+            blank = await web.client.patch(url, headers=h, json={"name": "   "})
+            assert blank.status_code == 422 and blank.json()["errors"][0]["field"] == "body.name"
+            assert (await web.client.patch("/api/v1/lists/999", headers=h,
+                                           json={"name": "x"})).status_code == 404
+            # An unconfirmed member keeps the list double opt-in; stricter is always fine.
+            await web.client.post(f"{url}/members", headers=h, json={"email": "a@example.com"})
+            looser = await web.client.patch(url, headers=h, json={"opt_in": "single"})
+            assert looser.status_code == 409, looser.text
+            assert "1 unconfirmed member" in looser.json()["detail"]
+            await web.client.delete(f"{url}/members/a@example.com", headers=h)
+            single = await web.client.patch(url, headers=h, json={"opt_in": "single"})
+            assert single.status_code == 200 and single.json()["opt_in"] == "single"
+            assert single.json()["members"]["unsubscribed"] == 1
+            double = await web.client.patch(url, headers=h, json={"opt_in": "double"})
+            assert double.json()["opt_in"] == "double"
+            reader = bearer(await web.key("lists:read", name="reader"))
+            assert (await web.client.patch(url, headers=reader,
+                                           json={"name": "z"})).status_code == 403
+
+    asyncio.run(scenario())

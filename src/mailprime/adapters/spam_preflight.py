@@ -1,7 +1,8 @@
 """The campaign pre-flight's spam score (marketing.preflight.SpamScorer) from rspamd.
 
-marketing may not import services, so this adapter (wired by the CLI and the runtime) lends the
-pre-flight the rspamd client the MX uses. The sample is scanned as an authenticated outbound
+marketing may not import services, so this adapter (wired by the CLI and the runtime) gives the
+pre-flight an rspamd client of its own, on the rspamd the MX is configured with. The sample is
+scanned as an authenticated outbound
 message (rspamd's `User` header): what matters is how its content scores, not whether this
 machine's address is in the From domain's SPF record.
 """

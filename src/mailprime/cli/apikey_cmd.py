@@ -30,7 +30,9 @@ apikey_app = typer.Typer(help="API keys for the HTTP API: create, list, revoke."
                          no_args_is_help=True)
 
 SCOPE_HELP = ("A scope the key grants (repeat for more): RESOURCE:ACTION, RESOURCE:* or * (all). "
-              "Resources: " + ", ".join(f"{r} ({'/'.join(a)})" for r, a in RESOURCES.items()))
+              "Resources: " + ", ".join(f"{r} ({'/'.join(a)})" for r, a in RESOURCES.items())
+              + ". campaigns:send is what makes campaign mail leave (start, resume, test); "
+                "campaigns:write creates, changes, pauses and cancels.")
 
 
 @apikey_app.command("create")

@@ -1,4 +1,4 @@
-"""`mailprime list`: mailing lists (create, list, show, delete) and their members."""
+"""`mailprime list`: mailing lists (create, list, show, update, delete) and their members."""
 
 from __future__ import annotations
 
@@ -73,6 +73,30 @@ def show(name: NameArg, config: ConfigOpt) -> None:
         console.print(escape(lst.description))
     for status in MembershipStatus:
         console.print(f"{status.value}: {counts.get(status, 0)}")
+
+
+@list_app.command("update")
+def update(name: NameArg, config: ConfigOpt,
+           rename: Annotated[str | None, typer.Option("--name", help="A new name.")] = None,
+           description: Annotated[str | None, typer.Option(help="A new description.")] = None,
+           opt_in: Annotated[OptIn | None, typer.Option(help=(
+               "single -> double is always allowed (unconfirmed members wait for their "
+               "confirmation); double -> single is refused while a member is unconfirmed."))]
+           = None) -> None:
+    """Change a list's name, description or opt-in (memberships are not changed)."""
+    if rename is not None and (not rename.strip() or len(rename) > MAX_NAME
+                               or any(ch in rename for ch in "\r\n\0")):
+        fail(f"--name: 1 to {MAX_NAME} characters on one line", 2)
+    if rename is None and description is None and opt_in is None:
+        fail("nothing to change: give --name, --description or --opt-in", 2)
+
+    async def act(store: Store, _: Settings) -> MailingList:
+        lst = await _get(store, name)
+        return await store.update_list(lst.id, name=rename.strip() if rename else None,
+                                       description=description, opt_in=opt_in)
+
+    lst = run_with_store(config, act)
+    console.print(f"updated list #{lst.id} {escape(lst.name)} ({lst.opt_in.value} opt-in)")
 
 
 @list_app.command("delete")

@@ -10,6 +10,7 @@ from mailprime.cli.apikey_cmd import apikey_app
 from mailprime.cli.bounce_cmd import bounce_app
 from mailprime.cli.campaign_cmd import campaign_app
 from mailprime.cli.contact_cmd import contact_app
+from mailprime.cli.demo_cmd import demo
 from mailprime.cli.dkim_cmd import dkim_app
 from mailprime.cli.doctor_cmd import doctor
 from mailprime.cli.init_cmd import init
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 app.command("init")(init)
 app.command("serve")(serve)
+app.command("demo")(demo)
 app.add_typer(domain_app, name="domain")
 app.add_typer(account_app, name="account")
 app.add_typer(alias_app, name="alias")

@@ -55,6 +55,29 @@ def create(name: NameArg, expression: Annotated[str, typer.Argument(
     console.print(f"created segment #{seg.id} {escape(seg.name)}")
 
 
+@segment_app.command("update")
+def update(name: NameArg, config: ConfigOpt,
+           rename: Annotated[str | None, typer.Option("--name", help="A new name.")] = None,
+           expression: Annotated[str | None, typer.Option(help=(
+               "A new filter (refused while a scheduled, sending or paused campaign uses "
+               "the segment)."))] = None) -> None:
+    """Rename a segment or change its expression (parsed first, like `create`)."""
+    if rename is None and expression is None:
+        fail("nothing to change: give --name or --expression", 2)
+    if rename is not None and not rename.strip():
+        fail("--name: not only white space", 2)
+    if expression is not None:
+        _parse(expression)
+
+    async def act(store: Store, _: Settings) -> Segment:
+        seg = await _get(store, name)
+        return await store.update_segment(seg.id, name=rename.strip() if rename else None,
+                                          expression=expression)
+
+    seg = run_with_store(config, act)
+    console.print(f"updated segment #{seg.id} {escape(seg.name)}: {escape(seg.expression)}")
+
+
 @segment_app.command("list")
 def list_segments(config: ConfigOpt) -> None:
     """Every segment and its expression."""

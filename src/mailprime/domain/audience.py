@@ -74,6 +74,7 @@ class ConsentSource(enum.StrEnum):
     IMPORT = "import"
     CLI = "cli"
     ONE_CLICK = "one-click"  # RFC 8058 List-Unsubscribe-Post
+    MAILTO = "mailto"  # a message to the List-Unsubscribe mailto (RFC 2369 3.2)
     ERASURE = "erasure"  # the withdrawal an erasure records
 
 
@@ -105,6 +106,14 @@ class ContactInput:
     attributes: Attributes = field(default_factory=dict)
 
 
+def list_label(name: str) -> str:
+    """The label a list's name gives its List-Id (RFC 2919 `<label.sending-domain>`): ASCII
+    letters, digits and "-" only, lower case; "list" when nothing of the name is left."""
+    clean = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "-") else "-"
+                    for ch in name.lower()).strip("-")
+    return clean or "list"
+
+
 @dataclass(frozen=True, slots=True)
 class MailingList:
     id: ListId
@@ -112,6 +121,21 @@ class MailingList:
     description: str
     opt_in: OptIn
     created_at: datetime
+
+    @property
+    def list_id_label(self) -> str:
+        """The label of this list's List-Id (`<label.sending-domain>`): its name's label and its
+        id, "news-3". Unique per list (names in other scripts, or differing in case only, give
+        one label) and kept by a rename's id, so mail that names it maps back to exactly it."""
+        return f"{list_label(self.name)}-{self.id}"
+
+
+def list_of_label(label: str) -> ListId | None:
+    """The list id a List-Id label names (`MailingList.list_id_label`), or None."""
+    _name, dash, number = label.rpartition("-")
+    if not dash or not number.isascii() or not number.isdigit() or len(number) > 18:
+        return None
+    return ListId(int(number))
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,9 @@ TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
     S.CANCELLED: frozenset(),
 }
 FINAL = frozenset({S.SENT, S.CANCELLED})
+# Settings may change only before anything is sent: afterwards a change would make one
+# campaign's recipients get different mail, and its counters mean nothing.
+EDITABLE = frozenset({S.DRAFT, S.SCHEDULED})
 
 
 class CampaignError(DomainError):
@@ -221,6 +224,7 @@ def transition(campaign: Campaign, to: CampaignStatus, *, at: datetime,
 
 
 __all__ = [
+    "EDITABLE",
     "FINAL",
     "MAX_DETAIL",
     "MAX_LISTS",

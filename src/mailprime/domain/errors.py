@@ -30,6 +30,14 @@ class AlreadyExists(DomainError):
     http_status = 409
 
 
+class Conflict(DomainError):
+    """The request conflicts with the resource's current state (the text says what to do)."""
+
+    smtp_code = 550
+    smtp_enhanced = "5.0.0"
+    http_status = 409
+
+
 class InvalidAddress(DomainError):
     smtp_code = 501
     smtp_enhanced = "5.1.3"

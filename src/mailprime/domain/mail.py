@@ -43,6 +43,9 @@ class EventKind(enum.StrEnum):
     OPENED = "opened"
     CLICKED = "clicked"
     UNSUBSCRIBED = "unsubscribed"
+    # A message arrived at the MX whose In-Reply-To/References names one we sent (its signed
+    # Message-ID: message.msgid_token; services.replies records it).
+    REPLIED = "replied"
 
 
 class DsnNotify(enum.StrEnum):

@@ -22,9 +22,9 @@ WebhookId = NewType("WebhookId", int)
 WebhookDeliveryId = NewType("WebhookDeliveryId", int)
 
 # The event kinds a webhook may subscribe to (issue 5: delivered, bounced, complained, opened,
-# clicked, unsubscribed; replied is not recorded as an event yet). Values of EventKind.
+# clicked, unsubscribed, replied). Values of EventKind: a payload's "type" is the event's kind.
 WEBHOOK_EVENTS = ("delivered", "bounced", "complained", "opened", "clicked", "unsubscribed",
-                  "deferred", "expired", "suppressed")
+                  "replied", "deferred", "expired", "suppressed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +34,23 @@ class IdempotencyRecord:
     request_hash: str  # SHA-256 hex of the canonical request (method, path, JSON body)
     created_at: datetime
     status: int | None = None  # None: the first request is still being processed
-    body: str | None = None  # the response's JSON text, once done
+    # The response's JSON text: once done, and while pending the answer its owner will give
+    # if its message is accepted (written before the accept: see web.messages_api).
+    body: str | None = None
+    queue_id: QueueId | None = None  # chosen at the claim: the only id its message may take
 
     @property
     def done(self) -> bool:
         return self.status is not None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """What claiming a key found: `owned`, the caller holds the key now (a new record, or a
+    stale pending record of the same request taken over); else another request's record."""
+
+    owned: bool
+    record: IdempotencyRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,5 +103,5 @@ class WebhookJob:
     attrs: tuple[tuple[str, str], ...] = field(default=())
 
 
-__all__ = ["WEBHOOK_EVENTS", "DeliveryStatus", "IdempotencyRecord", "Webhook", "WebhookDelivery",
-           "WebhookDeliveryId", "WebhookId", "WebhookJob"]
+__all__ = ["WEBHOOK_EVENTS", "DeliveryStatus", "IdempotencyClaim", "IdempotencyRecord", "Webhook",
+           "WebhookDelivery", "WebhookDeliveryId", "WebhookId", "WebhookJob"]

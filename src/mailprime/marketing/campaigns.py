@@ -5,6 +5,11 @@ Theory of operation
 The CLI and the API change a campaign only through these functions, and these only through the
 store's `set_campaign_status`, which applies domain.campaigns.transition inside the write: the
 state table is the one authority, and a refused move comes back as IllegalTransition (409).
+Settings change (`update_campaign`) and a campaign is deleted (`delete_campaign`) only in the
+states that allow it (domain.campaigns.EDITABLE, draft): the store checks them inside its write,
+the one place that sees the status as it is. A change is checked (pre-flighted when the campaign
+is scheduled) for the status the caller read, and the write is conditional on that status, so
+a draft scheduled meanwhile is not changed without the pre-flight it now needs.
 
 Starting runs the pre-flight (marketing.preflight) and refuses with every error it found; a
 start time in the future makes the campaign scheduled, anything else sending. Nothing here
@@ -28,13 +33,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from mailprime.domain.campaigns import (
+    EDITABLE,
     Campaign,
     CampaignDraft,
     CampaignError,
     CampaignStatus,
+    IllegalTransition,
     PauseReason,
 )
 from mailprime.domain.clock import Clock
@@ -51,6 +59,11 @@ S = CampaignStatus
 
 async def create_campaign(store: Store, draft: CampaignDraft) -> Campaign:
     """Checks what the draft names exists, then stores it as a draft."""
+    await _check_draft(store, draft)
+    return await store.create_campaign(draft)
+
+
+async def _check_draft(store: Store, draft: CampaignDraft) -> None:
     draft.check()
     if await store.get_template(draft.template_id) is None:
         raise NotFound(f"no template #{draft.template_id}")
@@ -60,7 +73,46 @@ async def create_campaign(store: Store, draft: CampaignDraft) -> Campaign:
     if draft.segment_id is not None and not any(
             s.id == draft.segment_id for s in await store.list_segments()):
         raise NotFound(f"no segment #{draft.segment_id}")
-    return await store.create_campaign(draft)
+
+
+def draft_of(campaign: Campaign) -> CampaignDraft:
+    """The campaign's settings as a draft: what an update starts from and changes."""
+    return CampaignDraft(
+        name=campaign.name, template_id=campaign.template_id, list_ids=campaign.list_ids,
+        from_address=campaign.from_address, from_name=campaign.from_name,
+        reply_to=campaign.reply_to, subject=campaign.subject, segment_id=campaign.segment_id,
+        rate_per_minute=campaign.rate_per_minute, track_opens=campaign.track_opens,
+        track_clicks=campaign.track_clicks, postal_address=campaign.postal_address)
+
+
+async def update_campaign(store: Store, campaign: Campaign, draft: CampaignDraft, *,
+                          base_url: str, spam: SpamScorer | None = None) -> Campaign:
+    """Replaces the settings of a draft or a scheduled campaign (IllegalTransition from the
+    store otherwise: what has started keeps the settings it started with). A scheduled
+    campaign passed the pre-flight (with a spam score when `spam` is given, as a start) when
+    it was scheduled and must still pass it with the new settings (PreflightFailed), or the
+    runner would start at its time a campaign that would have been refused; it stays
+    scheduled for the same time. The store writes only if the campaign is still in the
+    status `campaign` has, the one the checks were made for (IllegalTransition otherwise)."""
+    await _check_draft(store, draft)
+    if campaign.status is S.SCHEDULED:
+        changed = replace(campaign, name=draft.name, template_id=draft.template_id,
+                          list_ids=draft.list_ids, segment_id=draft.segment_id,
+                          from_address=draft.from_address, from_name=draft.from_name,
+                          reply_to=draft.reply_to, subject=draft.subject,
+                          rate_per_minute=draft.rate_per_minute, track_opens=draft.track_opens,
+                          track_clicks=draft.track_clicks, postal_address=draft.postal_address)
+        problems = await preflight(store, changed, base_url=base_url, spam=spam)
+        if errors(problems):
+            raise PreflightFailed(problems)
+    return await store.update_campaign(campaign.id, draft,
+                                       only_from=frozenset({campaign.status}))
+
+
+async def delete_campaign(store: Store, campaign: Campaign) -> bool:
+    """Deletes a draft (nothing was ever sent for it); IllegalTransition for any other state:
+    a campaign that was scheduled or sent is cancelled instead, so its record stays."""
+    return await store.delete_campaign(campaign.id, only_from=frozenset({S.DRAFT}))
 
 
 class PreflightFailed(CampaignError):
@@ -93,6 +145,12 @@ async def pause_campaign(store: Store, campaign: Campaign, detail: str = "") -> 
 
 
 async def resume_campaign(store: Store, campaign: Campaign) -> Campaign:
+    """Paused -> sending. Not from a draft or a scheduled campaign: the table has that move,
+    but it is a start, and a start runs the pre-flight first (start_campaign). Other states
+    are refused by the table itself."""
+    if campaign.status in EDITABLE:
+        raise IllegalTransition(f"campaign {campaign.name!r} is {campaign.status}: only a "
+                                "paused campaign is resumed (start this one)")
     return await store.set_campaign_status(campaign.id, S.SENDING)
 
 
@@ -172,7 +230,10 @@ __all__ = [
     "PreflightFailed",
     "cancel_campaign",
     "create_campaign",
+    "delete_campaign",
+    "draft_of",
     "pause_campaign",
     "resume_campaign",
     "start_campaign",
+    "update_campaign",
 ]

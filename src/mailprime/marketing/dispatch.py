@@ -7,21 +7,28 @@ or a guardrail) or cancelled. It prepares once — the template compiled once (w
 subject override), one MessageBuilder, the signed unsubscribe links, the tracking rewrite when
 the campaign tracks opens or clicks (marketing.link_rewriter) — and then walks the audience
 (AudienceStore.audience: confirmed members of the lists, the segment, never a suppressed
-address) in keyset batches from the campaign's saved cursor, so memory is one batch and a
-resumed campaign does not read again what it has done.
+address) in keyset batches from the campaign's saved cursor, so memory is bounded by the
+batches in hand (two) and a resumed campaign does not read again what it has done.
 
-Per contact: the gate (SendGate) is asked again — the page was read a moment ago, and an
-unsubscribe or a suppression may have landed since; a refusal becomes a `skipped` send row with
-the gate's reason. An allowed contact's message is built (a template error for this contact is
-a `failed` row, and the campaign goes on) and DKIM-signed through `MessageSigner`.
+Per batch: the gate (SendGate.check_many) is asked again, for the whole batch in one read — the
+page was read a moment ago, and an unsubscribe or a suppression may have landed since; a
+refusal becomes a `skipped` send row with the gate's reason. An allowed contact's message is
+built on the event loop (a template error for this contact is a `failed` row, and the campaign
+goes on) and DKIM-signed in two steps (DkimSigner.deferred_signer): canonicalized and hashed on
+the loop, its signature made on a small thread pool (`sign_threads`), a chunk of messages per
+job. `cryptography` releases the GIL while OpenSSL signs, so the signatures run on another core
+while the loop renders the next messages; the Python part stays on the loop, where it does not
+fight the loop for the GIL. At most two jobs per thread wait, so memory stays a batch.
 
 Exactly once. The rule: a contact gets a queue message only through its send row's queue id.
 
 1. The batch's rows are written first, durably, `pending` with a queue id chosen now
    (UNIQUE(campaign, contact): a contact that already has a row, from an earlier run or another
    process, keeps it, and we see that its queue id is not ours).
-2. The message is accepted under that queue id (the queue's primary key: a second accept of the
-   same id fails, it cannot make a second message).
+2. The messages are accepted under those queue ids (the queue's primary key: a second accept of
+   the same id fails, it cannot make a second message), a whole chunk in one transaction
+   (Store.accept_many: all or none; if a chunk fails, its messages are accepted one by one, so
+   the one whose id is taken fails alone).
 3. The rows become `queued`.
 
 A crash (or a cancelled task: the group commit may still commit an accept whose caller is gone)
@@ -31,20 +38,26 @@ is there after the message was delivered and cleaned up) becomes queued; one it 
 accepted now, under the same id. So whatever moment the process dies at, a contact has at most
 one message, and a resumed run gives the missing ones theirs.
 
-Between batches (`_checkpoint`): the campaign row is read again (an operator's pause or cancel
-stops the run there), the lease on the campaign is renewed (several processes poll for sending
-campaigns; the lease keeps one dispatcher per campaign, and a dead process's lease runs out),
-and, at most every `guardrail_interval` seconds, the guardrails read the counters and may pause
-the campaign (marketing.guardrails).
+Pipeline: while one batch is written (steps 1-3: three transactions, mostly waiting for the
+disk), the next is gated, built and signed. Batches are written one at a time and in order, so
+the saved cursor only moves past contacts whose rows are settled, and memory holds two batches.
+
+Between batches (`_checkpoint`, once a batch is written and before the next is): the campaign
+row is read again (an operator's pause or cancel stops the run there), the lease on the campaign is renewed
+(several processes poll for sending campaigns; the lease keeps one dispatcher per campaign, and a
+dead process's lease runs out), and, at most every `guardrail_interval` seconds, the guardrails
+read the counters and may pause the campaign (marketing.guardrails).
 
 Rate: a token bucket (messages per minute, one second's worth of burst) in front of every
 accept, on an injectable monotonic clock and sleep, so tests need no real time. A batch is cut
-to about ten seconds of sending at the campaign's rate, so a pause is never long in coming.
-Accepts of one batch run concurrently: the store's group commit makes them few transactions.
+to about ten seconds of sending at the campaign's rate, so a pause is never long in coming, and
+its accepts go out a second's worth at a time as the tokens come (no limit: one chunk a batch).
 
 Test sends (`test_send`) build the same message for given addresses (a stored contact's data
 when the address is one) with "[Test]" before the subject, queue them, and record no send rows:
-they are not the campaign's sends and do not count.
+they are not the campaign's sends and do not count. They ask the gate too (suppressions only:
+the addresses are the operator's, not the list's): with a suppressed address among them nothing
+is sent, and the error names each refused address and why.
 """
 
 from __future__ import annotations
@@ -53,6 +66,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
@@ -70,13 +84,9 @@ from mailprime.domain.errors import DomainError
 from mailprime.domain.ids import CampaignId, ContactId, ListId, QueueId, new_queue_id
 from mailprime.domain.mail import Acceptance, EnvelopeRecipient, Priority
 from mailprime.logline import emit
-from mailprime.marketing.gate import GateDecision, SendGate
+from mailprime.marketing.gate import Purpose, SendGate
 from mailprime.marketing.guardrails import GuardrailPolicy, evaluate
-from mailprime.marketing.link_rewriter import (
-    SignedUnsubscribeLinks,
-    TrackingLinks,
-    with_html_filter,
-)
+from mailprime.marketing.link_rewriter import SignedUnsubscribeLinks, TrackingLinks
 from mailprime.marketing.message_builder import CampaignInfo, HeaderError, MessageBuilder
 from mailprime.marketing.segments import parse_segment
 from mailprime.marketing.templates import (
@@ -94,12 +104,20 @@ S = CampaignStatus
 TEST_PREFIX = "[Test] "
 BATCH_SECONDS = 10.0  # a batch is cut to about this much sending at the campaign's rate
 MAX_TEST_ADDRESSES = 20
+SIGN_CHUNK = 32  # messages one signing job takes: few enough jobs, small enough to overlap
+
+Update = tuple[ContactId, SendStatus, str, str]  # a settle_sends entry
 
 
 class MessageSigner(Protocol):
     """DKIM signing (services.dkim_keys.DkimSigner, wired by the runtime and the CLI)."""
 
     async def sign(self, message: bytes) -> bytes: ...
+
+    async def deferred_signer(self) -> Callable[[bytes], Callable[[], bytes]]:
+        """Two-step signing: prepare(message) on the loop, then finish() on any thread (the
+        private-key work) returns the signed message."""
+        ...
 
 
 class DispatchError(CampaignError):
@@ -151,7 +169,7 @@ class DispatchConfig:
     lease_seconds: float = 60.0
     guardrails: GuardrailPolicy = field(default_factory=GuardrailPolicy)
     guardrail_interval: float = 5.0  # seconds between two reads of the counters
-    gate_concurrency: int = 32
+    sign_threads: int = 2  # DKIM signing threads beside the event loop (about one per core)
 
 
 @dataclass(slots=True)
@@ -162,6 +180,21 @@ class _Prepared:
     segment: SegmentFilter | None
     lists: tuple[MailingList, ...]
     bucket: TokenBucket
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One page of the audience gated, built and signed: its send rows (skipped, failed and
+    pending) and, per pending contact, (its queue id, the signed message, SMTPUTF8)."""
+
+    contacts: Sequence[Contact]
+    rows: list[SendRecord]
+    built: dict[ContactId, tuple[QueueId, bytes, bool]]
+
+
+def _finish_all(items: list[tuple[int, Callable[[], bytes]]]) -> list[tuple[int, bytes]]:
+    """One signing job, on a pool thread: the private-key operations of prepared messages."""
+    return [(index, finish()) for index, finish in items]
 
 
 class Dispatcher:
@@ -178,6 +211,7 @@ class Dispatcher:
         self._sleep = sleep
         self._on_queued = on_queued
         self._last_guard = float("-inf")
+        self._pool: ThreadPoolExecutor | None = None
 
     # ---- preparing -------------------------------------------------------------------------
 
@@ -218,28 +252,75 @@ class Dispatcher:
         if (campaign.track_opens or campaign.track_clicks) and not test:
             tracking = TrackingLinks(self.tokens, self.config.base_url, campaign.id,
                                      clicks=campaign.track_clicks, opens=campaign.track_opens)
-            compiled = with_html_filter(compiled, tracking)
         first = lists[0]
         # One list: an unsubscribe leaves that list. Several: we cannot tell through which
         # list the contact came, so it stops all marketing mail (a suppression).
         list_id: ListId | None = first.id if len(lists) == 1 else None
         info = CampaignInfo(
             campaign_id=campaign.id, name=campaign.name, from_address=campaign.from_address,
-            from_name=campaign.from_name, list_name=first.name, list_label=first.name,
+            from_name=campaign.from_name, list_name=first.name, list_label=first.list_id_label,
             postal_address=campaign.postal_address, list_id=list_id, reply_to=campaign.reply_to)
         links = SignedUnsubscribeLinks(self.tokens, self.config.base_url, campaign.id, list_id,
                                        campaign.sending_domain)
-        builder = MessageBuilder(compiled, info, links, now=self.clock.now)
+        builder = MessageBuilder(compiled, info, links, now=self.clock.now,
+                                 html_filter=tracking.html_filter if tracking else None)
         return _Prepared(campaign, builder, tracking, segment, tuple(lists),
                          TokenBucket(campaign.rate_per_minute, monotonic=self._monotonic,
                                      sleep=self._sleep))
 
     async def _message(self, p: _Prepared, recipient: Recipient) -> tuple[bytes, bool]:
-        """The signed message for one recipient. Raises RenderError or HeaderError."""
-        if p.tracking is not None:
-            p.tracking.current = recipient.contact_id or ContactId(0)
-        built = p.builder.build(recipient)  # synchronous: `current` cannot change meanwhile
+        """The signed message for one recipient (signed on the loop: the few that are not
+        part of a batch). Raises RenderError or HeaderError."""
+        built = p.builder.build(recipient)
         return await self.signer.sign(built.data), built.smtputf8
+
+    async def _messages(self, p: _Prepared, recipients: Sequence[Recipient]
+                        ) -> list[tuple[bytes, bool] | RenderError | HeaderError]:
+        """The signed messages (or the error) of the recipients, in order: built and hashed
+        here, their signatures made on the pool, SIGN_CHUNK a job, at most two jobs per
+        thread waiting."""
+        prepare = await self.signer.deferred_signer()
+        pool = self._signing_pool()
+        loop = asyncio.get_running_loop()
+        out: list[tuple[bytes, bool] | RenderError | HeaderError] = []
+        jobs: list[asyncio.Future[list[tuple[int, bytes]]]] = []
+        waiting: set[asyncio.Future[list[tuple[int, bytes]]]] = set()
+        limit = 2 * max(1, self.config.sign_threads)
+        for start in range(0, len(recipients), SIGN_CHUNK):
+            chunk: list[tuple[int, Callable[[], bytes]]] = []
+            for recipient in recipients[start:start + SIGN_CHUNK]:
+                try:
+                    built = p.builder.build(recipient)
+                except (RenderError, HeaderError) as exc:
+                    out.append(exc)
+                    continue
+                chunk.append((len(out), prepare(built.data)))
+                out.append((b"", built.smtputf8))  # the signed octets come from the job
+            if chunk:
+                job = loop.run_in_executor(pool, _finish_all, chunk)
+                jobs.append(job)
+                waiting.add(job)
+            if len(waiting) >= limit:
+                _done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(0)  # the batch being written moves on meanwhile
+        for job in jobs:
+            for index, signed in await job:
+                item = out[index]
+                assert isinstance(item, tuple)
+                out[index] = (signed, item[1])
+        return out
+
+    def _signing_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max(1, self.config.sign_threads),
+                                            thread_name_prefix="mailprime-sign")
+        return self._pool
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def _acceptance(self, p: _Prepared, queue_id: QueueId, address: str, content: bytes,
                     smtputf8: bool) -> Acceptance:
@@ -263,18 +344,9 @@ class Dispatcher:
             emit(log, f"campaign {campaign.id}", status="dispatching", name=campaign.name,
                  cursor=campaign.cursor)
             await self._reconcile(p)
-            cursor = campaign.cursor
-            while True:
-                state = await self._checkpoint(p)
-                if state is not S.SENDING:
-                    return state
-                contacts = await store.audience(
-                    [m.id for m in p.lists], segment=p.segment, after=cursor,
-                    limit=self._batch_size(p), sending_domain=campaign.sending_domain)
-                if not contacts:
-                    break
-                await self.send_batch(p, contacts)
-                cursor = contacts[-1].id
+            state = await self._walk(p, campaign.cursor)
+            if state is not S.SENDING:
+                return state
             state = await self._checkpoint(p, final=True)
             if state is not S.SENDING:
                 return state
@@ -283,7 +355,44 @@ class Dispatcher:
             emit(log, f"campaign {campaign.id}", status=done.status.value, name=campaign.name)
             return done.status
         finally:
+            self._close_pool()
             await asyncio.shield(self._release(campaign))
+
+    async def _walk(self, p: _Prepared, cursor: ContactId | None) -> CampaignStatus:
+        """The audience from `cursor` to its end (SENDING) or to a pause or cancel (the state
+        then), one batch made while the one before is written (the module doc)."""
+        writing: asyncio.Task[None] | None = None
+        state = S.SENDING
+        try:
+            while True:
+                contacts = await self.store.audience(
+                    [m.id for m in p.lists], segment=p.segment, after=cursor,
+                    limit=self._batch_size(p), sending_domain=p.campaign.sending_domain)
+                if not contacts:
+                    break
+                batch = await self._make_batch(p, contacts)
+                if writing is not None:
+                    await writing  # one batch written at a time, in order (the cursor)
+                    writing = None
+                # After the batch before is settled, before this one is written: a pause (the
+                # guardrails count what was written) leaves this one unwritten, as if unmade.
+                state = await self._checkpoint(p)
+                if state is not S.SENDING:
+                    break
+                writing = asyncio.create_task(self._write_batch(p, batch))
+                cursor = contacts[-1].id
+            if writing is not None:
+                await writing
+            return state
+        except asyncio.CancelledError:
+            if writing is not None:  # stopping: what it leaves pending, the next run settles
+                writing.cancel()
+            raise
+        finally:
+            # A failure while the next batch was made: the batch being written is finished
+            # (rather than left pending), and never left running behind the caller.
+            if writing is not None and not writing.done():
+                await asyncio.gather(writing, return_exceptions=True)
 
     def _batch_size(self, p: _Prepared) -> int:
         size = self.config.batch_size
@@ -325,59 +434,53 @@ class Dispatcher:
                 return paused.status
         return S.SENDING
 
-    async def _gate(self, p: _Prepared, contact: Contact) -> GateDecision:
-        """Allowed if any of the campaign's lists allows it; else the first list's refusal."""
-        first: GateDecision | None = None
-        for mailing_list in p.lists:
-            decision = await self.gate.check(contact.email, list_id=mailing_list.id,
-                                             sending_domain=p.campaign.sending_domain)
-            if decision.allowed:
-                return decision
-            first = first or decision
-            if decision.suppression is not None:
-                break  # suppressed for every list alike
-        assert first is not None
-        return first
-
-    async def _gate_all(self, p: _Prepared, contacts: Sequence[Contact]) -> list[GateDecision]:
-        limit = asyncio.Semaphore(self.config.gate_concurrency)
-
-        async def one(contact: Contact) -> GateDecision:
-            async with limit:
-                return await self._gate(p, contact)
-
-        return list(await asyncio.gather(*(one(c) for c in contacts)))
-
     async def send_batch(self, p: _Prepared, contacts: Sequence[Contact]) -> None:
-        """One page of the audience: gate, build, record, accept, settle (the module doc)."""
+        """One page of the audience, alone: gate, build, record, accept, settle."""
+        try:
+            await self._write_batch(p, await self._make_batch(p, contacts))
+        finally:
+            self._close_pool()
+
+    async def _make_batch(self, p: _Prepared, contacts: Sequence[Contact]) -> _Batch:
+        """Gate, build and sign one page (nothing written yet)."""
         cid = p.campaign.id
-        decisions = await self._gate_all(p, contacts)
+        decisions = await self.gate.check_many(
+            [c.email for c in contacts], sending_domain=p.campaign.sending_domain,
+            list_ids=[m.id for m in p.lists])
         rows: list[SendRecord] = []
-        built: dict[ContactId, tuple[QueueId, bytes, bool]] = {}
+        allowed: list[Contact] = []
         for contact, decision in zip(contacts, decisions, strict=True):
-            if not decision.allowed:
-                reason = decision.refusal.value if decision.refusal else "refused"
-                rows.append(SendRecord(cid, contact.id, contact.email, SendStatus.SKIPPED,
-                                       reason=reason, detail=decision.reason))
+            if decision.allowed:
+                allowed.append(contact)
                 continue
-            recipient = Recipient(contact.email, contact.name, contact.attributes, contact.id)
-            try:
-                content, utf8 = await self._message(p, recipient)
-            except (RenderError, HeaderError) as exc:
+            reason = decision.refusal.value if decision.refusal else "refused"
+            rows.append(SendRecord(cid, contact.id, contact.email, SendStatus.SKIPPED,
+                                   reason=reason, detail=decision.reason))
+        made = await self._messages(p, [Recipient(c.email, c.name, c.attributes, c.id)
+                                        for c in allowed])
+        built: dict[ContactId, tuple[QueueId, bytes, bool]] = {}
+        for contact, result in zip(allowed, made, strict=True):
+            if isinstance(result, tuple):
+                queue_id = new_queue_id()
+                built[contact.id] = (queue_id, *result)
+                rows.append(SendRecord(cid, contact.id, contact.email, SendStatus.PENDING,
+                                       queue_id))
+            else:
                 rows.append(SendRecord(cid, contact.id, contact.email, SendStatus.FAILED,
-                                       reason="render" if isinstance(exc, RenderError)
-                                       else "header", detail=exc.message))
-                continue
-            queue_id = new_queue_id()
-            built[contact.id] = (queue_id, content, utf8)
-            rows.append(SendRecord(cid, contact.id, contact.email, SendStatus.PENDING, queue_id))
-        recorded = await self.store.record_sends(cid, rows)
+                                       reason="render" if isinstance(result, RenderError)
+                                       else "header", detail=result.message))
+        return _Batch(contacts, rows, built)
+
+    async def _write_batch(self, p: _Prepared, batch: _Batch) -> None:
+        """Steps 1 to 3 of the module doc for one made batch; the cursor moves past it."""
+        cid = p.campaign.id
+        recorded = await self.store.record_sends(cid, batch.rows)
         ours: list[tuple[SendRecord, bytes, bool]] = []
         earlier: list[SendRecord] = []
         for row in recorded:
             if row.status is not SendStatus.PENDING:
                 continue
-            mine = built.get(row.contact_id)
+            mine = batch.built.get(row.contact_id)
             if mine is not None and mine[0] == row.queue_id:
                 ours.append((row, mine[1], mine[2]))
             else:
@@ -385,28 +488,29 @@ class Dispatcher:
         updates = await self._accept_all(p, ours)
         if earlier:
             updates += await self._settle_pending(p, earlier)
-        await self.store.settle_sends(cid, updates, cursor=contacts[-1].id)
+        await self.store.settle_sends(cid, updates, cursor=batch.contacts[-1].id)
         if updates and self._on_queued is not None:
             self._on_queued()
 
     async def _accept_all(self, p: _Prepared, items: Sequence[tuple[SendRecord, bytes, bool]]
-                          ) -> list[tuple[ContactId, SendStatus, str, str]]:
+                          ) -> list[Update]:
         """Accepts each under its row's queue id; the rows that are now queued. A failure that
         is not a duplicate id leaves its row pending and, after the others are settled by the
         caller, stops the run (the next run reconciles it)."""
-        async def one(row: SendRecord, content: bytes, utf8: bool) -> BaseException | None:
-            assert row.queue_id is not None
-            try:
-                await self.store.accept(self._acceptance(p, row.queue_id, row.email, content, utf8))
-            except DomainError as exc:
-                return exc
-            return None
-
-        tasks = []
-        for row, content, utf8 in items:
+        # No rate: the whole batch in one transaction. A rate: a second's worth at a time, each
+        # chunk accepted as soon as its tokens are taken (the chunks run concurrently).
+        size = len(items) if p.bucket.per_second <= 0 else max(1, int(p.bucket.capacity))
+        tasks: list[asyncio.Future[list[DomainError | None]]] = []
+        chunk: list[tuple[SendRecord, bytes, bool]] = []
+        for item in items:
             await p.bucket.take()
-            tasks.append(asyncio.ensure_future(one(row, content, utf8)))
-        results = await asyncio.gather(*tasks)
+            chunk.append(item)
+            if len(chunk) >= size:
+                tasks.append(asyncio.ensure_future(self._accept_chunk(p, chunk)))
+                chunk = []
+        if chunk:
+            tasks.append(asyncio.ensure_future(self._accept_chunk(p, chunk)))
+        results = [err for errors in await asyncio.gather(*tasks) for err in errors]
         failed = [row for (row, _c, _u), err in zip(items, results, strict=True) if err is not None]
         accepted = await self.store.accepted_queue_ids(
             [r.queue_id for r in failed if r.queue_id is not None]) if failed else set()
@@ -416,19 +520,43 @@ class Dispatcher:
         lost = [(row, err) for (row, _c, _u), err in zip(items, results, strict=True)
                 if err is not None and row.queue_id not in accepted]
         if lost:
-            row, err = lost[0]
+            _row, err = lost[0]
             await self.store.settle_sends(p.campaign.id, updates)
             raise DispatchError(f"campaign {p.campaign.name!r}: {len(lost)} message(s) could not "
                                 f"be queued ({err}); they stay pending for the next run")
         return updates
 
-    async def _settle_pending(self, p: _Prepared, rows: Sequence[SendRecord]
-                              ) -> list[tuple[ContactId, SendStatus, str, str]]:
+    async def _accept_chunk(self, p: _Prepared, chunk: Sequence[tuple[SendRecord, bytes, bool]]
+                            ) -> list[DomainError | None]:
+        """The chunk in one transaction; if that fails, one by one (the module doc, step 2).
+        Per message: None when it is accepted, else the error."""
+        acceptances = []
+        for row, content, utf8 in chunk:
+            assert row.queue_id is not None
+            acceptances.append(self._acceptance(p, row.queue_id, row.email, content, utf8))
+        try:
+            await self.store.accept_many(acceptances)
+        except DomainError as exc:
+            if len(acceptances) == 1:
+                return [exc]
+        else:
+            return [None] * len(acceptances)
+
+        async def one(acceptance: Acceptance) -> DomainError | None:
+            try:
+                await self.store.accept(acceptance)
+            except DomainError as exc:
+                return exc
+            return None
+
+        return list(await asyncio.gather(*(one(a) for a in acceptances)))
+
+    async def _settle_pending(self, p: _Prepared, rows: Sequence[SendRecord]) -> list[Update]:
         """Pending rows of an earlier run: queued if their accept committed, else accepted now
         under their own queue id."""
         ids = [r.queue_id for r in rows if r.queue_id is not None]
         accepted = await self.store.accepted_queue_ids(ids)
-        updates: list[tuple[ContactId, SendStatus, str, str]] = []
+        updates: list[Update] = []
         again: list[tuple[SendRecord, bytes, bool]] = []
         for row in rows:
             if row.queue_id in accepted:
@@ -472,6 +600,14 @@ class Dispatcher:
         """Queues the campaign's message to each address (see the module doc)."""
         if not 1 <= len(addresses) <= MAX_TEST_ADDRESSES:
             raise CampaignError(f"a test goes to 1 to {MAX_TEST_ADDRESSES} addresses")
+        refused = []
+        for address in addresses:
+            decision = await self.gate.check(address, sending_domain=campaign.sending_domain,
+                                             purpose=Purpose.TRANSACTIONAL)
+            if not decision.allowed:
+                refused.append(f"{address}: {decision.reason}")
+        if refused:
+            raise CampaignError("no test sent; refused by the send gate: " + "; ".join(refused))
         p = await self.prepare(campaign, test=True)
         queued: list[QueueId] = []
         for address in addresses:

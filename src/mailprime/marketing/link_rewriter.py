@@ -23,28 +23,27 @@ and clicks belong to the campaign whichever message carried them.
 * Opens: with open tracking on, a 1x1 image `<public_url>/t/o/<token>.gif` goes before
   `</body>` (or at the end when there is none).
 
-Hooking into the render: MessageBuilder renders the template itself and then encodes the parts,
-so the rendered HTML has to change inside the render. `with_html_filter` gives a campaign its
-own copy of the compiled HTML template whose render function passes the output through the
-filter; the filter reads the contact from `TrackingLinks.current`, which the dispatcher sets just
-before it calls `build` (the build is synchronous, so no other recipient can come in between).
-The filter runs before CSS inlining when that happens after the render, which changes nothing:
-inlining touches style attributes, not hrefs.
+Hooking into the build: MessageBuilder takes an `html_filter(html, recipient)` that it calls
+on the rendered HTML (CSS already inlined, which touches style attributes, not hrefs) before
+it encodes the part; `TrackingLinks.html_filter` is that hook, so the contact comes with each
+call and nothing is shared between two builds. The text part is never rewritten.
+
+Speed: a campaign renders the same few `<a>` tags for every recipient, so what each tag needs
+(where its href is, the target decoded, whether it is tracked at all) is worked out once per
+distinct tag text and kept (`_TagPlans`, bounded); per recipient only the tokens are signed.
 """
 
 from __future__ import annotations
 
 import html as html_lib
+import os
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import replace
-from typing import Any
-
-from jinja2 import Template
+import threading
+from collections.abc import Callable
 
 from mailprime.domain.ids import CampaignId, ContactId, ListId
 from mailprime.marketing.message_builder import CampaignInfo
-from mailprime.marketing.templates import CompiledTemplate, Recipient
+from mailprime.marketing.templates import Recipient
 from mailprime.marketing.tokens import (
     CampaignRecipient,
     ClickToken,
@@ -53,6 +52,7 @@ from mailprime.marketing.tokens import (
     TokenSigner,
     UnsubscribeToken,
 )
+from mailprime.message.msgid_token import CampaignOrigin, MsgIdCodec
 
 _A_TAG = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
 _HREF = re.compile(r"""(\bhref\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s>"']+))""", re.IGNORECASE)
@@ -60,22 +60,49 @@ _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _NO_TRACK = re.compile(r"\bdata-mp-notrack\b", re.IGNORECASE)
 
 
-def rewrite_links(html: str, click: Callable[[str], str | None]) -> str:
-    """`html` with the href of each <a> replaced by click(target) where that is not None."""
+# What to do with one <a> tag: (its text up to the new href value, its text after, the decoded
+# target), or None to leave the tag as it is.
+_TagPlan = tuple[str, str, str] | None
+MAX_TAG_PLANS = 1024  # distinct tag texts remembered (tags with per-recipient hrefs churn it)
+
+
+def _tag_plan(text: str) -> _TagPlan:
+    if _NO_TRACK.search(text):
+        return None
+    href = _HREF.search(text)
+    if href is None:
+        return None
+    raw = next(g for g in href.groups()[1:] if g is not None)
+    return (f'{text[:href.start()]}{href.group(1)}"', f'"{text[href.end():]}',
+            html_lib.unescape(raw).strip())
+
+
+class _TagPlans(dict[str, _TagPlan]):
+    """Tag text -> plan, cleared when it holds MAX_TAG_PLANS (see the module doc)."""
+
+    def plan(self, text: str) -> _TagPlan:
+        try:
+            return self[text]
+        except KeyError:
+            if len(self) >= MAX_TAG_PLANS:
+                self.clear()
+            found = self[text] = _tag_plan(text)
+            return found
+
+
+def rewrite_links(html: str, click: Callable[[str], str | None],
+                  plans: _TagPlans | None = None) -> str:
+    """`html` with the href of each <a> replaced by click(target) where that is not None;
+    `plans` remembers the tags' analysis from one call to the next."""
+    known = plans if plans is not None else _TagPlans()
 
     def tag(m: re.Match[str]) -> str:
         text = m.group()
-        if _NO_TRACK.search(text):
+        plan = known.plan(text)
+        if plan is None:
             return text
-        href = _HREF.search(text)
-        if href is None:
-            return text
-        raw = next(g for g in href.groups()[1:] if g is not None)
-        target = html_lib.unescape(raw).strip()
-        new = click(target)
-        if new is None:
-            return text
-        return f'{text[:href.start()]}{href.group(1)}"{html_lib.escape(new)}"{text[href.end():]}'
+        new = click(plan[2])
+        return text if new is None else plan[0] + html_lib.escape(new) + plan[1]
 
     return _A_TAG.sub(tag, html)
 
@@ -90,6 +117,25 @@ def add_pixel(html: str, url: str) -> str:
     return html[:at] + img + html[at:]
 
 
+class _RandomOctets:
+    """os.urandom read 4 KB at a time and handed out in slices: the same octets, one system call
+    per few hundred Message-ID nonces instead of one each. A system call gives the GIL away,
+    and on a busy dispatch loop taking it back can cost milliseconds (the signing and writer
+    threads hold it meanwhile)."""
+
+    def __init__(self, chunk: int = 4096) -> None:
+        self._chunk = chunk
+        self._buffer = b""
+        self._lock = threading.Lock()  # uncontended: taken without giving the GIL away
+
+    def __call__(self, count: int) -> bytes:
+        with self._lock:
+            if len(self._buffer) < count:
+                self._buffer = os.urandom(max(self._chunk, count))
+            out, self._buffer = self._buffer[:count], self._buffer[count:]
+            return out
+
+
 class SignedUnsubscribeLinks:
     """UnsubscribeLinks for a campaign: one token per contact (see the module doc)."""
 
@@ -101,6 +147,7 @@ class SignedUnsubscribeLinks:
         self._list_id = list_id
         self._domain = sending_domain.lower()
         self._last: tuple[str, str] = ("", "")  # (address, token): url_for then mailto_for
+        self._msgids: MsgIdCodec | None = None
 
     def token(self, recipient: Recipient) -> str:
         key = recipient.email.lower()
@@ -116,9 +163,21 @@ class SignedUnsubscribeLinks:
     def mailto_for(self, recipient: Recipient, campaign: CampaignInfo) -> str:
         return f"mailto:unsubscribe@{self._domain}?subject=unsubscribe-{self.token(recipient)}"
 
+    def message_id_for(self, recipient: Recipient, campaign: CampaignInfo) -> str | None:
+        """The recipient's signed Message-ID (message.msgid_token: campaign and contact, under
+        the link keys), which the MX reads back from a reply's In-Reply-To (services.replies);
+        None without a contact id (a test send to an address that is no contact)."""
+        if not recipient.contact_id:
+            return None
+        if self._msgids is None:
+            self._msgids = MsgIdCodec(self._signer.secrets, nonce=_RandomOctets())
+        return self._msgids.make(CampaignOrigin(self._campaign_id, recipient.contact_id),
+                                 self._domain)
+
 
 class TrackingLinks:
-    """Rewrites one campaign's rendered HTML for the contact in `current`."""
+    """Rewrites one campaign's rendered HTML for a contact (`html_filter`, the builder's hook;
+    called as a function it rewrites for the contact in `current`)."""
 
     def __init__(self, signer: TokenSigner, base_url: str, campaign_id: CampaignId, *,
                  clicks: bool, opens: bool) -> None:
@@ -128,42 +187,39 @@ class TrackingLinks:
         self.clicks = clicks
         self.opens = opens
         self.current: ContactId = ContactId(0)
+        self._unsubscribe = f"{self._base}/u/"
+        self._plans = _TagPlans()
 
-    def _subject(self) -> CampaignRecipient:
-        return CampaignRecipient(self._campaign_id, self.current)
-
-    def click_url(self, target: str) -> str | None:
-        if not target.lower().startswith(("http://", "https://")) \
-                or target.startswith(f"{self._base}/u/"):
+    def click_url(self, target: str, contact_id: ContactId | None = None) -> str | None:
+        if not target[:8].lower().startswith(("http://", "https://")) \
+                or target.startswith(self._unsubscribe):
             return None
+        subject = CampaignRecipient(self._campaign_id,
+                                    self.current if contact_id is None else contact_id)
         try:
-            return f"{self._base}/t/c/{self._signer.sign(ClickToken(self._subject(), target))}"
+            return f"{self._base}/t/c/{self._signer.sign(ClickToken(subject, target))}"
         except TokenError:
             return None
 
-    def pixel_url(self) -> str:
-        return f"{self._base}/t/o/{self._signer.sign(OpenToken(self._subject()))}.gif"
+    def pixel_url(self, contact_id: ContactId | None = None) -> str:
+        subject = CampaignRecipient(self._campaign_id,
+                                    self.current if contact_id is None else contact_id)
+        return f"{self._base}/t/o/{self._signer.sign(OpenToken(subject))}.gif"
 
-    def __call__(self, html: str) -> str:
+    def rewrite(self, html: str, contact_id: ContactId) -> str:
         if self.clicks:
-            html = rewrite_links(html, self.click_url)
+            html = rewrite_links(html, lambda target: self.click_url(target, contact_id),
+                                 self._plans)
         if self.opens:
-            html = add_pixel(html, self.pixel_url())
+            html = add_pixel(html, self.pixel_url(contact_id))
         return html
 
+    def html_filter(self, html: str, recipient: Recipient) -> str:
+        """MessageBuilder's post-render hook (see the module doc)."""
+        return self.rewrite(html, recipient.contact_id or ContactId(0))
 
-def with_html_filter(compiled: CompiledTemplate, fn: Callable[[str], str]) -> CompiledTemplate:
-    """A copy of `compiled` whose HTML part's output goes through `fn` (see the module doc)."""
-    original: Template = compiled.html
-    inner = original.root_render_func
-
-    def root_render_func(context: Any) -> Iterator[str]:
-        yield fn("".join(inner(context)))
-
-    copy: Template = object.__new__(type(original))
-    copy.__dict__.update(original.__dict__)
-    copy.root_render_func = root_render_func
-    return replace(compiled, html=copy)
+    def __call__(self, html: str) -> str:
+        return self.rewrite(html, self.current)
 
 
 __all__ = [
@@ -171,5 +227,4 @@ __all__ = [
     "TrackingLinks",
     "add_pixel",
     "rewrite_links",
-    "with_html_filter",
 ]

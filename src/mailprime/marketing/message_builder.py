@@ -6,7 +6,9 @@ A campaign compiles its template once and builds one `MessageBuilder`; the build
 each recipient into the octets the queue stores and DKIM signs. Everything that is the same for
 every recipient (From, List-Id, Feedback-ID, the part headers) is formatted once in __init__;
 per recipient we render the template, ask `UnsubscribeLinks` for this recipient's signed
-links, and join bytes. The Date field is formatted at most once a second, the last encoded
+links, pass the rendered HTML through the optional `html_filter(html, recipient)` (the
+campaign's tracking links, marketing.link_rewriter: a post-render hook, so the compiled template
+stays the template), and join bytes. The Date field is formatted at most once a second, the last encoded
 Subject is reused when the subject does not vary.
 
 The header section:
@@ -39,15 +41,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import random
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.header import Header
 from email.utils import formataddr
 from typing import Protocol
 
+from mailprime.domain.audience import list_label
 from mailprime.domain.errors import DomainError
 from mailprime.domain.ids import CampaignId, ListId
 from mailprime.marketing.templates import (
@@ -150,9 +154,7 @@ def _subject(subject: str) -> str:
 
 
 def _list_id(label: str, list_name: str, domain: str) -> str:
-    clean = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "-") else "-"
-                    for ch in label.lower()).strip("-") or "list"
-    list_id = f"{clean}.{domain}"[:MAX_LIST_ID]
+    list_id = f"{list_label(label)}.{domain}"[:MAX_LIST_ID]
     header_value(list_name, "the list name")
     if list_name.isascii():
         phrase = formataddr((list_name, "x@x")).rpartition(" <")[0] if list_name else ""
@@ -189,11 +191,25 @@ def ascii_html(html: str) -> str:
     return html.encode("ascii", "xmlcharrefreplace").decode("ascii")
 
 
+def lines_fit(data: bytes, limit: int = MAX_LINE) -> bool:
+    """Whether every line of `data` (each LF preceded by CR, as `crlf` leaves them) has at most
+    `limit` octets before its CRLF. A line that fits has its LF within `limit` + 2 octets of its
+    start, so each step jumps to the last LF of such a window (a C search backwards) instead of
+    splitting the data into lines: a 12 KB part costs a dozen steps."""
+    pos, end = 0, len(data)
+    while end - pos > limit:
+        found = data.rfind(b"\n", pos, pos + limit + 2)
+        if found < 0:
+            return False
+        pos = found + 1
+    return True
+
+
 def encode_part(text: str) -> tuple[bytes, str]:
     """(body octets, Content-Transfer-Encoding) for one text part: 7bit when possible, else the
     smaller of quoted-printable and base64."""
     data = crlf(text).encode("utf-8")
-    if data.isascii() and max(map(len, data.split(b"\r\n"))) <= MAX_LINE:
+    if data.isascii() and lines_fit(data):
         return data, "7bit"
     # b2a_qp writes its soft line breaks with the line end it saw first, LF when the text has
     # no line break at all: every break becomes CRLF (RFC 2045 6.7, rule 5).
@@ -216,10 +232,13 @@ class MessageBuilder:
     """Builds one campaign's messages; see the module doc."""
 
     def __init__(self, compiled: CompiledTemplate, campaign: CampaignInfo,
-                 links: UnsubscribeLinks, *, now: Callable[[], datetime] | None = None) -> None:
+                 links: UnsubscribeLinks, *, now: Callable[[], datetime] | None = None,
+                 html_filter: Callable[[str, Recipient], str] | None = None) -> None:
         self.compiled = compiled
         self.campaign = campaign
         self._links = links
+        self._html_filter = html_filter
+        self._random = random.Random(secrets.randbits(128))
         self._now = now or (lambda: datetime.now(UTC))
         self._domain = campaign.sending_domain
         header_value(campaign.name, "the campaign name")
@@ -249,7 +268,21 @@ class MessageBuilder:
             self._subject_cache = (subject, _subject(subject))
         return self._subject_cache[1]
 
-    def new_message_id(self) -> str:
+    def _boundary(self) -> str:
+        # A boundary needs to be absent from the parts (checked), not secret: a generator
+        # seeded once from the OS, where secrets.token_hex would make a system call (which
+        # lets the signing threads take the GIL away from the build) per message.
+        return f"=_mp_{self._random.getrandbits(96):024x}"
+
+    def new_message_id(self, recipient: Recipient | None = None) -> str:
+        """The recipient's Message-ID at the sending domain: the links' signed one when they
+        make one (SignedUnsubscribeLinks.message_id_for, message.msgid_token: a reply then maps
+        back to the campaign and contact), else 128 random bits."""
+        signed = getattr(self._links, "message_id_for", None)
+        if recipient is not None and callable(signed):
+            made = signed(recipient, self.campaign)
+            if isinstance(made, str):
+                return made
         return f"<{secrets.token_hex(16)}@{self._domain}>"
 
     def build(self, recipient: Recipient, *, message_id: str | None = None) -> BuiltMessage:
@@ -259,8 +292,10 @@ class MessageBuilder:
         mailto = _check_url(self._links.mailto_for(recipient, c), "mailto:")
         rendered = render(self.compiled, MergeData(recipient, url, c.postal_address,
                                                    c.list_name, c.name))
+        if self._html_filter is not None:
+            rendered = replace(rendered, html=self._html_filter(rendered.html, recipient))
         to_value, to_utf8 = _address(recipient.name, recipient.email, "To")
-        mid = header_value(message_id or self.new_message_id(), "the Message-ID")
+        mid = header_value(message_id or self.new_message_id(recipient), "the Message-ID")
         head = "".join((
             self._fixed, fold("To", to_value), self._subject(rendered.subject), self._date(),
             f"Message-ID: {mid}\r\n", self._list,
@@ -269,9 +304,9 @@ class MessageBuilder:
         ))
         text_head, text_body = _part("text/plain", rendered.text)
         html_head, html_body = _part("text/html", ascii_html(rendered.html))
-        boundary = "=_mp_" + secrets.token_hex(12)
+        boundary = self._boundary()
         while boundary.encode("ascii") in text_body or boundary.encode("ascii") in html_body:
-            boundary = "=_mp_" + secrets.token_hex(12)  # 96 random bits: effectively never
+            boundary = self._boundary()  # 96 random bits: effectively never
         delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
         head += f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'
         data = b"".join((
@@ -295,4 +330,5 @@ __all__ = [
     "crlf",
     "encode_part",
     "header_value",
+    "lines_fit",
 ]

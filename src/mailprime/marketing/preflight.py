@@ -12,7 +12,9 @@ the campaign as its first contact would get it and lists every problem, each wit
   postal address (template_rules.check_compliance: CAN-SPAM, and Gmail's and Yahoo's bulk
   sender rules); no active DKIM key for the From domain (unsigned bulk mail fails Gmail's and
   Yahoo's sender requirements outright); links that are not https (RFC 8058 3.1 requires the
-  one-click URL to be https); a list or segment that no longer exists.
+  one-click URL to be https); a list or segment that no longer exists; a value the message
+  cannot carry in a header (code "header": the From name, subject, campaign name or postal
+  address with a control character, marketing.message_builder.header_value).
 * warning — it may start, but the operator should know: an empty text part (multipart/
   alternative whose text is empty reads as a spam trait), an HTML part that is only or mostly
   images (little text for filters to judge, and an empty-looking message with images off),
@@ -21,13 +23,18 @@ the campaign as its first contact would get it and lists every problem, each wit
   tracker.example.net looks like phishing), a From domain that is not one of ours (bounces and
   complaints to its VERP addresses would not reach us), and an empty audience.
 
+The sample message: the sample contact's whole message — headers, both parts, the RFC 8058
+fields — is always built by the dispatcher's MessageBuilder, so what the builder refuses
+(HeaderError) refuses the start here instead of failing every message of the campaign. When
+only the sample contact's own data is at fault (a control character in its name: a message
+to a placeholder contact builds), it is a warning: the dispatcher fails that contact alone.
+
 Spam score: when a `SpamScorer` is given (rspamd, when [authentication] rspamd_url is set:
 adapters.spam_preflight wires services.rspamd's client, which marketing may not import), the
-sample contact's whole message — headers, both parts, the RFC 8058 fields — is scored as an
-authenticated outbound message. rspamd's "reject" is an error (the providers' filters would most
-likely refuse it too), any other action above "no action" a warning naming the score and the
-rules that fired, and an unreachable scorer a warning (the check did not happen; it does not
-stop a campaign).
+sample message is scored as an authenticated outbound message. rspamd's "reject" is an error
+(the providers' filters would most likely refuse it too), any other action above "no action" a
+warning naming the score and the rules that fired, and an unreachable scorer a warning (the
+check did not happen; it does not stop a campaign).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from __future__ import annotations
 import enum
 import html as html_lib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -128,19 +135,33 @@ def spam_problems(verdict: SpamVerdict) -> list[Problem]:
     return [Problem(Severity.WARNING, "spam-score", what)]
 
 
-async def _spam_check(spam: SpamScorer, compiled: CompiledTemplate, campaign: Campaign,
-                      sample: Recipient, *, list_name: str, base_url: str) -> list[Problem]:
+PLACEHOLDER = Recipient("sample@example.invalid", "Sample Contact")
+
+
+def _sample_message(compiled: CompiledTemplate, campaign: Campaign, sample: Recipient, *,
+                    list_name: str, base_url: str) -> tuple[bytes | None, list[Problem]]:
+    """The sample contact's message as the dispatcher builds it, or None and why not."""
     info = CampaignInfo(campaign_id=campaign.id, name=campaign.name,
                         from_address=campaign.from_address, from_name=campaign.from_name,
                         list_name=list_name, list_label=list_name,
                         postal_address=campaign.postal_address, reply_to=campaign.reply_to)
-    try:
+    try:  # what every message shares: From, Reply-To, List-Id, the name, the postal address
         builder = MessageBuilder(compiled, info, _PreviewLinks(base_url, campaign.sending_domain))
-        message = builder.build(sample).data
+    except HeaderError as exc:
+        return None, [Problem(Severity.ERROR, "header", exc.message)]
+    try:
+        return builder.build(sample).data, []
+    except RenderError:
+        return None, []  # reported by the merge-field check
+    except HeaderError as exc:
+        refused = exc
+    try:  # the campaign's fault (its subject), or only this contact's (its name, attributes)?
+        builder.build(replace(PLACEHOLDER, attributes=sample.attributes))
     except (HeaderError, RenderError):
-        return []  # reported by the checks above
-    return spam_problems(await spam.score(message, sender=campaign.from_address,
-                                          recipient=sample.email))
+        return None, [Problem(Severity.ERROR, "header", refused.message)]
+    return None, [Problem(Severity.WARNING, "header",
+                          f"the sample contact {sample.email}'s message cannot be built: "
+                          f"{refused.message} (that contact will fail, the others are sent)")]
 
 
 def _visible(html: str) -> str:
@@ -246,7 +267,7 @@ async def preflight(store: Store, campaign: Campaign, *, base_url: str,
         return _ordered(problems)
     sample = (Recipient(sample_contacts[0].email, sample_contacts[0].name,
                         sample_contacts[0].attributes, sample_contacts[0].id)
-              if sample_contacts else Recipient("sample@example.invalid", "Sample Contact"))
+              if sample_contacts else PLACEHOLDER)
     list_name = lists[0].name if lists else "List"
     for p in check(compiled, sample, postal_address=campaign.postal_address or "x",
                    list_name=list_name, campaign_name=campaign.name):
@@ -254,6 +275,9 @@ async def preflight(store: Store, campaign: Campaign, *, base_url: str,
     for c in check_compliance(compiled, postal_address=campaign.postal_address, sample=sample):
         if c.code != "render":  # a render failure is reported by check above
             error(c.code, str(c))
+    message, built = _sample_message(compiled, campaign, sample, list_name=list_name,
+                                     base_url=base_url)
+    problems.extend(built)
     try:
         rendered = render_preview(compiled, sample,
                                   unsubscribe_url=f"{base_url.rstrip('/')}/u/preflight",
@@ -262,9 +286,9 @@ async def preflight(store: Store, campaign: Campaign, *, base_url: str,
     except RenderError:
         return _ordered(problems)
     problems.extend(content_problems(rendered.html, rendered.text, domain))
-    if spam is not None:
-        problems.extend(await _spam_check(spam, compiled, campaign, sample,
-                                                list_name=list_name, base_url=base_url))
+    if spam is not None and message is not None:
+        problems.extend(spam_problems(await spam.score(message, sender=campaign.from_address,
+                                                       recipient=sample.email)))
     return _ordered(problems)
 
 

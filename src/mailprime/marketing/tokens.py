@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -125,12 +126,13 @@ _PURPOSE: dict[type[Token], Purpose] = {OpenToken: Purpose.OPEN, ClickToken: Pur
 MAX_CONFIRM_LISTS = 20  # lists one confirmation link may name (one subscribe form's choices)
 
 
+@functools.lru_cache(maxsize=1024)  # a campaign signs the same few targets for every contact
 def check_url(url: str) -> str:
     """The URL if a click may lead to it: absolute http(s) with a host, printable ASCII (a
     mail's link is percent-encoded already), at most MAX_URL characters."""
     if not url or len(url) > MAX_URL:
         raise TokenError(f"a link target is 1 to {MAX_URL} characters")
-    if any(not 0x21 <= ord(ch) <= 0x7E for ch in url):
+    if not (url.isascii() and url.isprintable()) or " " in url:  # all of 0x21-0x7E
         raise TokenError("a link target must be printable ASCII without spaces (percent-encode it)")
     try:
         parts = urlsplit(url)
@@ -273,12 +275,16 @@ class TokenSigner:
         if not secrets or any(len(s) < MIN_SECRET for s in secrets):
             raise TokenError(f"a link secret needs at least {MIN_SECRET} octets")
         self._current = secrets[0]
+        self._current_id = key_id(self._current)  # once: sign() runs per link of every message
+        # The keys as loaded, newest first: the signed Message-IDs (message.msgid_token) use
+        # the same link keys, under their own HMAC label.
+        self.secrets: tuple[bytes, ...] = tuple(secrets)
         self._keys: dict[bytes, list[bytes]] = {}
         for secret in secrets:  # two keys may share an id: both are tried
             self._keys.setdefault(key_id(secret), []).append(secret)
 
     def sign(self, token: Token) -> str:
-        head = bytes([VERSION]) + key_id(self._current) + _body(token)
+        head = bytes([VERSION]) + self._current_id + _body(token)
         raw = head + _tag(self._current, head)
         return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 

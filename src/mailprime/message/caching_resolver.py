@@ -63,6 +63,13 @@ class CachingResolver:
     def clear(self) -> None:
         self._memo.clear()
 
+    def time_left(self, kind: str, name: str) -> float | None:
+        """Seconds the memoised answer to `kind` ("txt", "a", ...) for `name` has left; None
+        when none is kept. message.spf_memo reads it so that no verdict outlives an answer it
+        was computed from."""
+        entry = self._memo.get((kind, name.lower().rstrip(".")))
+        return None if entry is None else max(0.0, entry.expires - self.clock())
+
     async def _ask(self, kind: str, name: str,
                       look_up: Callable[[str], Awaitable[tuple[T, ...]]]) -> tuple[T, ...]:
         key = (kind, name.lower().rstrip("."))

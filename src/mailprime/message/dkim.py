@@ -352,15 +352,42 @@ def _fold_b(signature: str, unsigned: str) -> str:
     return unsigned + "\r\n\t".join(chunks) + "\r\n"
 
 
-def sign_field(key: SigningKey, header_data: bytes, unsigned: str) -> str:
-    """The complete DKIM-Signature field (CRLF-terminated): `unsigned` (ending in "b=") with its
-    b= value, the signature over `header_data` (the relaxed fields h= names) followed by the
-    relaxed `unsigned` field without its CRLF (RFC 6376 3.7)."""
+def field_digest(header_data: bytes, unsigned: str) -> bytes:
+    """What the b= of `unsigned` (ending in "b=") signs: SHA-256 of `header_data` (the relaxed
+    fields h= names) followed by the relaxed `unsigned` field without its CRLF (RFC 6376 3.7)."""
     name, _, value = unsigned.partition(":")
     own = relaxed_header(name.encode("ascii"), value.encode("ascii"))[:-2]
-    digest = hashlib.sha256(header_data + own).digest()
+    return hashlib.sha256(header_data + own).digest()
+
+
+def signed_field(key: SigningKey, digest: bytes, unsigned: str) -> str:
+    """The complete DKIM-Signature field (CRLF-terminated): `unsigned` with the signature of
+    `digest` (field_digest) as its b= value. The private-key operation is all it does besides
+    folding, and `cryptography` releases the GIL for it: worker threads may sign in parallel."""
     b = binascii.b2a_base64(key.sign_digest(digest), newline=False).decode("ascii")
     return _fold_b(b, unsigned)
+
+
+def sign_field(key: SigningKey, header_data: bytes, unsigned: str) -> str:
+    """The complete DKIM-Signature field (CRLF-terminated) over `header_data`."""
+    return signed_field(key, field_digest(header_data, unsigned), unsigned)
+
+
+def unsigned_fields(fields: Sequence[tuple[bytes, bytes]], bh: bytes,
+                    keys: Sequence[SigningKey], timestamp: int
+                    ) -> list[tuple[SigningKey, str, bytes]]:
+    """`signature_fields` up to the signatures: per key (RSA before Ed25519), its unsigned
+    field and the digest to sign, for `signed_field` to finish (perhaps on another thread)."""
+    if not keys:
+        return []
+    names, data = _names_and_data(_signable(fields))
+    if len(keys) > 1:
+        keys = sorted(keys, key=lambda k: k.algorithm is not DkimAlgorithm.RSA_SHA256)
+    out = []
+    for key in keys:
+        unsigned = unsigned_field(key, names, bh, timestamp)
+        out.append((key, unsigned, field_digest(data, unsigned)))
+    return out
 
 
 def signature_fields(fields: Sequence[tuple[bytes, bytes]], bh: bytes,
@@ -368,13 +395,8 @@ def signature_fields(fields: Sequence[tuple[bytes, bytes]], bh: bytes,
     """The DKIM-Signature fields to put on top of a message whose header fields are `fields`
     (from dkim_canon.split_fields) and whose relaxed body hashes to `bh`: one per key,
     RSA before Ed25519. Empty if `keys` is."""
-    if not keys:
-        return b""
-    names, data = _names_and_data(_signable(fields))
-    if len(keys) > 1:
-        keys = sorted(keys, key=lambda k: k.algorithm is not DkimAlgorithm.RSA_SHA256)
-    out = [sign_field(k, data, unsigned_field(k, names, bh, timestamp)) for k in keys]
-    return "".join(out).encode("ascii")
+    return "".join([signed_field(key, digest, unsigned) for key, unsigned, digest
+                    in unsigned_fields(fields, bh, keys, timestamp)]).encode("ascii")
 
 
 def sign_message(message: bytes, keys: Sequence[SigningKey], timestamp: int) -> bytes:
@@ -392,6 +414,7 @@ __all__ = [
     "DkimKeyError",
     "PrivateKey",
     "SigningKey",
+    "field_digest",
     "from_domain",
     "generate_private_key",
     "is_valid_selector",
@@ -401,10 +424,12 @@ __all__ = [
     "sign_field",
     "sign_message",
     "signature_fields",
+    "signed_field",
     "signed_field_names",
     "signed_header_data",
     "split_message",
     "txt_strings",
     "unsigned_field",
+    "unsigned_fields",
     "zone_line",
 ]

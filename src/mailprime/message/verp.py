@@ -47,7 +47,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mailprime.domain.ids import QueueId, RecipientId
+from mailprime.domain.ids import (
+    QUEUE_ID_OCTETS,
+    QueueId,
+    RecipientId,
+    queue_id_number,
+    queue_id_of_number,
+)
 
 # RFC 5321 4.5.3.1.1: a local part is at most 64 octets.
 MAX_LOCAL_PART = 64
@@ -56,9 +62,6 @@ SEPARATOR = "+"
 MAX_PREFIX = MAX_LOCAL_PART - TOKEN_LENGTH - len(SEPARATOR)  # 15
 MIN_SECRET = 16  # octets; init writes 32 random ones
 
-_QUEUE_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"  # domain.ids.new_queue_id's
-_QUEUE_ID_LENGTH = 18  # new_queue_id pads to this; ids grow to 19 digits from about 2024 on
-_QUEUE_OCTETS = 12  # 31**19 < 2**96: good until the millisecond clock passes 2**46 (year 4200)
 _RCPT_OCTETS = 6
 _DAY_OCTETS = 2  # days since the Unix epoch: 65535 of them reach 2149-06-06
 _TAG_OCTETS = 10  # 80 bits of HMAC-SHA256 (RFC 2104 5: at least half the output, or 80 bits)
@@ -97,27 +100,6 @@ def check_prefix(prefix: str) -> str:
     return p
 
 
-def _queue_number(queue_id: str) -> int | None:
-    """The id as a number, when `_queue_id` gives the same id back (so the token is exact)."""
-    if len(queue_id) < _QUEUE_ID_LENGTH or (len(queue_id) > _QUEUE_ID_LENGTH and queue_id[0] == "0"):
-        return None
-    n = 0
-    for ch in queue_id:
-        digit = _QUEUE_ALPHABET.find(ch)
-        if digit < 0:
-            return None
-        n = n * len(_QUEUE_ALPHABET) + digit
-    return n if n < 2 ** (8 * _QUEUE_OCTETS) else None
-
-
-def _queue_id(n: int) -> QueueId:
-    out = []
-    while n:
-        n, r = divmod(n, len(_QUEUE_ALPHABET))
-        out.append(_QUEUE_ALPHABET[r])
-    return QueueId("".join(reversed(out)).rjust(_QUEUE_ID_LENGTH, "0"))
-
-
 def _tag(secret: bytes, payload: bytes) -> bytes:
     return hmac.new(secret, _DOMAIN_TAG + payload, hashlib.sha256).digest()[:_TAG_OCTETS]
 
@@ -147,12 +129,12 @@ class VerpCodec:
         """The 48-character token issued on `day` (default today), or None when `queue_id` is
         not one of new_queue_id's (such a message keeps its own sender) or the recipient id or
         the day does not fit its field."""
-        number = _queue_number(queue_id)
+        number = queue_id_number(queue_id)
         day = self.today() if day is None else day
         if (number is None or not 0 <= recipient_id < 2 ** (8 * _RCPT_OCTETS)
                 or not 0 <= day < 2 ** (8 * _DAY_OCTETS)):
             return None
-        payload = (number.to_bytes(_QUEUE_OCTETS, "big")
+        payload = (number.to_bytes(QUEUE_ID_OCTETS, "big")
                    + recipient_id.to_bytes(_RCPT_OCTETS, "big") + day.to_bytes(_DAY_OCTETS, "big"))
         raw = payload + _tag(self.secrets[0], payload)
         return base64.b32encode(raw).decode("ascii").lower()
@@ -183,9 +165,9 @@ class VerpCodec:
         payload, tag = raw[:-_TAG_OCTETS], raw[-_TAG_OCTETS:]
         if not any(hmac.compare_digest(tag, _tag(s, payload)) for s in self.secrets):
             return None
-        queue_id = _queue_id(int.from_bytes(payload[:_QUEUE_OCTETS], "big"))
-        rcpt_end = _QUEUE_OCTETS + _RCPT_OCTETS
-        recipient_id = RecipientId(int.from_bytes(payload[_QUEUE_OCTETS:rcpt_end], "big"))
+        queue_id = queue_id_of_number(int.from_bytes(payload[:QUEUE_ID_OCTETS], "big"))
+        rcpt_end = QUEUE_ID_OCTETS + _RCPT_OCTETS
+        recipient_id = RecipientId(int.from_bytes(payload[QUEUE_ID_OCTETS:rcpt_end], "big"))
         return VerpTarget(queue_id, recipient_id, int.from_bytes(payload[rcpt_end:], "big"))
 
     def _split(self, address: str) -> str | None:

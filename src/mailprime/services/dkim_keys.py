@@ -32,6 +32,8 @@ from mailprime.message.dkim import (
     public_key_record,
     record_name,
     signature_fields,
+    signed_field,
+    unsigned_fields,
     zone_line,
 )
 from mailprime.message.dkim_canon import MessageHasher, body_hash, split_fields, split_message
@@ -264,18 +266,36 @@ class DkimSigner:
 
     async def sign(self, message: bytes) -> bytes:
         """`message` with its DKIM-Signature fields on top (unchanged if none apply)."""
-        head, body = split_message(message)
-        fields = split_fields(head)
-        domain = from_domain(fields)  # lower case already
-        if domain is None:
-            return message
-        if self._monotonic() >= self._expires:  # keys_for without its await when fresh
+        return (await self.deferred_signer())(message)()
+
+    async def deferred_signer(self) -> Callable[[bytes], Callable[[], bytes]]:
+        """Signing in two steps, for a caller that runs the private-key work on other threads
+        (campaign dispatch: `cryptography` releases the GIL while OpenSSL signs, so the RSA
+        signatures run on another core while the event loop renders).
+
+        `prepare = await signer.deferred_signer()`; then on the loop `finish = prepare(message)`
+        does the Python part (split, canonicalize, hash: under the GIL, so on a thread it would
+        only contend), and on any thread `finish()` makes the signatures and returns the signed
+        message (`sign`'s result). The keys are the ones loaded now (reloaded first when due):
+        ask again now and then (a batch at a time) so a key change reaches the caller within
+        the cache time."""
+        if self._monotonic() >= self._expires:
             await self._refresh()
-        keys = self._keys.get(domain, ())
-        if not keys:
-            return message
-        return signature_fields(fields, body_hash(body), keys,
-                                int(self.clock.now().timestamp())) + message
+        keys_by_domain = self._keys  # replaced, never changed in place, by _refresh
+
+        def prepare(message: bytes) -> Callable[[], bytes]:
+            head, body = split_message(message)
+            fields = split_fields(head)
+            domain = from_domain(fields)  # lower case already
+            keys = keys_by_domain.get(domain, ()) if domain is not None else ()
+            if not keys:
+                return lambda: message
+            pending = unsigned_fields(fields, body_hash(body), keys,
+                                      int(self.clock.now().timestamp()))
+            return lambda: "".join([signed_field(key, digest, unsigned) for key, unsigned, digest
+                                    in pending]).encode("ascii") + message
+
+        return prepare
 
 
 __all__ = [

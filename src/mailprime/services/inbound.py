@@ -15,6 +15,10 @@ body hashed while it streamed: services.dkim_keys) without copying the body, the
 An aborted or refused body's file is deleted at once. Remote recipients go to the local delivery
 worker (`DeliveryHandoff`) already leased in that same accept, when it has room: no claim
 transaction for them.
+Addresses that take mail without a mailbox: VERP and FBL addresses (services.feedback) and the
+List-Unsubscribe mailto address (services.unsubscribe_mail), handled at RCPT and end of data and
+never filed. On the MX, a message filed for a local mailbox that answers mail we sent gets a
+REPLIED event after its accept (services.replies) — unless mx_auth filed it into Junk.
 """
 
 from __future__ import annotations
@@ -52,9 +56,12 @@ from mailprime.proto.smtp.types import AuthOutcome, MailParams, PeerInfo, RcptPa
 from mailprime.services.dkim_keys import DkimSigner
 from mailprime.services.feedback import FeedbackService, FeedbackTarget
 from mailprime.services.inject import Injector
+from mailprime.services.list_consent import ListConsent, list_id_of
 from mailprime.services.mail_auth import LoginCache, check_login
 from mailprime.services.mx_auth import Envelope, MxAuthenticator
 from mailprime.services.recipients import owns_address, resolve_recipient
+from mailprime.services.replies import ReplyRecorder
+from mailprime.services.unsubscribe_mail import MailtoUnsubscribe, UnsubscribeTarget
 from mailprime.storage.ports import DirectoryStore, SpoolWriter, Store
 from mailprime.storage.recent import RecentContent
 
@@ -105,6 +112,8 @@ class _Transaction:
     spool_failure: str = ""  # the writer failed mid-body (disk full): answered at end of data
     dkim: MessageHasher | None = None  # submission with a signer: hashes the body as it streams
     feedback: list[FeedbackTarget] = field(default_factory=list)  # VERP/FBL RCPTs: services.feedback
+    # RCPTs at the List-Unsubscribe mailto address: services.unsubscribe_mail
+    unsubscribe: list[UnsubscribeTarget] = field(default_factory=list)
     auth: StreamedMessage | None = None  # MX with verification: DKIM body hashes as it streams
 
 
@@ -127,8 +136,15 @@ class InboundService:
                  logins: LoginCache | None = None,
                  dkim: DkimSigner | None = None,
                  feedback: FeedbackService | None = None,
-                 mx_auth: MxAuthenticator | None = None) -> None:
+                 mx_auth: MxAuthenticator | None = None,
+                 replies: ReplyRecorder | None = None,
+                 unsubscribe: MailtoUnsubscribe | None = None,
+                 list_consent: ListConsent | None = None) -> None:
         self.store = store
+        # Submitted list mail (a List-Id of ours) asks the campaigns' gate: services.list_consent
+        self.list_consent = list_consent
+        self.replies = replies  # REPLIED events for mail the MX files (services.replies)
+        self.unsubscribe = unsubscribe  # the List-Unsubscribe mailto (services.unsubscribe_mail)
         self.mx_auth = mx_auth  # SPF/DKIM/DMARC/ARC (+ rspamd) on the MX role: services.mx_auth
         self.dkim = dkim  # signs submitted mail that leaves (submission role only)
         self.feedback = feedback  # bounces, complaints, suppression gate: services.feedback
@@ -225,6 +241,12 @@ class InboundSession:
                     self.rejected += 1
                     self._log_reject(recipient, decision.log_reason)
                 return decision.reply
+        if self.service.unsubscribe is not None:  # unsubscribe@<local domain>: no mailbox
+            taken = await self.service.unsubscribe.on_rcpt(recipient)
+            if taken is not None:
+                tx.unsubscribe.append(taken[1])
+                tx.rcpt_addresses.append(recipient)
+                return taken[0]
         try:
             resolution = await resolve_recipient(self.service.directory, recipient)
         except InvalidAddress as exc:
@@ -297,6 +319,14 @@ class InboundSession:
             except DomainError as exc:
                 emit(log, self.session_id, logging.ERROR, status="not accepted", reason=exc.message)
                 return Reply(451, "Local error in processing; try again later", "4.3.0")
+        if tx.unsubscribe and self.service.unsubscribe is not None:  # applied, never stored
+            final = await self.service.unsubscribe.on_data_end(
+                tx.unsubscribe, bytes(tx.head), client_ip=self.peer.ip, session=self.session_id,
+                others=bool(tx.local or tx.remote or tx.feedback))
+            if final is not None:
+                if tx.spool is not None:
+                    await tx.spool.discard()
+                return final
         if tx.feedback and self.service.feedback is not None:  # bounces/complaints: no mailbox
             done = await self.service.feedback.on_data_end(
                 tx.feedback, body if isinstance(body, bytes) else bytes(tx.head),
@@ -306,6 +336,12 @@ class InboundSession:
                 if tx.spool is not None:
                     await tx.spool.discard()
                 return done.reply
+        if self._is_submission and tx.remote and self.service.list_consent is not None:
+            refused = await self._list_consent(tx, self.service.list_consent)
+            if refused is not None:
+                if tx.spool is not None:
+                    await tx.spool.discard()
+                return refused
         queue_id = new_queue_id()
         now = self.service.clock.now()
         trace = build_received(
@@ -328,6 +364,7 @@ class InboundSession:
             if tx.remote and self.service.feedback is not None:  # Feedback-ID, signed by DKIM
                 added += self.service.feedback.outbound_lines(bytes(tx.head), tx.sender)
         signature = await self._dkim_signature(tx, added)
+        junk = False  # mx_auth filed the local deliveries into Junk (DMARC failure, spam)
         if tx.auth is not None and self.service.mx_auth is not None:
             verdict = await self.service.mx_auth.check(tx.auth, body, Envelope(
                 self.peer.ip, self.helo, tx.sender, tuple(tx.rcpt_addresses), queue_id), tx.local, now)
@@ -335,6 +372,9 @@ class InboundSession:
                 if tx.spool is not None:
                     await tx.spool.discard()
                 return verdict.reply
+            # It moves every delivery or none: a mailbox other than the one asked for is Junk.
+            junk = any(after.mailbox != before.mailbox
+                       for before, after in zip(tx.local, verdict.local, strict=False))
             body, trace, tx.local = verdict.content, trace + verdict.header, list(verdict.local)
         content = prepend(signature + trace + added, body)
         acceptance = Acceptance(
@@ -379,6 +419,10 @@ class InboundSession:
              sasl_username=self.identity or None, from_=f"<{tx.sender}>", size=acceptance.size,
              nrcpt=len(tx.rcpt_addresses), local=len(tx.local), remote=len(tx.remote),
              commit_ms=round((time.monotonic() - started) * 1000, 1), status="accepted")
+        if self.service.replies is not None and tx.local and not self._is_submission:
+            await self.service.replies.on_accepted(bytes(tx.head), sender=tx.sender,
+                                                   queue_id=queue_id, session=self.session_id,
+                                                   junk=junk)
         # A DSN about a local delivery returns the headers only: those are in memory.
         original = content if isinstance(content, bytes) else signature + trace + added + bytes(tx.head)
         await self._report_local_delivery(queue_id, tx, original, now)
@@ -417,6 +461,34 @@ class InboundSession:
                  reason="header section too long")
             return b""
         return await signer.signature_for(added + head, tx.dkim.body_hash())
+
+    async def _list_consent(self, tx: _Transaction, consent: ListConsent) -> Reply | None:
+        """Drops the remote recipients the gate refuses for the message's list (services.
+        list_consent); the reply refusing the message when nobody is left, else None. A gate
+        that cannot answer (storage down) refuses it for now, as a failed accept does: sending
+        list mail unchecked is what the gate exists to prevent."""
+        list_id = list_id_of(bytes(tx.head))
+        if list_id is None:
+            return None
+        try:
+            verdict = await consent.refusals(list_id, [r.address for r in tx.remote],
+                                             sender=tx.sender)
+        except DomainError as exc:
+            emit(log, self.session_id, logging.ERROR, status="not accepted", list=list_id,
+                 reason=exc.message)
+            return Reply(451, "Local error in processing; try again later", "4.3.0")
+        if verdict is None or not verdict.refused:
+            return None
+        for address, why in verdict.refused.items():
+            self.rejected += 1
+            self._log_reject(address, f"list {verdict.list_name}: {why}")
+        tx.remote = [r for r in tx.remote if r.address not in verdict.refused]
+        tx.rcpt_addresses = [a for a in tx.rcpt_addresses if a not in verdict.refused]
+        if tx.remote or tx.local:
+            return None
+        first = next(iter(verdict.refused.values()))
+        return Reply(550, f"No recipient may get mail of list {verdict.list_name}: {first}",
+                     "5.7.1")
 
     def _log_reject(self, recipient: str, why: str) -> None:
         emit(log, self.session_id, logging.INFO, listener=self.peer.listener,

@@ -1,6 +1,11 @@
 """Injecting a locally generated message (a DSN, later API and campaign mail) into the same
 path as SMTP mail: recipients resolved to local mailboxes or the outbound queue, then one
-durable accept. Mail that leaves is DKIM-signed first when its From domain has an active key."""
+durable accept. Mail that leaves is DKIM-signed first when its From domain has an active key.
+
+A caller that must never send twice chooses the queue id itself, records it durably first,
+and passes it here (web.messages_api, for an Idempotency-Key): the id is the queue's primary
+key, so after a crash it can ask the store whether that id was accepted
+(`accepted_queue_ids`) instead of sending again under a new one."""
 
 from __future__ import annotations
 
@@ -30,7 +35,10 @@ class Injector:
         self.on_queued = on_queued  # wakes the delivery worker when remote mail was queued
 
     async def inject(self, sender: str, recipients: Sequence[str], content: bytes, *,
-                     priority: Priority = Priority.NORMAL, source: str = "local") -> QueueId | None:
+                     priority: Priority = Priority.NORMAL, source: str = "local",
+                     queue_id: QueueId | None = None) -> QueueId | None:
+        """Accepts the message (under `queue_id` if given, else a new id) and returns its id;
+        None when no recipient is deliverable (nothing is accepted then)."""
         local: list[LocalDelivery] = []
         remote: list[EnvelopeRecipient] = []
         for recipient in recipients:
@@ -48,7 +56,7 @@ class Injector:
             return None
         if remote and self.dkim is not None:
             content = await self.dkim.sign(content)
-        queue_id = new_queue_id()
+        queue_id = queue_id or new_queue_id()
         await self.store.accept(Acceptance(queue_id=queue_id, content=content, sender=sender,
                                            local=tuple(local), remote=tuple(remote),
                                            priority=priority, source=source))

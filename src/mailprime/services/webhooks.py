@@ -21,7 +21,9 @@ process, in three steps each round:
 Delivery is at least once: a receiver that answered 2xx but whose answer was lost gets the
 event again, with the same `id`, by which it can tell. Order is not guaranteed across retries.
 
-The payload is JSON {"id", "type", "at", "queue_id", "recipient", "attrs"}; the signature is
+The payload is JSON {"id", "type", "at", "queue_id", "recipient", "attrs"}, its "type" the
+event's kind as it is (domain.messaging.WEBHOOK_EVENTS lists those a webhook may want: a
+"replied" event is EventKind.REPLIED, services.replies says what its attrs hold); the signature is
 `X-Mailprime-Signature: t=<unix time>,v1=<hex HMAC-SHA256 with the webhook's secret of
 "<t>.<body>">` (the timestamp inside the MAC, so a captured request cannot be replayed later
 with a new time; a receiver refuses a t more than a few minutes old: `verify` shows how).

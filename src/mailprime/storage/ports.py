@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol
 
@@ -56,6 +56,7 @@ from mailprime.domain.ids import (
     MailboxId,
     QueueId,
     RecipientId,
+    SegmentId,
     TemplateId,
 )
 from mailprime.domain.mail import (
@@ -80,7 +81,7 @@ from mailprime.domain.mail import (
 )
 from mailprime.domain.messaging import (
     DeliveryStatus,
-    IdempotencyRecord,
+    IdempotencyClaim,
     Webhook,
     WebhookDelivery,
     WebhookDeliveryId,
@@ -125,6 +126,24 @@ class WireContent:
     content: bytes | BlobId
     line_form: LineForm | None = None
     dot_lines: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddressFacts:
+    """What the send gate reads about one address (AudienceStore.send_gate_facts)."""
+
+    suppression: Suppression | None  # the entry that applies: a global one first
+    invalid: str = ""  # why the address is not one (InvalidAddress's message); "" if it is
+    contact_id: ContactId | None = None  # None: no contact has the address
+    memberships: Mapping[ListId, MembershipStatus] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GateFacts:
+    """The send gate's reads for a batch of addresses, made in one transaction."""
+
+    lists: Mapping[ListId, MailingList]  # those of the lists asked about that exist
+    addresses: Sequence[AddressFacts]  # one per address asked, in the same order
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,12 +235,22 @@ class MailStore(Protocol):
                      lease_seconds: float = 0.0) -> AcceptResult:
         """Stores the content once, files it into every local mailbox, queues every remote
         recipient and appends the events, in one transaction. Returns after the commit is
-        durable. Concurrent calls share one commit (group commit). Raises StorageError.
+        durable. Concurrent calls share one commit (group commit). Raises StorageError, and
+        AlreadyExists for a queue id accepted before (queued, or its QUEUED/STORED event is
+        there): a queue id is accepted once, local-only messages included.
 
         With `lease_to`, the remote recipients are written already leased to that owner until
         now + lease_seconds, and returned as `AcceptResult.jobs` (one per destination domain):
         the caller's worker runs them directly, with no claim. If the owner dies, the lease
         expires (or is reclaimed) like one taken by `claim_due`."""
+        ...
+
+    async def accept_many(self, acceptances: Sequence[Acceptance]) -> None:
+        """`accept` for a batch (campaign dispatch), in one durable transaction: all are
+        accepted or none is (a queue id already used fails the whole call with AlreadyExists,
+        or StorageError when the queue's primary key finds it; accept them one by one to find
+        which). Keep batches bounded: the contents are written in that one transaction.
+        Events as `accept` writes them (QUEUED per recipient)."""
         ...
 
     async def read_blob(self, blob_id: BlobId) -> bytes:
@@ -529,6 +558,14 @@ class AudienceStore(Protocol):
         members it had. NotFound if no such list."""
         ...
 
+    async def update_list(self, list_id: ListId, *, name: str | None = None,
+                          description: str | None = None,
+                          opt_in: OptIn | None = None) -> MailingList:
+        """Changes what is given. NotFound; AlreadyExists for a name in use; Conflict for
+        double -> single opt-in while a member is unconfirmed (people who never confirmed
+        would become mailable). Single -> double is always allowed: it only mails fewer."""
+        ...
+
     async def set_membership(self, contact_id: ContactId, list_id: ListId, *,
                              status: MembershipStatus, evidence: ConsentEvidence) -> Membership:
         """Subscribes, confirms or unsubscribes (adding the membership if needed) and records
@@ -567,6 +604,14 @@ class AudienceStore(Protocol):
                              segment: SegmentFilter | None = None, sending_domain: str = "") -> int:
         ...
 
+    async def send_gate_facts(self, addresses: Sequence[str], *, sending_domain: str,
+                              list_ids: Sequence[ListId]) -> GateFacts:
+        """For each address, in one read: the suppression entry that applies for
+        `sending_domain` (as `find_suppression` finds it), whether it is an address at all,
+        its contact, and its membership status in each of `list_ids`; and those lists. What
+        marketing.gate.SendGate.check_many decides on, for a whole batch at once."""
+        ...
+
     async def create_segment(self, name: str, expression: str) -> Segment:
         """Stores an expression the caller has parsed (marketing.segments). AlreadyExists."""
         ...
@@ -574,6 +619,13 @@ class AudienceStore(Protocol):
     async def get_segment(self, name: str) -> Segment | None: ...
     async def list_segments(self) -> Sequence[Segment]: ...
     async def delete_segment(self, name: str) -> bool: ...
+
+    async def update_segment(self, segment_id: SegmentId, *, name: str | None = None,
+                             expression: str | None = None) -> Segment:
+        """Changes what is given (an expression the caller has parsed). NotFound;
+        AlreadyExists for a name in use; Conflict for a new expression while a scheduled,
+        sending or paused campaign uses the segment (its audience would change mid-way)."""
+        ...
 
     async def contact_data(self, email: str, *, event_limit: int = 100_000) -> ContactData:
         """Everything held about the address (GDPR export), in one read."""
@@ -659,8 +711,17 @@ class CampaignStore(Protocol):
     async def get_campaign_by_name(self, name: str) -> Campaign | None: ...
 
     async def list_campaigns(self, *, status: CampaignStatus | None = None,
-                             limit: int = 1000) -> Sequence[Campaign]:
-        """Oldest first."""
+                             limit: int = 1000, after: CampaignId | None = None
+                             ) -> Sequence[Campaign]:
+        """Oldest (lowest id) first; `after`: a keyset page from the id after that one."""
+        ...
+
+    async def update_campaign(self, campaign_id: CampaignId, draft: CampaignDraft, *,
+                              only_from: frozenset[CampaignStatus] | None = None) -> Campaign:
+        """Replaces the campaign's settings by the draft's (status, times and sends stay).
+        Only in domain.campaigns.EDITABLE states and, with `only_from`, only in those (the
+        status the caller checked the change for), checked inside the write: else
+        IllegalTransition. NotFound; AlreadyExists if the new name is taken."""
         ...
 
     async def set_campaign_status(self, campaign_id: CampaignId, to: CampaignStatus, *,
@@ -671,7 +732,11 @@ class CampaignStore(Protocol):
         one of those (else it is returned unchanged). NotFound, IllegalTransition."""
         ...
 
-    async def delete_campaign(self, campaign_id: CampaignId) -> bool: ...
+    async def delete_campaign(self, campaign_id: CampaignId, *,
+                              only_from: frozenset[CampaignStatus] | None = None) -> bool:
+        """True if it existed. With `only_from`, a campaign in another status is kept and
+        IllegalTransition raised (checked inside the write)."""
+        ...
 
     async def due_campaigns(self, now: datetime) -> Sequence[Campaign]:
         """Campaigns sending, and those scheduled for `now` or earlier."""
@@ -705,8 +770,15 @@ class CampaignStore(Protocol):
     async def get_send(self, campaign_id: CampaignId, contact_id: ContactId) -> SendRecord | None:
         ...
 
+    async def list_sends(self, campaign_id: CampaignId, *, status: SendStatus | None = None,
+                         after: ContactId | None = None, limit: int = 1000
+                         ) -> Sequence[SendRecord]:
+        """Send rows by contact id (keyset pages), of one status or all."""
+        ...
+
     async def accepted_queue_ids(self, queue_ids: Sequence[QueueId]) -> set[QueueId]:
-        """Those of `queue_ids` that an accept committed (queued now, or its QUEUED event)."""
+        """Those of `queue_ids` that an accept committed (queued now, or its QUEUED or STORED
+        event: a message for local mailboxes only is never in the queue)."""
         ...
 
     async def campaign_counters(self, campaign_id: CampaignId) -> CampaignCounters:
@@ -721,10 +793,21 @@ class MessagingStore(Protocol):
 
     async def claim_idempotency_key(self, api_key_id: ApiKeyId, key: str, request_hash: str, *,
                                     now: datetime, stale_before: datetime,
-                                    expired_before: datetime) -> IdempotencyRecord | None:
-        """None: the caller now owns (key, api_key_id) and must complete or release it. Else
-        the record holding it. A pending record of the same request older than `stale_before`
-        is taken over (None); a record older than `expired_before` is forgotten first."""
+                                    expired_before: datetime,
+                                    queue_id: QueueId | None = None) -> IdempotencyClaim:
+        """Owned: the caller now holds (key, api_key_id) and must complete or release it; a
+        new record takes `queue_id`, the id its message must be accepted under. Else the
+        record holding it. A pending record of the same request older than `stale_before` is
+        taken over (owned), keeping its queue id: its dead owner's message, if accepted, is
+        under it. A record older than `expired_before` is forgotten first."""
+        ...
+
+    async def prepare_idempotency_key(self, api_key_id: ApiKeyId, key: str, body: str, *,
+                                      claimed_at: datetime) -> None:
+        """Stores, on the owner's pending record, the response it will give once its message
+        is accepted (written before the accept: a retry that finds it accepted answers so).
+        `claimed_at` is the created_at of the caller's claim: Conflict if the record was
+        claimed since (taken over: the caller must not accept)."""
         ...
 
     async def complete_idempotency_key(self, api_key_id: ApiKeyId, key: str, status: int,
@@ -732,8 +815,10 @@ class MessagingStore(Protocol):
         """Stores the response of the request that owns the key."""
         ...
 
-    async def release_idempotency_key(self, api_key_id: ApiKeyId, key: str) -> None:
-        """Forgets a pending record (its request failed before it sent anything)."""
+    async def release_idempotency_key(self, api_key_id: ApiKeyId, key: str, *,
+                                      claimed_at: datetime) -> None:
+        """Forgets a pending record (its request failed before it sent anything), unless it
+        was claimed since `claimed_at` (its claim's created_at) by another request."""
         ...
 
     async def purge_idempotency_keys(self, before: datetime) -> int:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from mailprime import __version__
 from mailprime.web import (
     api_suppressions,
+    campaigns_api,
     contacts_api,
     lists_api,
     messages_api,
@@ -63,8 +64,8 @@ def create_app(deps: WebDeps) -> FastAPI:
 
     api = APIRouter(prefix=API_PREFIX, responses={404: PROBLEM_RESPONSE, 503: PROBLEM_RESPONSE})
     api.include_router(api_suppressions.router)
-    for resource in (contacts_api, lists_api, segments_api, templates_api, messages_api,
-                     webhooks_api):
+    for resource in (contacts_api, lists_api, segments_api, templates_api, campaigns_api,
+                     messages_api, webhooks_api):
         api.include_router(resource.router)
     app.include_router(api)
     app.include_router(tracking.router)

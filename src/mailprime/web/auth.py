@@ -74,12 +74,17 @@ def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
             HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiKey:
         checker: KeyChecker = request.app.state.keys
         key = await checker.authenticate(credentials)
-        if not grants(key.scopes, scope):
-            raise HTTPException(403, f"this API key lacks the scope {scope}", headers={
-                "WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{scope}"'})
+        check_scope(key, scope)
         return key
 
     return dependency
 
 
-__all__ = ["KeyChecker", "require"]
+def check_scope(key: ApiKey, scope: str, why: str = "") -> None:
+    """403 unless `key` grants `scope`: for a route whose scope depends on what it finds."""
+    if not grants(key.scopes, scope):
+        raise HTTPException(403, f"this API key lacks the scope {scope}{why}", headers={
+            "WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{scope}"'})
+
+
+__all__ = ["KeyChecker", "check_scope", "require"]

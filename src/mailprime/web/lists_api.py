@@ -1,10 +1,12 @@
-"""/api/v1/lists: create, read, delete mailing lists; list, add and remove their members.
+"""/api/v1/lists: create, read, change, delete mailing lists; list, add and remove members.
 
 Theory of operation. A member is added through marketing.consent (the same rules as the CLI
 and the subscribe form): a new member of a double opt-in list starts unconfirmed unless the
 API caller vouches for a confirmation it obtained itself (`status: "confirmed"`, like an import
 with --confirmed); either way the consent ledger records the act with source `api`, the
 wording version the caller names and the key's name is in the event trail of the request.
+A list's opt-in may become stricter at any time (single -> double), never looser while
+someone on it has not confirmed (PATCH: the store refuses it inside the write, 409).
 Removing a member is an unsubscribe, not a deletion: the membership stays, as `unsubscribed`,
 and the ledger records the withdrawal, so a later campaign cannot mail the person through that
 list and the record shows why. Member pages are keyset pages by contact id, like contacts.
@@ -67,6 +69,16 @@ class ListIn(BaseModel):
         "Unique; may appear in a List-Id or subject, so no CR, LF or NUL."))
     description: str = Field(default="", max_length=MAX_DESCRIPTION)
     opt_in: OptIn = OptIn.DOUBLE
+
+
+class ListPatch(BaseModel):
+    name: HeaderText | None = Field(default=None, min_length=1, max_length=MAX_LIST_NAME,
+                                    description="Unique; no CR, LF or NUL.")
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
+    opt_in: OptIn | None = Field(default=None, description=(
+        "single -> double: always allowed (unconfirmed members stop being mailed until they "
+        "confirm). double -> single: refused (409) while any member is unconfirmed: they "
+        "would be mailed without having confirmed."))
 
 
 class MemberOut(BaseModel):
@@ -138,6 +150,22 @@ async def get_list(request: Request, list_id: ListPath,
                    _key: Annotated[ApiKey, Depends(require("lists:read"))]) -> ListOut:
     found = await _get(request, list_id)
     return _list_out(found, await _counts(request, found.id))
+
+
+@router.patch("/{list_id}", response_model=ListOut, summary="Change a list",
+              responses={409: {"description": "The name is in use, or the opt-in change is "
+                                              "refused (unconfirmed members)."}})
+async def update_list(request: Request, list_id: ListPath, body: ListPatch,
+                      _key: Annotated[ApiKey, Depends(require("lists:write"))]) -> ListOut:
+    """Absent or null fields stay as they are. Memberships are never changed by this: a
+    member's status is theirs (their consent), only the list's rule for mailing them moves."""
+    name = body.name.strip() if body.name is not None else None
+    if name == "":
+        raise field_error("body.name", "a list name is not only white space")
+    found = await _get(request, list_id)
+    updated = await deps_of(request).store.update_list(
+        found.id, name=name, description=body.description, opt_in=body.opt_in)
+    return _list_out(updated, await _counts(request, updated.id))
 
 
 @router.delete("/{list_id}", status_code=204, response_class=Response,

@@ -25,9 +25,27 @@ later request with that key and the same body gets exactly that answer back (hea
 `Idempotent-Replayed: true`) without sending again; with another body, 422; while the first is
 still running, 409. A refused request (4xx) releases the key: nothing was sent, and a retry
 after fixing the cause (a DKIM key added, a suppression lifted) must be able to go through.
-Records are kept 24 hours (services.webhooks purges them). If the process dies between the
-durable accept and storing the response, the key stays pending; after STALE_SECONDS a retry
-takes it over and sends again: the one window in which a retried request can send twice.
+Records are kept 24 hours (services.webhooks purges them).
+
+No send twice, even across a crash (the rule of marketing.dispatch, for one message):
+1. The claim writes the record with the queue id the message will have, chosen now; the
+   record's created_at is the claimer's ownership token.
+2. Once the message is built, the response it will get (that id, its Message-ID, the
+   recipients' statuses) is written on the pending record, if the request still owns it:
+   one taken over meanwhile (below) stops there with a 409 and does not accept.
+3. The message is accepted under that queue id. The store accepts a queue id once (the
+   queue's primary key while it is queued; the QUEUED/STORED events of an earlier accept for
+   any message, one for local mailboxes only included): a second accept fails, AlreadyExists.
+4. The record is completed with the response.
+A retry that finds the record pending asks the store whether its queue id was accepted
+(`accepted_queue_ids`: queued, or its QUEUED/STORED event): if so the first request got past 3
+and died (or is finishing), and the retry answers with the response of 2 (Idempotent-Replayed),
+completing the record. If not, it waits (409) until the record is STALE_SECONDS old, then takes
+it over, keeping the queue id, and sends under it. Should the first request have been slow
+rather than dead, and its accept land first, the taker's accept is refused as a second one
+and the taker answers with its prepared response (Idempotent-Replayed): the one message under
+that queue id is the answer. So whatever moment a process dies (or stalls) at, a key sends at
+most one message.
 """
 
 from __future__ import annotations
@@ -37,7 +55,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
@@ -51,8 +69,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailprime.domain.address import Address
 from mailprime.domain.api_keys import ApiKey
-from mailprime.domain.errors import InvalidAddress
-from mailprime.domain.ids import QueueId, TemplateId
+from mailprime.domain.errors import AlreadyExists, Conflict, InvalidAddress
+from mailprime.domain.ids import QueueId, TemplateId, new_queue_id
 from mailprime.domain.mail import Priority
 from mailprime.marketing.gate import Purpose, SendGate
 from mailprime.marketing.templates import (
@@ -63,6 +81,7 @@ from mailprime.marketing.templates import (
     compile_template,
     render,
 )
+from mailprime.message.msgid_token import MsgIdCodec, QueueOrigin
 from mailprime.services.dkim_keys import DkimSigner
 from mailprime.services.inject import Injector
 from mailprime.web.auth import require
@@ -173,7 +192,8 @@ class MessageQueue(Protocol):
     """What sends: services.inject.Injector (DKIM signing, the queue, local mailboxes)."""
 
     async def inject(self, sender: str, recipients: Sequence[str], content: bytes, *,
-                     priority: Priority = ..., source: str = ...) -> QueueId | None: ...
+                     priority: Priority = ..., source: str = ...,
+                     queue_id: QueueId | None = ...) -> QueueId | None: ...
 
 
 class Refused(Exception):
@@ -295,14 +315,27 @@ def _cte(text: str) -> str:
     return "7bit" if ascii_short else "quoted-printable"
 
 
+def signed_message_id(deps: WebDeps, queue_id: QueueId, domain: str) -> str:
+    """A Message-ID that names the queue id, signed with the link keys (message.msgid_token), so
+    that a reply to the message maps back to it (services.replies); a random one when the id
+    cannot be signed (not one of new_queue_id's)."""
+    made = MsgIdCodec(deps.signer.secrets).make(QueueOrigin(queue_id), domain)
+    return made or make_msgid(domain=domain)
+
+
 def request_hash(body: MessageIn) -> str:
     canonical = json.dumps(body.model_dump(mode="json", by_alias=True), sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(b"POST /api/v1/messages\n" + canonical.encode()).hexdigest()
 
 
-async def send(deps: WebDeps, queue: MessageQueue, body: MessageIn) -> MessageAccepted:
-    """Checks, builds and queues the message; Refused says why it cannot be."""
+async def send(deps: WebDeps, queue: MessageQueue, body: MessageIn, *,
+               queue_id: QueueId | None = None,
+               before_accept: Callable[[MessageAccepted], Awaitable[None]] | None = None
+               ) -> MessageAccepted:
+    """Checks, builds and queues the message (under `queue_id`, else a new id); Refused says
+    why it cannot be. `before_accept` gets the response once nothing can refuse it but the
+    accept itself (an unresolvable recipient), before the accept."""
     sender = _address(body.from_, "body.from")
     await _from_domain_ready(deps, sender[0])
     lists = {name: [_address(v, f"body.{name}.{i}") for i, v in enumerate(getattr(body, name))]
@@ -339,7 +372,8 @@ async def send(deps: WebDeps, queue: MessageQueue, body: MessageIn) -> MessageAc
         refused = [FieldError(field="body.to", message=f"{s.email}: {s.reason}") for s in statuses]
         raise Refused(422, "every recipient is suppressed: "
                            + ", ".join(f"{s.email} ({s.reason})" for s in statuses), refused)
-    message_id = make_msgid(domain=sender[0].domain)
+    queue_id = queue_id or new_queue_id()  # chosen before the build: the Message-ID names it
+    message_id = signed_message_id(deps, queue_id, sender[0].domain)
     content = build_message(body, sender, lists, subject=subject, html=html, text=text,
                             message_id=message_id,
                             date=format_datetime(deps.clock.now(), usegmt=True))
@@ -347,11 +381,13 @@ async def send(deps: WebDeps, queue: MessageQueue, body: MessageIn) -> MessageAc
     if len(content) > limit:
         raise Refused(413, f"the message would be {len(content):,} octets; at most {limit:,} "
                            "(RFC 1870 SIZE of this server)")
-    queue_id = await queue.inject(str(sender[0]), envelope, content,
-                                  priority=Priority.TRANSACTIONAL, source="api")
-    if queue_id is None:
+    answer = MessageAccepted(id=queue_id, message_id=message_id, recipients=statuses)
+    if before_accept is not None:
+        await before_accept(answer)
+    if await queue.inject(str(sender[0]), envelope, content, priority=Priority.TRANSACTIONAL,
+                          source="api", queue_id=queue_id) is None:
         raise Refused(422, "no recipient could be resolved (unknown local addresses?)")
-    return MessageAccepted(id=queue_id, message_id=message_id, recipients=statuses)
+    return answer
 
 
 def _queue(request: Request) -> MessageQueue:
@@ -381,43 +417,88 @@ async def send_message(request: Request, body: MessageIn,
     dropped and listed with status "suppressed"; if all are, 422 and nothing is sent."""
     deps: WebDeps = request.app.state.deps
     queue = _queue(request)
-    if idempotency_key is not None:
-        now = deps.clock.now()
-        digest = request_hash(body)
-        held = await deps.store.claim_idempotency_key(
-            key.id, idempotency_key, digest, now=now,
-            stale_before=now - timedelta(seconds=STALE_SECONDS),
-            expired_before=now - IDEMPOTENCY_TTL)
-        if held is not None:
-            if held.request_hash != digest:
-                return problem_response(
-                    422, "this Idempotency-Key was used with another request body; use a new "
-                         "key for a new message", request=request, type_=REUSE_TYPE)
-            if held.status is None or held.body is None:
-                return problem_response(409, "a request with this Idempotency-Key is still being "
-                                             "processed; retry shortly", request=request,
-                                        type_=IN_PROGRESS_TYPE, headers={"Retry-After": "1"})
-            return JSONResponse(json.loads(held.body), status_code=held.status,
-                                headers={"Idempotent-Replayed": "true"})
+    if idempotency_key is None:
+        try:
+            accepted = await send(deps, queue, body)
+        except Refused as exc:
+            return _refusal(request, exc)
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+    store = deps.store
+    now = deps.clock.now()
+    digest = request_hash(body)
+    claim = await store.claim_idempotency_key(
+        key.id, idempotency_key, digest, now=now, queue_id=new_queue_id(),
+        stale_before=now - timedelta(seconds=STALE_SECONDS), expired_before=now - IDEMPOTENCY_TTL)
+    held = claim.record
+    if held.request_hash != digest:
+        return problem_response(
+            422, "this Idempotency-Key was used with another request body; use a new key for a "
+                 "new message", request=request, type_=REUSE_TYPE)
+    if held.status is not None and held.body is not None:
+        return _replay(held.status, held.body)
+    queue_id, claimed_at = held.queue_id, held.created_at
+    if queue_id is not None and held.body is not None and await store.accepted_queue_ids(
+            [queue_id]):
+        # Accepted, but the response never stored: its request died (or is finishing) between
+        # the accept and the completion. What it would have answered is on the record.
+        await store.complete_idempotency_key(key.id, idempotency_key, 202, held.body)
+        return _replay(202, held.body)
+    if not claim.owned:
+        return problem_response(409, "a request with this Idempotency-Key is still being "
+                                     "processed; retry shortly", request=request,
+                                type_=IN_PROGRESS_TYPE, headers={"Retry-After": "1"})
+
+    prepared: list[str] = []
+
+    async def prepare(answer: MessageAccepted) -> None:
+        text = json.dumps(answer.model_dump(mode="json"))
+        try:
+            await store.prepare_idempotency_key(key.id, idempotency_key, text,
+                                                claimed_at=claimed_at)
+        except Conflict as exc:  # taken over by a retry: that one sends, this one must not
+            raise _TakenOver(exc.message) from exc
+        prepared.append(text)
+
     try:
-        accepted = await send(deps, queue, body)
+        accepted = await send(deps, queue, body, queue_id=queue_id, before_accept=prepare)
+    except _TakenOver:
+        return problem_response(409, "a retry with this Idempotency-Key took over this request "
+                                     "(it seemed dead): the retry sends the message",
+                                request=request, type_=IN_PROGRESS_TYPE)
     except Refused as exc:
-        if idempotency_key is not None:
-            await deps.store.release_idempotency_key(key.id, idempotency_key)
-        return problem_response(exc.status, exc.detail, request=request,
-                                type_=VALIDATION_TYPE if exc.errors else "about:blank",
-                                errors=exc.errors or None)
-    except Exception:
-        # A storage error: inject did not return, so nothing was accepted. (A cancellation is
-        # not caught: the accept may still commit, so the key stays pending until stale.)
-        if idempotency_key is not None:
-            await deps.store.release_idempotency_key(key.id, idempotency_key)
+        await store.release_idempotency_key(key.id, idempotency_key, claimed_at=claimed_at)
+        return _refusal(request, exc)
+    except Exception as exc:
+        # A storage error: the accept failed, or came before it (a cancellation is not caught:
+        # the accept may still commit, so the key stays pending, to be answered from the record).
+        # Released only if nothing is under the queue id: if a taken-over request's accept did
+        # commit after all, the record must stay to answer the retry with it.
+        if queue_id is None or not await store.accepted_queue_ids([queue_id]):
+            await store.release_idempotency_key(key.id, idempotency_key, claimed_at=claimed_at)
+        elif isinstance(exc, AlreadyExists) and prepared:
+            # The request this one took over was slow, not dead: its accept landed first and
+            # this second one was refused. Its message, under the same queue id, is the answer.
+            await store.complete_idempotency_key(key.id, idempotency_key, 202, prepared[-1])
+            return _replay(202, prepared[-1])
         raise
     content = accepted.model_dump(mode="json")
-    if idempotency_key is not None:
-        await deps.store.complete_idempotency_key(key.id, idempotency_key, 202,
-                                                  json.dumps(content))
+    await store.complete_idempotency_key(key.id, idempotency_key, 202, json.dumps(content))
     return JSONResponse(content, status_code=202)
+
+
+class _TakenOver(Exception):
+    """The request lost its Idempotency-Key to a retry before it accepted anything."""
+
+
+def _replay(status: int, body: str) -> JSONResponse:
+    return JSONResponse(json.loads(body), status_code=status,
+                        headers={"Idempotent-Replayed": "true"})
+
+
+def _refusal(request: Request, exc: Refused) -> JSONResponse:
+    return problem_response(exc.status, exc.detail, request=request,
+                            type_=VALIDATION_TYPE if exc.errors else "about:blank",
+                            errors=exc.errors or None)
 
 
 __all__ = ["DENIED_HEADERS", "MAX_RECIPIENTS", "MessageAccepted", "MessageIn", "MessageQueue",

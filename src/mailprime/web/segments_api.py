@@ -1,4 +1,4 @@
-"""/api/v1/segments: create, list, read, delete saved filters, and count who matches one.
+"""/api/v1/segments: create, list, read, change, delete saved filters; count who matches one.
 
 Theory of operation. A segment is stored only once its expression parses
 (marketing.segments), so a campaign never finds a broken one; a refusal is a 422 problem whose
@@ -6,8 +6,9 @@ Theory of operation. A segment is stored only once its expression parses
 1-based column of the fault, so an editor can put the cursor on it. A count compiles the stored
 expression again (storage compiles the tree to SQL with bound parameters) and counts every
 contact matching it, whatever their lists: a campaign's own audience count also applies its
-lists and suppressions. Segments are few (an operator's saved filters), so one is found by id
-in the store's listing.
+lists and suppressions. A change of expression is parsed like a new one, and refused (409)
+while a campaign under way uses the segment (storage checks it inside the write). Segments
+are few (an operator's saved filters), so one is found by id in the store's listing.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mailprime.domain.audience import Segment, SegmentError
 from mailprime.domain.ids import SegmentId
 from mailprime.marketing.segments import MAX_LENGTH, parse_segment
 from mailprime.web.auth import require
-from mailprime.web.models import MAX_ID, FieldProblem, deps_of
+from mailprime.web.models import MAX_ID, FieldProblem, deps_of, field_error
 
 router = APIRouter(prefix="/segments", tags=["segments"])
 
@@ -42,6 +43,13 @@ class SegmentIn(BaseModel):
     name: str = Field(min_length=1, max_length=MAX_SEGMENT_NAME)
     expression: str = Field(min_length=1, max_length=MAX_LENGTH, description=(
         'A filter, e.g. `attributes.plan = "pro" and opened within 90 days` (docs/marketing.md).'))
+
+
+class SegmentPatch(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_SEGMENT_NAME)
+    expression: str | None = Field(default=None, min_length=1, max_length=MAX_LENGTH,
+                                   description="Parsed again before it is stored (422 with "
+                                               "`column`).")
 
 
 class SegmentCount(BaseModel):
@@ -90,6 +98,25 @@ async def create_segment(request: Request, body: SegmentIn,
 async def get_segment(request: Request, segment_id: SegmentPath,
                       _key: Annotated[ApiKey, Depends(require("segments:read"))]) -> SegmentOut:
     return _out(await _get(request, segment_id))
+
+
+@router.patch("/{segment_id}", response_model=SegmentOut, summary="Change a segment",
+              responses={409: {"description": "The name is in use, or a campaign under way "
+                                              "uses the segment (for a new expression)."}})
+async def update_segment(request: Request, segment_id: SegmentPath, body: SegmentPatch,
+                         _key: Annotated[ApiKey, Depends(require("segments:write"))]
+                         ) -> SegmentOut:
+    """Absent or null fields stay as they are. A new expression is refused while a scheduled,
+    sending or paused campaign uses the segment: it was checked with the old audience."""
+    name = body.name.strip() if body.name is not None else None
+    if name == "":
+        raise field_error("body.name", "a segment name is not only white space")
+    if body.expression is not None:
+        parse_or_422(body.expression)
+    found = await _get(request, segment_id)
+    updated = await deps_of(request).store.update_segment(found.id, name=name,
+                                                          expression=body.expression)
+    return _out(updated)
 
 
 @router.delete("/{segment_id}", status_code=204, response_class=Response,

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import RedirectResponse
 
 from mailprime.domain.errors import DomainError
-from mailprime.domain.ids import ContactId, QueueId
+from mailprime.domain.ids import ContactId
 from mailprime.domain.mail import EventKind
 from mailprime.marketing.machine_opens import classify
 from mailprime.marketing.tokens import (
@@ -34,6 +34,7 @@ from mailprime.marketing.tokens import (
     OpenToken,
     Subject,
 )
+from mailprime.marketing.unsubscribe import subject_attrs, subject_queue  # the UNSUBSCRIBED ids too
 from mailprime.web.deps import WebDeps
 from mailprime.web.problems import problem_response
 
@@ -64,16 +65,6 @@ async def who(deps: WebDeps, subject: Subject) -> tuple[str | None, ContactId | 
         return address.lower(), found.id if found else None
     except DomainError:  # an address the audience refuses: the event still counts
         return None, None
-
-
-def subject_attrs(subject: Subject) -> tuple[tuple[str, str], ...]:
-    if isinstance(subject, CampaignRecipient):
-        return (("campaign_id", str(subject.campaign_id)), ("contact_id", str(subject.contact_id)))
-    return (("recipient_id", str(subject.recipient_id)),)
-
-
-def subject_queue(subject: Subject) -> QueueId | None:
-    return None if isinstance(subject, CampaignRecipient) else subject.queue_id
 
 
 async def _record(request: Request, kind: EventKind, subject: Subject,
@@ -112,4 +103,4 @@ async def click(request: Request, token: TokenPath) -> Response:
     return RedirectResponse(parsed.url, status_code=302, headers=NO_STORE)
 
 
-__all__ = ["PIXEL", "router", "subject_attrs", "subject_queue", "who"]
+__all__ = ["PIXEL", "router", "who"]

@@ -12,19 +12,13 @@ A GET never unsubscribes: link scanners and prefetchers GET every URL in a messa
 acted would unsubscribe people who never asked. It shows a small page whose one button POSTs the
 same body; a person who follows the link in the message's footer gets there.
 
-What "unsubscribed" means (marketing's answer, in order):
-* the token names a list and the address is a contact with a membership on it: that membership
-  becomes `unsubscribed` (the audience store writes the consent ledger's withdrawal with it); no
-  suppression, as the person left one list, not all mail;
-* otherwise: a suppression entry (reason `unsubscribe`), global or for the sending domain as
-  [bounces] scope says, plus a withdrawal line in the consent ledger (purpose "marketing").
-Either way an UNSUBSCRIBED event (attrs: how, list, machine guess) records the act, once: a
-repeated POST changes nothing and records nothing.
+What "unsubscribed" means is marketing.unsubscribe's answer (a list membership, else a
+suppression, with the consent ledger's withdrawal and one UNSUBSCRIBED event), the same act as a
+message to the List-Unsubscribe mailto: a repeated POST changes nothing and records nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import html
 import re
 from typing import Annotated
@@ -33,15 +27,13 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import HTMLResponse
 
-from mailprime.domain.audience import ConsentAction, ConsentEvidence, ConsentSource, MembershipStatus
-from mailprime.domain.deliverability import GLOBAL_SCOPE, Suppression, SuppressionReason
-from mailprime.domain.errors import DomainError
-from mailprime.domain.mail import EventKind
+from mailprime.domain.audience import ConsentSource
 from mailprime.marketing.machine_opens import classify
-from mailprime.marketing.tokens import MAX_TOKEN, CampaignRecipient, UnsubscribeToken
+from mailprime.marketing.tokens import MAX_TOKEN, UnsubscribeToken
+from mailprime.marketing.unsubscribe import apply_unsubscribe
 from mailprime.web.deps import WebDeps
 from mailprime.web.problems import problem_response
-from mailprime.web.tracking import NO_STORE, subject_attrs, subject_queue
+from mailprime.web.tracking import NO_STORE
 
 router = APIRouter(include_in_schema=False)
 
@@ -78,49 +70,11 @@ def _is_one_click(content_type: str, body: bytes) -> bool:
 
 async def unsubscribe(deps: WebDeps, token: UnsubscribeToken, *, ip: str,
                       user_agent: str | None, source: ConsentSource) -> bool:
-    """Applies the unsubscribe the token stands for; True if it changed anything."""
-    store = deps.store
-    evidence = ConsentEvidence(source=source, ip=ip)
-    how = ""
-    contact_id = token.subject.contact_id if isinstance(token.subject, CampaignRecipient) else None
-    if token.list_id is not None:
-        try:
-            if contact_id is None:
-                contact = await store.get_contact(token.address)
-                contact_id = contact.id if contact else None
-            membership = (await store.get_membership(contact_id, token.list_id)
-                          if contact_id is not None else None)
-        except DomainError:
-            membership = None
-        if membership is not None and contact_id is not None:
-            if membership.status is MembershipStatus.UNSUBSCRIBED:
-                return False
-            await store.set_membership(contact_id, token.list_id,
-                                       status=MembershipStatus.UNSUBSCRIBED, evidence=evidence)
-            how = "list"
-    if not how:
-        scope = (token.sending_domain if deps.settings.bounces.scope == "domain"
-                 and token.sending_domain else GLOBAL_SCOPE)
-        entry = Suppression(address=token.address, scope=scope,
-                            reason=SuppressionReason.UNSUBSCRIBE, created_at=deps.clock.now(),
-                            detail=f"unsubscribed ({source.value})",
-                            queue_id=subject_queue(token.subject))
-        if not await store.suppress(entry):
-            return False
-        how = "suppression"
-        await store.append(EventKind.SUPPRESSED, entry.queue_id, token.address, entry.detail,
-                           (("reason", "unsubscribe"), ("scope", scope or "global"),
-                            ("source", source.value)))
-        with contextlib.suppress(DomainError):  # an address the ledger refuses: suppressed still
-            await store.record_consent(token.address, purpose="marketing",
-                                       action=ConsentAction.WITHDRAWN, evidence=evidence)
-    reason = classify(user_agent, ip, deps.machine_networks)
-    await store.append(EventKind.UNSUBSCRIBED, subject_queue(token.subject), token.address,
-                       f"unsubscribed ({source.value})",
-                       (*subject_attrs(token.subject), ("how", how),
-                        ("list_id", str(token.list_id or "")), ("source", source.value),
-                        ("machine", "yes" if reason else "no")))
-    return True
+    """Applies the unsubscribe the token stands for; True if it changed anything. The act itself
+    is marketing.unsubscribe's, shared with the List-Unsubscribe mailto at the MX."""
+    return await apply_unsubscribe(
+        deps.store, token, scope_mode=deps.settings.bounces.scope, now=deps.clock.now(),
+        source=source, ip=ip, machine=classify(user_agent, ip, deps.machine_networks) is not None)
 
 
 def _client(request: Request) -> tuple[str, str | None]:

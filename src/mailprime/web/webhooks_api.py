@@ -3,7 +3,9 @@
 A webhook is created with a random secret (shown once, in the 201 answer: keep it to verify the
 X-Mailprime-Signature of each payload; services.webhooks explains the signature). Scopes:
 webhooks:read for listing and the log, webhooks:write for the rest. A new webhook gets the events
-that happen from its creation on; deleting it deletes its log.
+that happen from its creation on; deleting it deletes its log. The event names it may ask for are
+domain.messaging.WEBHOOK_EVENTS (delivered, bounced, complained, opened, clicked, unsubscribed,
+replied, deferred, expired, suppressed); "*" stands for all of them as they are at creation.
 
 The URL is anything http(s) the operator's key holder names, internal addresses included: only
 a key with webhooks:write can point the server at one, so treat that scope like an admin's.

@@ -5,6 +5,17 @@ issues one multi-row INSERT per table — blobs, mailbox messages, queue message
 recipients, events — plus one SELECT (FOR UPDATE on PostgreSQL) and one UPDATE for the mailboxes
 whose UIDs it allocates, so the per-message cost is building a few dicts.
 
+A queue id is accepted once. For a message with remote recipients the queue's primary key
+says so while it is queued; a message for local mailboxes only is never queued, and one
+delivered since is no longer, so before writing the writer looks for a QUEUED or STORED event
+of the batch's queue ids (appended by an earlier accept, in its transaction) and refuses the
+batch with AlreadyExists if one is there: web.messages_api sends under a queue id chosen in
+advance, and a retry that took over a request that seemed dead must not file its message a
+second time. On PostgreSQL two processes could look at the same moment and both find nothing:
+a transaction-scoped advisory lock on each local-only queue id (in order: no deadlock) makes
+the second wait for the first's commit, and then see its events. On SQLite the writer holds
+the database write lock. The look is one indexed query per batch.
+
 An acceptance may ask for its remote recipients to be leased at once (`AcceptRecord.lease`): the
 recipient rows are then written with the lease already on them, their ids come back from the
 INSERT (RETURNING), and the writer fills `AcceptRecord.jobs` with the delivery jobs, so the local
@@ -13,17 +24,29 @@ worker starts them without a claim transaction.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, bindparam, column, func, insert, select, table, tuple_, update
+from sqlalchemy import (
+    Table,
+    bindparam,
+    column,
+    func,
+    insert,
+    select,
+    table,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from mailprime.domain.clock import Clock
-from mailprime.domain.errors import StorageError
-from mailprime.domain.ids import AccountId, BlobId, RecipientId
+from mailprime.domain.errors import AlreadyExists, StorageError
+from mailprime.domain.ids import AccountId, BlobId, QueueId, RecipientId
 from mailprime.domain.mail import (
     Acceptance,
     DeliveryJob,
@@ -159,6 +182,7 @@ class AcceptWriter:
     def __call__(self, conn: Connection, records: Sequence[AcceptRecord]) -> None:
         now = self._clock.now()
         expires = now + self._lifetime
+        _refuse_accepted(conn, records)
 
         blob_ids = _insert_with_ids(conn, blobs, _INSERT_BLOBS, [r.blob_row(now) for r in records])
 
@@ -206,7 +230,8 @@ class AcceptWriter:
                                   "domain": recipient_domain(rcpt.address), "status": _PENDING,
                                   "attempts": 0, "next_attempt_at": now, "last_reply": "",
                                   "notify": notify_text(rcpt.notify), "orcpt": rcpt.orcpt,
-                                  "lease_owner": owner, "lease_until": until})
+                                  "lease_owner": owner, "lease_until": until,
+                                  "priority": int(a.priority)})
                     evts.append({"at": now, "kind": _QUEUED, "queue_id": a.queue_id,
                                  "recipient": rcpt.address, "detail": "", "attrs": attrs})
 
@@ -239,6 +264,42 @@ class AcceptWriter:
             if any(k not in boxes for k in missing):
                 raise StorageError("mailbox vanished while delivering")
         return boxes
+
+
+# Ids per IN (...) of the accepted-already look (SQLite's default limit of bound variables is
+# 999; two more are the event kinds).
+_LOOK_CHUNK = 900
+# One statement for the batch; volatile functions in the select list run after the ORDER BY
+# (PostgreSQL 9.6+), so the locks are taken in key order.
+_LOCK_KEYS = text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k "
+                  "ORDER BY k")
+
+
+def _accept_lock_key(queue_id: str) -> int:
+    """A signed 64-bit pg_advisory_xact_lock key naming one queue id (as deliverability's soft
+    bounce keys, in a namespace of its own): a collision only makes two accepts wait."""
+    digest = hashlib.sha256(b"mailprime-accept\0" + queue_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _refuse_accepted(conn: Connection, records: Sequence[AcceptRecord]) -> None:
+    """AlreadyExists if a queue id of the batch was accepted before (see the module doc), or
+    is twice in the batch."""
+    ids = [r.acceptance.queue_id for r in records]
+    if len(set(ids)) != len(ids):
+        twice = next(q for q in ids if ids.count(q) > 1)
+        raise AlreadyExists(f"message {twice} is in the batch twice")
+    if conn.dialect.name == "postgresql":
+        keys = sorted(_accept_lock_key(r.acceptance.queue_id) for r in records
+                      if not r.acceptance.remote)
+        if keys:
+            conn.execute(_LOCK_KEYS, {"keys": keys})
+    for start in range(0, len(ids), _LOOK_CHUNK):
+        found = conn.execute(select(events.c.queue_id).where(
+            events.c.queue_id.in_(ids[start:start + _LOOK_CHUNK]),
+            events.c.kind.in_((_QUEUED, _STORED))).limit(1)).scalar()
+        if found is not None:
+            raise AlreadyExists(f"message {QueueId(found)} was accepted already")
 
 
 def _jobs(a: Acceptance, blob_id: BlobId, now: datetime, expires: datetime,

@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from mailprime.domain import audience as au
-from mailprime.domain.ids import ContactId, ListId
+from mailprime.domain.ids import ContactId, ListId, SegmentId
+from mailprime.storage.ports import GateFacts
 from mailprime.storage.sql import audience, retention
 from mailprime.storage.sql.access import SqlAccess
 
@@ -71,6 +72,12 @@ class AudienceSql(SqlAccess):
     async def delete_list(self, name: str) -> int:
         return await self._writer.run(lambda c: audience.delete_list(c, name))
 
+    async def update_list(self, list_id: ListId, *, name: str | None = None,
+                          description: str | None = None,
+                          opt_in: au.OptIn | None = None) -> au.MailingList:
+        return await self._writer.run(
+            lambda c: audience.update_list(c, list_id, name, description, opt_in))
+
     async def set_membership(self, contact_id: ContactId, list_id: ListId, *,
                              status: au.MembershipStatus, evidence: au.ConsentEvidence
                              ) -> au.Membership:
@@ -113,6 +120,11 @@ class AudienceSql(SqlAccess):
         return await self._read(
             lambda c: audience.count_audience(c, list_ids, segment, sending_domain, now))
 
+    async def send_gate_facts(self, addresses: Sequence[str], *, sending_domain: str,
+                              list_ids: Sequence[ListId]) -> GateFacts:
+        return await self._read(lambda c: audience.send_gate_facts(
+            c, addresses, sending_domain, list_ids))
+
     async def create_segment(self, name: str, expression: str) -> au.Segment:
         now = self._clock.now()
         return await self._writer.run(lambda c: audience.create_segment(c, name, expression, now))
@@ -125,6 +137,11 @@ class AudienceSql(SqlAccess):
 
     async def delete_segment(self, name: str) -> bool:
         return await self._writer.run(lambda c: audience.delete_segment(c, name))
+
+    async def update_segment(self, segment_id: SegmentId, *, name: str | None = None,
+                             expression: str | None = None) -> au.Segment:
+        return await self._writer.run(
+            lambda c: audience.update_segment(c, segment_id, name, expression))
 
     async def contact_data(self, email: str, *, event_limit: int = 100_000) -> au.ContactData:
         return await self._read(lambda c: audience.contact_data(c, email, event_limit))

@@ -35,8 +35,16 @@ class CampaignSql(SqlAccess):
         return await self._read(lambda c: sql.get_by_name(c, name))
 
     async def list_campaigns(self, *, status: CampaignStatus | None = None,
-                             limit: int = 1000) -> Sequence[Campaign]:
-        return await self._read(lambda c: sql.list_all(c, status, limit))
+                             limit: int = 1000, after: CampaignId | None = None
+                             ) -> Sequence[Campaign]:
+        return await self._read(lambda c: sql.list_all(c, status, limit, after))
+
+    async def update_campaign(self, campaign_id: CampaignId, draft: CampaignDraft, *,
+                              only_from: frozenset[CampaignStatus] | None = None) -> Campaign:
+        draft.check()
+        now = self._clock.now()
+        return await self._writer.run(lambda c: sql.update_settings(c, campaign_id, draft, now,
+                                                                    only_from))
 
     async def set_campaign_status(self, campaign_id: CampaignId, to: CampaignStatus, *,
                                   reason: PauseReason | None = None, detail: str = "",
@@ -47,8 +55,9 @@ class CampaignSql(SqlAccess):
             c, campaign_id, to, now, reason=reason, detail=detail, scheduled_at=scheduled_at,
             only_from=only_from))
 
-    async def delete_campaign(self, campaign_id: CampaignId) -> bool:
-        return await self._writer.run(lambda c: sql.remove(c, campaign_id))
+    async def delete_campaign(self, campaign_id: CampaignId, *,
+                              only_from: frozenset[CampaignStatus] | None = None) -> bool:
+        return await self._writer.run(lambda c: sql.remove(c, campaign_id, only_from))
 
     async def due_campaigns(self, now: datetime) -> Sequence[Campaign]:
         return await self._read(lambda c: sql.due(c, now))
@@ -77,6 +86,11 @@ class CampaignSql(SqlAccess):
 
     async def get_send(self, campaign_id: CampaignId, contact_id: ContactId) -> SendRecord | None:
         return await self._read(lambda c: sql.get_send(c, campaign_id, contact_id))
+
+    async def list_sends(self, campaign_id: CampaignId, *, status: SendStatus | None = None,
+                         after: ContactId | None = None, limit: int = 1000
+                         ) -> Sequence[SendRecord]:
+        return await self._read(lambda c: sql.sends_page(c, campaign_id, status, after, limit))
 
     async def accepted_queue_ids(self, queue_ids: Sequence[QueueId]) -> set[QueueId]:
         return await self._read(lambda c: sql.accepted_queue_ids(c, queue_ids))

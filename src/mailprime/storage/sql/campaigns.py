@@ -5,9 +5,15 @@ Theory of operation
 Each function takes a connection inside a transaction: writes run on the group-commit writer
 thread, reads on the read pool (campaign_store.py decides which).
 
-A status change reads the row and applies domain.campaigns.transition inside the writer's
-transaction, so two callers (an operator's pause, the dispatcher finishing) cannot both move
-from the same state: the second sees the first's result and is refused by the table.
+A status change, a settings change and a conditional delete read the row with FOR UPDATE and
+decide on what they read (domain.campaigns.transition, EDITABLE, `only_from`): on PostgreSQL
+(READ COMMITTED) a plain read would let another process commit its move (the runner's
+scheduled -> sending) between our read and our write, which would then rewrite the From of a
+campaign that is sending, or delete it with its send log; the lock makes that process wait
+for our commit, or makes our read wait for its commit and see its result. On SQLite the
+writer holds the database write lock from BEGIN IMMEDIATE on, and FOR UPDATE is not emitted.
+So two callers (an operator's pause, the dispatcher finishing) cannot both move from the same
+state: the second sees the first's result and is refused by the table.
 
 Send rows are what makes dispatch exactly-once (marketing.dispatch explains the protocol): they
 are inserted ignoring conflicts on (campaign, contact), and the caller gets back the rows as they
@@ -27,17 +33,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from mailprime.domain.campaigns import (
+    EDITABLE,
     MAX_DETAIL,
     Campaign,
     CampaignCounters,
     CampaignDraft,
     CampaignStats,
     CampaignStatus,
+    IllegalTransition,
     PauseReason,
     SendRecord,
     SendStatus,
@@ -88,9 +96,10 @@ def _to_campaign(row: Row[Any], list_ids: tuple[ListId, ...]) -> Campaign:
         cursor=ContactId(row.cursor) if row.cursor is not None else None)
 
 
-def _select(conn: Connection, *where: Any, limit: int = MAX_LIST) -> list[Campaign]:
-    rows = conn.execute(select(campaigns).where(*where).order_by(cp.id)
-                        .limit(max(1, min(limit, MAX_LIST)))).all()
+def _select(conn: Connection, *where: Any, limit: int = MAX_LIST,
+            lock: bool = False) -> list[Campaign]:
+    stmt = select(campaigns).where(*where).order_by(cp.id).limit(max(1, min(limit, MAX_LIST)))
+    rows = conn.execute(stmt.with_for_update() if lock else stmt).all()
     lists = _lists(conn, [r.id for r in rows])
     return [_to_campaign(r, lists.get(r.id, ())) for r in rows]
 
@@ -100,14 +109,23 @@ def get(conn: Connection, campaign_id: CampaignId) -> Campaign | None:
     return found[0] if found else None
 
 
+def _locked(conn: Connection, campaign_id: CampaignId) -> Campaign | None:
+    """The campaign, its row locked until the commit (see the module doc)."""
+    found = _select(conn, cp.id == campaign_id, lock=True)
+    return found[0] if found else None
+
+
 def get_by_name(conn: Connection, name: str) -> Campaign | None:
     found = _select(conn, cp.name == name)
     return found[0] if found else None
 
 
-def list_all(conn: Connection, status: CampaignStatus | None, limit: int) -> list[Campaign]:
-    return _select(conn, *([cp.status == status.value] if status is not None else []),
-                   limit=limit)
+def list_all(conn: Connection, status: CampaignStatus | None, limit: int,
+             after: CampaignId | None = None) -> list[Campaign]:
+    where = [cp.status == status.value] if status is not None else []
+    if after is not None:
+        where.append(cp.id > after)
+    return _select(conn, *where, limit=limit)
 
 
 def create(conn: Connection, draft: CampaignDraft, now: datetime) -> Campaign:
@@ -133,10 +151,51 @@ def create(conn: Connection, draft: CampaignDraft, now: datetime) -> Campaign:
     return created
 
 
+def update_settings(conn: Connection, campaign_id: CampaignId, draft: CampaignDraft,
+                    now: datetime, only_from: frozenset[CampaignStatus] | None = None
+                    ) -> Campaign:
+    """Replaces the settings of a campaign that is still EDITABLE and, with `only_from`, still
+    in one of those states (the one the caller checked the change for: a scheduled campaign's
+    change is pre-flighted, a draft's is not). The row is read FOR UPDATE, so a start (or the
+    runner's scheduled -> sending) that won the race is seen and the change refused, never
+    applied to a campaign that is sending; one that comes later waits for this commit."""
+    current = _locked(conn, campaign_id)
+    if current is None:
+        raise NotFound(f"no campaign #{campaign_id}")
+    if current.status not in EDITABLE:
+        raise IllegalTransition(f"campaign {current.name!r} is {current.status}: only a "
+                                f"{' or a '.join(sorted(EDITABLE))} campaign can be changed")
+    if only_from is not None and current.status not in only_from:
+        raise IllegalTransition(f"campaign {current.name!r} became {current.status} while the "
+                                "change was being checked: read it again and retry")
+    if draft.name != current.name and conn.execute(
+            select(cp.id).where(cp.name == draft.name, cp.id != campaign_id)).first():
+        raise AlreadyExists(f"a campaign named {draft.name!r} already exists")
+    try:
+        with conn.begin_nested():
+            conn.execute(update(campaigns).where(cp.id == campaign_id).values(
+                name=draft.name, template_id=draft.template_id, segment_id=draft.segment_id,
+                from_address=draft.from_address, from_name=draft.from_name,
+                reply_to=draft.reply_to, subject=draft.subject,
+                rate_per_minute=draft.rate_per_minute, track_opens=draft.track_opens,
+                track_clicks=draft.track_clicks, postal_address=draft.postal_address,
+                updated_at=now))
+    except IntegrityError as exc:  # a concurrent create or rename to the same name
+        raise AlreadyExists(f"a campaign named {draft.name!r} already exists") from exc
+    if tuple(draft.list_ids) != current.list_ids:
+        conn.execute(delete(campaign_lists).where(campaign_lists.c.campaign_id == campaign_id))
+        conn.execute(insert(campaign_lists), [
+            {"campaign_id": campaign_id, "list_id": list_id, "position": n}
+            for n, list_id in enumerate(draft.list_ids)])
+    updated = get(conn, campaign_id)
+    assert updated is not None
+    return updated
+
+
 def set_status(conn: Connection, campaign_id: CampaignId, to: CampaignStatus, now: datetime, *,
                reason: PauseReason | None, detail: str, scheduled_at: datetime | None,
                only_from: frozenset[CampaignStatus] | None) -> Campaign:
-    current = get(conn, campaign_id)
+    current = _locked(conn, campaign_id)  # the move is decided on what is read: see the doc
     if current is None:
         raise NotFound(f"no campaign #{campaign_id}")
     if only_from is not None and current.status not in only_from:
@@ -205,19 +264,37 @@ def record_sends(conn: Connection, campaign_id: CampaignId, rows: Sequence[SendR
     return _sends_of(conn, campaign_id, [r.contact_id for r in rows])
 
 
+_SETTLE = (update(campaign_sends)
+           .where(cs.campaign_id == bindparam("b_campaign"), cs.contact_id == bindparam("b_contact"),
+                  cs.status == SendStatus.PENDING.value)
+           .values(status=bindparam("b_status"), reason=bindparam("b_reason"),
+                   detail=bindparam("b_detail"), at=bindparam("b_at")))
+
+
 def settle_sends(conn: Connection, campaign_id: CampaignId,
                  updates: Sequence[tuple[ContactId, SendStatus, str, str]],
                  cursor: ContactId | None, now: datetime) -> None:
     """Moves pending rows to their outcome (queued, failed), and the walk's cursor forward."""
-    for contact_id, status, reason, detail in updates:
-        conn.execute(update(campaign_sends).where(
-            cs.campaign_id == campaign_id, cs.contact_id == contact_id,
-            cs.status == SendStatus.PENDING.value)
-            .values(status=status.value, reason=reason[:32], detail=detail[:MAX_DETAIL], at=now))
+    if updates:  # one executemany: a dispatch batch settles hundreds of rows at once
+        conn.execute(_SETTLE, [
+            {"b_campaign": campaign_id, "b_contact": contact_id, "b_status": status.value,
+             "b_reason": reason[:32], "b_detail": detail[:MAX_DETAIL], "b_at": now}
+            for contact_id, status, reason, detail in updates])
     if cursor is not None:
         conn.execute(update(campaigns).where(
             cp.id == campaign_id, or_(cp.cursor.is_(None), cp.cursor < cursor))
             .values(cursor=cursor))
+
+
+def sends_page(conn: Connection, campaign_id: CampaignId, status: SendStatus | None,
+               after: ContactId | None, limit: int) -> list[SendRecord]:
+    stmt = (select(campaign_sends).where(cs.campaign_id == campaign_id)
+            .order_by(cs.contact_id).limit(max(1, min(limit, MAX_LIST))))
+    if status is not None:
+        stmt = stmt.where(cs.status == status.value)
+    if after is not None:
+        stmt = stmt.where(cs.contact_id > after)
+    return [_send(r) for r in conn.execute(stmt)]
 
 
 def pending_sends(conn: Connection, campaign_id: CampaignId, after: ContactId | None,
@@ -232,7 +309,8 @@ def pending_sends(conn: Connection, campaign_id: CampaignId, after: ContactId | 
 
 def accepted_queue_ids(conn: Connection, queue_ids: Sequence[QueueId]) -> set[QueueId]:
     """Those of `queue_ids` an accept committed: the message is queued, or (delivered and
-    cleaned up since) its QUEUED event, appended in the accept's transaction, is there."""
+    cleaned up since) its QUEUED event, appended in the accept's transaction, is there; or,
+    for a message to local mailboxes only (never queued), its STORED event, appended alike."""
     found: set[QueueId] = set()
     for start in range(0, len(queue_ids), MAX_IN):
         chunk = list(queue_ids[start:start + MAX_IN])
@@ -241,8 +319,8 @@ def accepted_queue_ids(conn: Connection, queue_ids: Sequence[QueueId]) -> set[Qu
         rest = [q for q in chunk if q not in found]
         if rest:
             found.update(QueueId(q) for q in conn.execute(
-                select(ev.queue_id).where(ev.queue_id.in_(rest),
-                                          ev.kind == EventKind.QUEUED.value)).scalars())
+                select(ev.queue_id).where(ev.queue_id.in_(rest), ev.kind.in_(
+                    (EventKind.QUEUED.value, EventKind.STORED.value)))).scalars())
     return found
 
 
@@ -312,8 +390,19 @@ def stats(conn: Connection, campaign_id: CampaignId) -> CampaignStats:
         machine_opens=_tracked(conn, campaign_id, EventKind.OPENED, machine=True))
 
 
-def remove(conn: Connection, campaign_id: CampaignId) -> bool:
-    """Deletes a campaign (a draft: the CLI allows nothing else) with its lists and sends."""
+def remove(conn: Connection, campaign_id: CampaignId,
+           only_from: frozenset[CampaignStatus] | None = None) -> bool:
+    """Deletes a campaign with its lists and sends; with `only_from`, only in those states
+    (read FOR UPDATE: a start that won the race keeps its campaign, one that comes later
+    waits for this commit and finds nothing to start)."""
+    if only_from is not None:
+        current = _locked(conn, campaign_id)
+        if current is None:
+            return False
+        if current.status not in only_from:
+            raise IllegalTransition(f"campaign {current.name!r} is {current.status}: only a "
+                                    f"{' or '.join(sorted(only_from))} campaign can be deleted "
+                                    "(cancel it instead)")
     return conn.execute(delete(campaigns).where(cp.id == campaign_id)).rowcount > 0
 
 
@@ -331,7 +420,9 @@ __all__ = [
     "record_sends",
     "release",
     "remove",
+    "sends_page",
     "set_status",
     "settle_sends",
     "stats",
+    "update_settings",
 ]

@@ -8,7 +8,17 @@ a pending row and owns the key; a second one finds the row and gets it back (the
 from it: the stored response, 409 while it is pending, 422 for another body). A pending row older
 than `stale_before` belongs to a request that died (its process crashed) and may be taken over
 by a retry of the same request; a row older than `expired_before` (24 h) is forgotten, as if it
-had never been written.
+had never been written. The row holds the queue id its request sends under, chosen by the first
+claimer; a take-over keeps it, so whatever the dead request may have had accepted is found
+under that id (and a second accept of it fails: storage/sql/accept.py accepts a queue id
+once). Before the accept, the owner stores the response it will give (`prepare_idempotency`),
+so a retry that finds the message accepted can give it.
+
+Ownership: the record's created_at is the owner's token (a take-over moves it to the taker's
+`now`). Preparing and releasing name the created_at their claim got and do nothing to a record
+claimed since: a request that seemed dead and was taken over must neither overwrite its
+taker's response (prepare raises Conflict, and it must then not accept) nor forget the record
+its taker holds (release).
 
 Webhook fan-out: each webhook keeps a cursor (the last event id it looked at); enqueueing reads
 the events past it, inserts one delivery row per event of a subscribed kind (a unique
@@ -22,16 +32,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from mailprime.domain.errors import NotFound
+from mailprime.domain.errors import Conflict, NotFound
 from mailprime.domain.ids import ApiKeyId, EventId, QueueId
 from mailprime.domain.messaging import (
     DeliveryStatus,
+    IdempotencyClaim,
     IdempotencyRecord,
     Webhook,
     WebhookDelivery,
@@ -55,7 +67,8 @@ MAX_RESPONSE_EXCERPT = 1000  # characters of a receiver's answer kept in the log
 def _to_record(row: Any) -> IdempotencyRecord:
     return IdempotencyRecord(api_key_id=ApiKeyId(row.api_key_id), key=row.key,
                              request_hash=row.request_hash, created_at=row.created_at,
-                             status=row.status, body=row.body)
+                             status=row.status, body=row.body,
+                             queue_id=QueueId(row.queue_id) if row.queue_id else None)
 
 
 def _key_clause(api_key_id: ApiKeyId, key: str) -> Any:
@@ -63,28 +76,47 @@ def _key_clause(api_key_id: ApiKeyId, key: str) -> Any:
 
 
 def claim_idempotency(conn: Connection, api_key_id: ApiKeyId, key: str, request_hash: str, *,
-                      now: datetime, stale_before: datetime,
-                      expired_before: datetime) -> IdempotencyRecord | None:
-    """None: the caller owns the key now (go ahead); else the record that holds it."""
+                      queue_id: QueueId | None, now: datetime, stale_before: datetime,
+                      expired_before: datetime) -> IdempotencyClaim:
+    """Owned: the caller holds the key now (go ahead, under the record's queue id); else the
+    record of the request that holds it."""
     where = _key_clause(api_key_id, key)
     conn.execute(delete(idempotency_keys).where(where, idempotency_keys.c.created_at < expired_before))
-    row = {"api_key_id": api_key_id, "key": key, "request_hash": request_hash, "created_at": now}
+    row = {"api_key_id": api_key_id, "key": key, "request_hash": request_hash, "created_at": now,
+           "queue_id": queue_id}
     # RETURNING says whether the row went in (psycopg reports rowcount -1 for ON CONFLICT).
     stmt = insert_ignoring_conflicts(conn.dialect.name, idempotency_keys, "api_key_id", "key")
     if conn.execute(stmt.returning(idempotency_keys.c.key), row).first() is not None:
-        return None
+        return IdempotencyClaim(True, IdempotencyRecord(api_key_id, key, request_hash, now,
+                                                        queue_id=queue_id))
     found = conn.execute(select(idempotency_keys).where(where)).first()
     if found is None:  # deleted between the insert and the read: cannot happen in a transaction
         raise NotFound("idempotency record vanished")
     record = _to_record(found)
     if (not record.done and record.request_hash == request_hash
             and record.created_at < stale_before):
+        # The record keeps its queue id (see the module doc); one from before migration 0014
+        # has none and takes the taker's.
+        mine = record.queue_id or queue_id
         taken = conn.execute(update(idempotency_keys).where(
             where, idempotency_keys.c.status.is_(None),
-            idempotency_keys.c.created_at == record.created_at).values(created_at=now))
+            idempotency_keys.c.created_at == record.created_at).values(created_at=now,
+                                                                       queue_id=mine))
         if taken.rowcount:
-            return None
-    return record
+            return IdempotencyClaim(True, replace(record, created_at=now, queue_id=mine))
+    return IdempotencyClaim(False, record)
+
+
+def prepare_idempotency(conn: Connection, api_key_id: ApiKeyId, key: str, body: str, *,
+                        claimed_at: datetime) -> None:
+    """Stores the response a pending record's owner will give once its message is accepted;
+    Conflict if the caller (its claim made at `claimed_at`) no longer owns the record."""
+    done = conn.execute(update(idempotency_keys).where(
+        _key_clause(api_key_id, key), idempotency_keys.c.status.is_(None),
+        idempotency_keys.c.created_at == claimed_at).values(body=body))
+    if not done.rowcount:
+        raise Conflict("this Idempotency-Key's request was taken over by a retry (or has "
+                       "finished): it no longer owns the key")
 
 
 def complete_idempotency(conn: Connection, api_key_id: ApiKeyId, key: str, status: int,
@@ -93,10 +125,13 @@ def complete_idempotency(conn: Connection, api_key_id: ApiKeyId, key: str, statu
                  .values(status=status, body=body))
 
 
-def release_idempotency(conn: Connection, api_key_id: ApiKeyId, key: str) -> None:
-    """Forgets a pending record (its request failed before anything was sent)."""
+def release_idempotency(conn: Connection, api_key_id: ApiKeyId, key: str, *,
+                        claimed_at: datetime) -> None:
+    """Forgets a pending record (its request failed before anything was sent), if it is still
+    the one claimed at `claimed_at`."""
     conn.execute(delete(idempotency_keys).where(_key_clause(api_key_id, key),
-                                                idempotency_keys.c.status.is_(None)))
+                                                idempotency_keys.c.status.is_(None),
+                                                idempotency_keys.c.created_at == claimed_at))
 
 
 def purge_idempotency(conn: Connection, before: datetime) -> int:
@@ -245,4 +280,5 @@ def list_deliveries(conn: Connection, webhook_id: WebhookId, *, limit: int,
 
 __all__ = ["add_webhook", "claim_deliveries", "claim_idempotency", "complete_idempotency",
            "delete_webhook", "enqueue_events", "get_webhook", "list_deliveries", "list_webhooks",
-           "purge_idempotency", "record_attempt", "release_idempotency", "update_webhook"]
+           "prepare_idempotency", "purge_idempotency", "record_attempt", "release_idempotency",
+           "update_webhook"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from mailprime.domain.ids import ApiKeyId
+from mailprime.domain.ids import ApiKeyId, QueueId
 from mailprime.domain.messaging import (
     DeliveryStatus,
-    IdempotencyRecord,
+    IdempotencyClaim,
     Webhook,
     WebhookDelivery,
     WebhookDeliveryId,
@@ -24,18 +24,26 @@ class MessagingSql(SqlAccess):
 
     async def claim_idempotency_key(self, api_key_id: ApiKeyId, key: str, request_hash: str, *,
                                     now: datetime, stale_before: datetime,
-                                    expired_before: datetime) -> IdempotencyRecord | None:
+                                    expired_before: datetime,
+                                    queue_id: QueueId | None = None) -> IdempotencyClaim:
         return await self._writer.run(lambda c: messaging.claim_idempotency(
-            c, api_key_id, key, request_hash, now=now, stale_before=stale_before,
-            expired_before=expired_before))
+            c, api_key_id, key, request_hash, queue_id=queue_id, now=now,
+            stale_before=stale_before, expired_before=expired_before))
+
+    async def prepare_idempotency_key(self, api_key_id: ApiKeyId, key: str, body: str, *,
+                                      claimed_at: datetime) -> None:
+        await self._writer.run(lambda c: messaging.prepare_idempotency(
+            c, api_key_id, key, body, claimed_at=claimed_at))
 
     async def complete_idempotency_key(self, api_key_id: ApiKeyId, key: str, status: int,
                                        body: str) -> None:
         await self._writer.run(lambda c: messaging.complete_idempotency(
             c, api_key_id, key, status, body))
 
-    async def release_idempotency_key(self, api_key_id: ApiKeyId, key: str) -> None:
-        await self._writer.run(lambda c: messaging.release_idempotency(c, api_key_id, key))
+    async def release_idempotency_key(self, api_key_id: ApiKeyId, key: str, *,
+                                      claimed_at: datetime) -> None:
+        await self._writer.run(lambda c: messaging.release_idempotency(
+            c, api_key_id, key, claimed_at=claimed_at))
 
     async def purge_idempotency_keys(self, before: datetime) -> int:
         return await self._writer.run(lambda c: messaging.purge_idempotency(c, before))

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, tuple_, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from mailprime.domain.ids import BlobId, QueueId
 from mailprime.domain.mail import (
     DeliveryJob,
     EventKind,
+    Priority,
     QueuedMessage,
     QueueRecipient,
     RecipientOutcome,
@@ -49,6 +51,9 @@ _APPLY_OUTCOME = (
 )
 
 
+_PRIORITIES = sorted(int(p) for p in Priority)  # service order: lower first
+
+
 def _due(now: datetime) -> ColumnElement[bool]:
     return and_(r.c.status == _PENDING, r.c.next_attempt_at <= now,
                 or_(r.c.lease_until.is_(None), r.c.lease_until <= now))
@@ -62,12 +67,18 @@ def claim_due(conn: Connection, now: datetime, limit: int, owner: str,
     # Lock due recipient rows in service order, skipping rows a concurrent claimer holds (on
     # PostgreSQL; SQLite ignores FOR UPDATE, its write lock already excludes other claimers). A
     # claimer therefore never comes back empty-handed just because another one is busy with the
-    # head of the queue. The window holds a few recipients per job we may return.
+    # head of the queue. The window holds a few recipients per job we may return. One range of
+    # the (status, priority, next_attempt_at) index per priority, most urgent first: each read
+    # stops at `now` and at the window, so a claim costs the same whatever the queue holds.
     window = limit * 4
-    rows = conn.execute(
-        select(r).join(m, m.c.id == r.c.queue_id).where(due)
-        .order_by(m.c.priority, r.c.next_attempt_at, r.c.id)
-        .limit(window).with_for_update(of=r, skip_locked=True)).all()
+    rows: list[Row[Any]] = []
+    for priority in _PRIORITIES:
+        if len(rows) >= window:
+            break
+        rows += conn.execute(
+            select(r).where(due, r.c.priority == priority)
+            .order_by(r.c.next_attempt_at, r.c.id)
+            .limit(window - len(rows)).with_for_update(skip_locked=True)).all()
     groups: dict[tuple[str, str], list[QueueRecipient]] = {}  # in service order
     for row in rows:
         key = (row.queue_id, row.domain)
@@ -79,10 +90,18 @@ def claim_due(conn: Connection, now: datetime, limit: int, owner: str,
         return []
     if len(rows) == window:  # the window may have cut a chosen job short: take its other rows
         have = {row.id for row in rows}
-        for row in conn.execute(select(r).where(tuple_(r.c.queue_id, r.c.domain).in_(list(groups)), due)
-                                .with_for_update(skip_locked=True)):
-            if row.id not in have:
-                groups[(row.queue_id, row.domain)].append(to_recipient(row))
+        # By the (queue_id, domain) index alone, with the pairs and due-ness checked here: given
+        # the status condition (or a tuple IN), SQLite plans a walk of every pending row.
+        chosen = conn.execute(select(r).where(
+            r.c.queue_id.in_({qid for qid, _ in groups}),
+            r.c.domain.in_({domain for _, domain in groups}))
+            .with_for_update(skip_locked=True))
+        for row in chosen:
+            key = (row.queue_id, row.domain)
+            if (row.id not in have and key in groups and row.status == _PENDING
+                    and row.next_attempt_at <= now
+                    and (row.lease_until is None or row.lease_until <= now)):
+                groups[key].append(to_recipient(row))
     # Rows locked above for jobs we do not return are unlocked, unleased, at commit.
     ids = [rc.id for rcpts in groups.values() for rc in rcpts]
     conn.execute(update(r).where(r.c.id.in_(ids))
@@ -99,7 +118,8 @@ def record_outcomes(conn: Connection, job: DeliveryJob, outcomes: Sequence[Recip
     addresses = {rc.id: rc.address for rc in job.recipients}
     unknown = [o.recipient_id for o in outcomes if o.recipient_id not in addresses]
     if unknown:  # an outcome for a recipient outside the job: still recorded, by its own row
-        addresses.update(conn.execute(select(r.c.id, r.c.address).where(r.c.id.in_(unknown))).tuples())
+        addresses.update((rid, address) for rid, address in conn.execute(
+            select(r.c.id, r.c.address).where(r.c.id.in_(unknown))))
     if outcomes:
         conn.execute(_APPLY_OUTCOME, [
             {"b_id": o.recipient_id, "b_status": o.status.value, "b_reply": o.reply,

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
     true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -226,7 +227,10 @@ queue_recipients = Table(
     Column("orcpt", Text, nullable=True),
     Column("lease_owner", String(255), nullable=True),
     Column("lease_until", UtcDateTime(), nullable=True),
-    Index(None, "status", "next_attempt_at"),
+    # The message's priority, copied (migration 0015): the claim reads due recipients in
+    # service order from this one index, without joining queue_messages.
+    Column("priority", SmallInteger, nullable=False, server_default=text("1")),
+    Index(None, "status", "priority", "next_attempt_at"),
     Index(None, "queue_id", "domain"),
     Index(None, "lease_owner"),
     sqlite_autoincrement=True,  # migration 0004: ids never reused
@@ -487,6 +491,7 @@ idempotency_keys = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("status", SmallInteger, nullable=True),
     Column("body", Text, nullable=True),
+    Column("queue_id", String(64), nullable=True),  # migration 0014: chosen at the claim
     Index(None, "created_at"),  # the 24-hour purge
 )
 

@@ -137,6 +137,7 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
                                      queue_lifetime=queue_lifetime, uidvalidity=self._uidvalidity)
         self._write_lock = (ProcessWriteLock(Path(db.url.database))
                             if db.backend == "sqlite" and db.url.database else None)
+        self._accept_writer = accept_writer  # accept_many runs it as one op
         self._writer: GroupCommitter[AcceptRecord] = GroupCommitter(
             writer, accept_writer, weigh=_inline_bytes, max_batch=max_batch,
             write_lock=self._write_lock)
@@ -206,18 +207,22 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
     def new_spool_writer(self) -> SpoolWriter:
         return BufferedSpoolWriter(self._spool, self._inline_max, self._io)
 
+    async def _spool_content(self, acceptance: Acceptance) -> str | None:
+        """The spool path of the acceptance's content, None when it goes inline.
+        Durable on disk before the row naming it can commit (see spool.py): a streamed body
+        was fsynced by its writer and is renamed into place here (the shard directory fsynced);
+        a large body given as bytes is written out now."""
+        content = acceptance.content
+        if isinstance(content, SpooledContent):
+            return await self._io(lambda: self._spool.adopt(
+                content.ticket, acceptance.queue_id, content.body_size))
+        if len(content) > self._inline_max:
+            return await self._io(lambda: self._spool.write(acceptance.queue_id, content))
+        return None
+
     async def accept(self, acceptance: Acceptance, *, lease_to: str | None = None,
                      lease_seconds: float = 0.0) -> AcceptResult:
-        content = acceptance.content
-        spool_path = None
-        # Durable on disk before the row naming it can commit (see spool.py): a streamed body
-        # was fsynced by its writer and is renamed into place here (the shard directory fsynced);
-        # a large body given as bytes is written out now.
-        if isinstance(content, SpooledContent):
-            spool_path = await self._io(lambda: self._spool.adopt(
-                content.ticket, acceptance.queue_id, content.body_size))
-        elif len(content) > self._inline_max:
-            spool_path = await self._io(lambda: self._spool.write(acceptance.queue_id, content))
+        spool_path = await self._spool_content(acceptance)
         lease = Lease(lease_to, lease_seconds) if lease_to and acceptance.remote else None
         record = AcceptRecord(acceptance, spool_path, lease)
         try:
@@ -230,6 +235,26 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
         for mailbox_id, modseq in record.filed:
             self._changes.changed(MailboxId(mailbox_id), modseq)
         return AcceptResult(jobs=tuple(record.jobs))
+
+    async def accept_many(self, acceptances: Sequence[Acceptance]) -> None:
+        """All of `acceptances` in one transaction, all or none (see the port). The records go
+        to the writer as one op instead of one bulk item each: no per-message future, and the
+        group committer's `max_batch` does not cut the batch in several transactions."""
+        if not acceptances:
+            return
+        records: list[AcceptRecord] = []
+        try:
+            for acceptance in acceptances:
+                records.append(AcceptRecord(acceptance, await self._spool_content(acceptance)))
+            await self._writer.run(lambda conn: self._accept_writer(conn, records))
+        except DomainError:
+            for record in records:  # never committed: their files are garbage now
+                if record.spool_path is not None:
+                    self._spool.remove(record.spool_path)
+            raise
+        for record in records:
+            for mailbox_id, modseq in record.filed:
+                self._changes.changed(MailboxId(mailbox_id), modseq)
 
     async def read_blob(self, blob_id: BlobId) -> bytes:
         def read(conn: Connection) -> bytes:

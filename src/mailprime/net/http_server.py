@@ -1,5 +1,12 @@
 """The HTTP listener: uvicorn's Server driven on our event loop, with our socket and our signals.
 
+    listener = await serve_http(app, host="127.0.0.1", port=0, reuse_port=False)
+    ... listener.port ...
+    await listener.stop(grace=10.0)
+
+Any ASGI application is served (web.app builds the FastAPI one; the runtime hands it here), so
+the web layer stays the application and this module is the only HTTP code that touches a socket.
+
 Theory of operation. `uvicorn.Server.serve()` installs its own SIGINT/SIGTERM handlers and owns
 the process's life; mailprime's runtime already does (one drain for every listener). So this
 module calls the parts of uvicorn's Server that do the work: `startup(sockets=[ours])` binds the
@@ -8,28 +15,36 @@ the SMTP/IMAP/POP3 listeners), a task runs `main_loop()` (it refreshes the Date 
 second and ends when `should_exit` is set), and `stop(grace)` sets it and calls `shutdown()`,
 which stops accepting, lets requests in flight finish for up to `grace` seconds, then cancels.
 Limits: uvicorn's h11 parser bounds the request line and header fields (16 KiB, RFC 9112 2.3
-leaves it to the server), `limit_concurrency` the connections, the app the body (guards.py).
+leaves it to the server), `limit_concurrency` the connections, the app the body (web.guards).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, Protocol
 
 import uvicorn
-from fastapi import FastAPI
-
-log = logging.getLogger("mailprime.web")
 
 MAX_HEADER_OCTETS = 16 * 1024
 MAX_CONNECTIONS = 1000
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
 
+# The ASGI 3 interface (asgiref's spec): a scope, and message channels in and out. The
+# mappings are the specification's own shape, not ours to type further.
+Scope = MutableMapping[str, Any]
+AsgiMessage = MutableMapping[str, Any]
 
-def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
+
+class AsgiApp(Protocol):
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[AsgiMessage]],
+                       send: Callable[[AsgiMessage], Awaitable[None]]) -> None: ...
+
+
+def bind_tcp(host: str, port: int, *, reuse_port: bool, backlog: int = 1024) -> socket.socket:
+    """A listening, non-blocking TCP socket on (host, port); port 0 picks a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -37,7 +52,7 @@ def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(1024)
+        sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -71,7 +86,7 @@ class HttpListener:
         await self._server.shutdown(sockets=[self._sock])
 
 
-async def serve_http(app: FastAPI, *, host: str, port: int, reuse_port: bool = False,
+async def serve_http(app: AsgiApp, *, host: str, port: int, reuse_port: bool = False,
                      trusted_proxies: Sequence[str] = ()) -> HttpListener:
     config = uvicorn.Config(
         app, lifespan="off", log_config=None, access_log=False, server_header=False,
@@ -81,7 +96,7 @@ async def serve_http(app: FastAPI, *, host: str, port: int, reuse_port: bool = F
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
-    sock = _bind(host, port, reuse_port)
+    sock = bind_tcp(host, port, reuse_port=reuse_port)
     listener = HttpListener(server, sock)
     try:
         await listener._start()
@@ -91,4 +106,4 @@ async def serve_http(app: FastAPI, *, host: str, port: int, reuse_port: bool = F
     return listener
 
 
-__all__ = ["HttpListener", "serve_http"]
+__all__ = ["AsgiApp", "HttpListener", "bind_tcp", "serve_http"]
