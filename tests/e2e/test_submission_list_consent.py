@@ -79,8 +79,10 @@ def test_list_mail_goes_only_to_consenting_members(tmp_path: Path, ca: trustme.C
             assert set(partly.refused) == {BLOCKED}
 
             # Not list mail of ours: no List-Id, another list, another domain's label.
-            # "news.a.test": a label without the list's id is not ours either.
-            for list_id in (None, "news.a.test", "news-9.a.test", "news-2.elsewhere.test"):
+            # "news.a.test": a label without the list's id is not ours either, nor one whose
+            # name part is not the list's ("sale-2": a third party's "sale-2024" style label).
+            for list_id in (None, "news.a.test", "news-9.a.test", "sale-2.a.test",
+                            "news-2.elsewhere.test"):
                 plain = await submit(inst, NEWS, NEWS, [PENDING, STRANGER], message(list_id))
                 queued = {r.address for r in await inst.recipients(plain.queue_id)}
                 assert queued == {PENDING, STRANGER}, list_id

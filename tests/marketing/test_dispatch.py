@@ -366,3 +366,30 @@ class FixedNow:
 
     def now(self) -> datetime:
         return self.at
+
+
+def test_rows_left_pending_ask_the_gate_again_when_reconciled(tmp_path: Path) -> None:
+    """A crash after step 1 leaves pending rows; a complaint lands before the campaign resumes:
+    the resumed run skips that contact with the gate's reason and mails the others once."""
+    async def main() -> None:
+        async with sqlite(tmp_path).open() as store:
+            seeded = await seed(store, confirmed=3, track=False)
+            await started(store, seeded)
+            campaign = await store.get_campaign(seeded.campaign.id)
+            assert campaign is not None
+            page = list(await store.audience(campaign.list_ids, sending_domain="a.test"))
+            await store.record_sends(campaign.id, [
+                SendRecord(campaign.id, c.id, c.email, SendStatus.PENDING, new_queue_id())
+                for c in page])  # step 1 done, then the process died
+            victim = page[0].email
+            await store.suppress(Suppression(victim, "", SuppressionReason.COMPLAINT,
+                                             SystemClock().now()))
+            assert await dispatcher(store).run(campaign.id) is CampaignStatus.SENT
+            got = await queue_by_address(store)
+            assert victim not in got
+            assert sorted(got) == sorted(c.email for c in page[1:])
+            assert all(n == 1 for n in got.values())
+            counters = await store.campaign_counters(campaign.id)
+            assert counters.queued == len(page) - 1 and counters.skipped == 1
+
+    asyncio.run(main())

@@ -29,6 +29,21 @@ def test_rewrite_links_exactly() -> None:
                     "mailto:a@b.test"]
 
 
+def test_only_the_href_attribute_itself_is_rewritten() -> None:
+    html = ('<a data-href="https://d.test/" title="see href=https://t.test/" '
+            'href="https://x.test/">A</a> <a data-href="https://only.test/">B</a>')
+    seen: list[str] = []
+
+    def click(url: str) -> str:
+        seen.append(url)
+        return "https://t.test/c"
+
+    assert rewrite_links(html, click) == (
+        '<a data-href="https://d.test/" title="see href=https://t.test/" '
+        'href="https://t.test/c">A</a> <a data-href="https://only.test/">B</a>')
+    assert seen == ["https://x.test/"]
+
+
 def test_pixel_goes_before_the_last_body_end() -> None:
     img = ('<img src="https://t.test/o.gif?a=1&amp;b" width="1" height="1" alt="" '
            'style="display:block;width:1px;height:1px;border:0">')

@@ -2,10 +2,11 @@
 same gate as campaigns and the HTTP API (services may not import marketing; the runtime wires
 this in).
 
-A List-Id `<label.domain>` is ours when `domain` is the envelope sender's domain and `label`
-is a list's `MailingList.list_id_label` — its name's label and its id, "news-3", as our own
-campaigns write it. The id decides (a renamed list keeps it; two lists whose names give one
-label are still told apart); the name part is not checked.
+A List-Id `<label.domain>` is ours when `domain` is one of our local domains (the envelope
+sender may be at a bounce domain) and `label` is exactly a list's `MailingList.list_id_label`
+— its name's label and its id, "news-3", as our own campaigns write it. Both parts must match:
+the id tells lists whose names give one label apart, the name keeps a third party's
+"<sale-2024.example.com>" from being judged against list 2024.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ class GateListConsent:
 
     async def refusals(self, list_id: str, recipients: Sequence[str], *,
                        sender: str) -> ListVerdict | None:
-        domain = sender.rpartition("@")[2].lower()
-        label, dot, rest = list_id.lower().partition(".")
-        if not dot or not domain or rest != domain:
+        label, dot, domain = list_id.lower().partition(".")
+        if not dot or not await self.store.is_local_domain(domain):
             return None
         wanted = list_of_label(label)
         mailing_list = await self.store.get_list_by_id(wanted) if wanted is not None else None
-        if mailing_list is None:
+        if mailing_list is None or mailing_list.list_id_label != label:
             return None
         refused: dict[str, str] = {}
         for address in recipients:

@@ -80,7 +80,7 @@ from mailprime.domain.campaigns import (
     SendStatus,
 )
 from mailprime.domain.clock import Clock
-from mailprime.domain.errors import DomainError
+from mailprime.domain.errors import DomainError, StorageError
 from mailprime.domain.ids import CampaignId, ContactId, ListId, QueueId, new_queue_id
 from mailprime.domain.mail import Acceptance, EnvelopeRecipient, Priority
 from mailprime.logline import emit
@@ -522,6 +522,11 @@ class Dispatcher:
         if lost:
             _row, err = lost[0]
             await self.store.settle_sends(p.campaign.id, updates)
+            if isinstance(err, StorageError):
+                # The database failed (a reset connection, a busy lock, a spool write): the
+                # runner's next poll tries again and reconciles the rows left pending; the
+                # campaign is not paused for what a retry mends.
+                raise err
             raise DispatchError(f"campaign {p.campaign.name!r}: {len(lost)} message(s) could not "
                                 f"be queued ({err}); they stay pending for the next run")
         return updates
@@ -558,6 +563,7 @@ class Dispatcher:
         accepted = await self.store.accepted_queue_ids(ids)
         updates: list[Update] = []
         again: list[tuple[SendRecord, bytes, bool]] = []
+        waiting: list[tuple[SendRecord, Contact]] = []
         for row in rows:
             if row.queue_id in accepted:
                 updates.append((row.contact_id, SendStatus.QUEUED, "", ""))
@@ -566,6 +572,18 @@ class Dispatcher:
             if contact is None or row.queue_id is None:
                 updates.append((row.contact_id, SendStatus.FAILED, "gone",
                                 "the contact was removed before its message was queued"))
+                continue
+            waiting.append((row, contact))
+        # Not queued yet: the gate is asked again, as for a new batch. A pending row may be days
+        # old (a crash, a pause): an unsubscribe or a complaint since then wins.
+        decisions = await self.gate.check_many(
+            [contact.email for _row, contact in waiting],
+            sending_domain=p.campaign.sending_domain, list_ids=[m.id for m in p.lists])
+        for (row, contact), decision in zip(waiting, decisions, strict=True):
+            if not decision.allowed:
+                updates.append((row.contact_id, SendStatus.SKIPPED,
+                                decision.refusal.value if decision.refusal else "refused",
+                                decision.reason))
                 continue
             recipient = Recipient(contact.email, contact.name, contact.attributes, contact.id)
             try:

@@ -55,9 +55,10 @@ from mailprime.marketing.tokens import (
 from mailprime.message.msgid_token import CampaignOrigin, MsgIdCodec
 
 _A_TAG = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
-_HREF = re.compile(r"""(\bhref\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s>"']+))""", re.IGNORECASE)
+# One attribute of a tag, at an attribute position: name, then "=" and a value (quoted or not).
+# Walked from the tag name on, so "data-href=" and "href=" inside another value are never taken.
+_ATTRIBUTE = re.compile(r"""\s+([^\s"'>/=]+)(?:(\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s>"']+)))?""")
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
-_NO_TRACK = re.compile(r"\bdata-mp-notrack\b", re.IGNORECASE)
 
 
 # What to do with one <a> tag: (its text up to the new href value, its text after, the decoded
@@ -67,14 +68,19 @@ MAX_TAG_PLANS = 1024  # distinct tag texts remembered (tags with per-recipient h
 
 
 def _tag_plan(text: str) -> _TagPlan:
-    if _NO_TRACK.search(text):
-        return None
-    href = _HREF.search(text)
+    href: re.Match[str] | None = None
+    pos = 2  # after "<a"
+    while (attribute := _ATTRIBUTE.match(text, pos)) is not None:
+        name = attribute.group(1).lower()
+        if name == "data-mp-notrack":
+            return None
+        if name == "href" and attribute.group(2) is not None and href is None:
+            href = attribute
+        pos = attribute.end()
     if href is None:
         return None
-    raw = next(g for g in href.groups()[1:] if g is not None)
-    return (f'{text[:href.start()]}{href.group(1)}"', f'"{text[href.end():]}',
-            html_lib.unescape(raw).strip())
+    raw = next(g for g in href.groups()[2:] if g is not None)
+    return (f'{text[:href.end(2)]}"', f'"{text[href.end():]}', html_lib.unescape(raw).strip())
 
 
 class _TagPlans(dict[str, _TagPlan]):
