@@ -57,7 +57,10 @@ def _other_engine(url: str) -> Iterator[Engine]:
 
 
 def interleave(url: str, first: Callable[[Connection], Any],
-               other: Callable[[Connection], object], *, at: str) -> Outcome:
+               other: Callable[[Connection], object], *, at: str,
+               after: bool = False) -> Outcome:
+    """`after=True`: `other` runs just after that statement instead (its write done but not
+    committed: another process acting while `first` is in flight)."""
     db = parse_database_url(url)
     engine = writer_engine(db)
     outcome = Outcome(result=None, other_committed=False, fired=False)
@@ -78,7 +81,8 @@ def interleave(url: str, first: Callable[[Connection], Any],
                     if not _gave_up(exc):
                         raise
 
-            event.listen(conn, "before_cursor_execute", before)
+            event.listen(conn, "after_cursor_execute" if after else "before_cursor_execute",
+                         before)
             try:
                 with conn.begin():
                     outcome.result = first(conn)

@@ -180,3 +180,95 @@ async def test_single_opt_in_racing_a_sign_up(backend: Backend) -> None:
         # Never a single opt-in list with someone who has not confirmed.
         assert not (now.opt_in is OptIn.SINGLE and counts.get(MembershipStatus.UNCONFIRMED))
 
+
+
+# ---- the other way round: `first` is in flight (written, not committed) when `other` acts ----
+
+def _no_unconfirmed_on_single(opt_in: OptIn, counts: dict[MembershipStatus, int]) -> None:
+    assert not (opt_in is OptIn.SINGLE and counts.get(MembershipStatus.UNCONFIRMED)), (
+        "a single opt-in list with a member who never confirmed")
+
+
+async def test_single_opt_in_while_a_sign_up_is_in_flight(backend: Backend) -> None:
+    # The sign-up has inserted its unconfirmed membership, not committed: on PostgreSQL the
+    # rule change's NOT EXISTS does not see it, so it must wait for it (the list row lock).
+    async with backend.open() as store:
+        news = await store.create_list("news", opt_in=OptIn.DOUBLE)
+        await store.upsert_contacts([ContactInput("late@b.test")], mode=ImportMode.UPSERT,
+                                    evidence=IMPORT)
+        late = await store.get_contact("late@b.test")
+        assert late is not None
+        outcome = interleave(
+            backend.url,
+            lambda conn: audience.set_membership(conn, late.id, news.id,
+                                                 status=MembershipStatus.UNCONFIRMED,
+                                                 evidence=IMPORT, now=backend.clock.now()),
+            lambda conn: audience.update_list(conn, news.id, None, None, OptIn.SINGLE),
+            at="INSERT INTO memberships", after=True)
+        assert outcome.fired
+        now = await store.get_list("news")
+        assert now is not None
+        counts = dict(next(c for lst, c in await store.list_lists() if lst.id == news.id))
+        assert not outcome.other_committed  # it waited for the sign-up
+        assert (now.opt_in, counts) == (OptIn.DOUBLE, {MembershipStatus.UNCONFIRMED: 1})
+        _no_unconfirmed_on_single(now.opt_in, counts)
+
+
+async def test_single_opt_in_while_an_import_to_the_list_is_in_flight(backend: Backend) -> None:
+    async with backend.open() as store:
+        news = await store.create_list("news", opt_in=OptIn.DOUBLE)
+        outcome = interleave(
+            backend.url,
+            lambda conn: audience.upsert_contacts(
+                conn, [ContactInput("a@b.test"), ContactInput("b@b.test")],
+                mode=ImportMode.UPSERT, list_id=news.id, status=MembershipStatus.UNCONFIRMED,
+                evidence=IMPORT, now=backend.clock.now()),
+            lambda conn: audience.update_list(conn, news.id, None, None, OptIn.SINGLE),
+            at="INSERT INTO memberships", after=True)
+        assert outcome.fired
+        now = await store.get_list("news")
+        assert now is not None
+        counts = dict(next(c for lst, c in await store.list_lists() if lst.id == news.id))
+        assert not outcome.other_committed
+        assert (now.opt_in, counts) == (OptIn.DOUBLE, {MembershipStatus.UNCONFIRMED: 2})
+        _no_unconfirmed_on_single(now.opt_in, counts)
+
+
+async def test_a_segment_change_while_a_start_is_in_flight(backend: Backend) -> None:
+    # The start has written `sending`, not committed: a filter on the status reads the draft
+    # it was and does not wait; the segment change must wait for the start and then refuse.
+    async with backend.open() as store:
+        draft = await _campaign(store, backend, S.DRAFT, segment=True)
+        assert draft.segment_id is not None
+        segment_id = draft.segment_id
+        outcome = interleave(
+            backend.url, _move(draft, S.SENDING, backend),
+            lambda conn: audience.update_segment(conn, segment_id, None, "email exists"),
+            at="UPDATE campaigns", after=True)
+        assert outcome.fired
+        started = await store.get_campaign(draft.id)
+        assert started is not None and started.status is S.SENDING
+        expression = next(s.expression for s in await store.list_segments()
+                          if s.id == segment_id)
+        assert not outcome.other_committed
+        assert expression == 'attributes.plan = "pro"'  # what it started with
+        with pytest.raises(Conflict, match="'april'"):  # and refused now it is seen
+            await store.update_segment(segment_id, expression="email exists")
+
+
+async def test_a_start_is_refused_if_the_campaign_changed_since_it_was_checked(
+        backend: Backend) -> None:
+    async with backend.open() as store:
+        draft = await _campaign(store, backend, S.DRAFT)
+        backend.clock.advance(1)
+        changed = await store.update_campaign(draft.id, CampaignDraft(
+            name="april", template_id=draft.template_id, list_ids=draft.list_ids,
+            from_address="other@a.test"))
+        with pytest.raises(IllegalTransition, match="changed during the pre-flight"):
+            await store.set_campaign_status(draft.id, S.SENDING,
+                                            unchanged_since=draft.updated_at)
+        still = await store.get_campaign(draft.id)
+        assert still is not None and still.status is S.DRAFT
+        moved = await store.set_campaign_status(draft.id, S.SENDING,
+                                                unchanged_since=changed.updated_at)
+        assert moved.status is S.SENDING

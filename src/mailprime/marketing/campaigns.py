@@ -126,16 +126,23 @@ async def start_campaign(store: Store, campaign: Campaign, *, base_url: str, now
                          at: datetime | None = None, spam: SpamScorer | None = None
                          ) -> tuple[Campaign, list[Problem]]:
     """Pre-flight (with a spam score when `spam` is given), then sending (or scheduled for
-    `at`). PreflightFailed lists the errors."""
+    `at`). PreflightFailed lists the errors. The move is made only if the campaign is still
+    the one the pre-flight checked (its `updated_at`, compared under the store's row lock):
+    a change landing while the pre-flight ran (a spam scorer can take seconds) is refused
+    with IllegalTransition, not started unchecked."""
     problems = await preflight(store, campaign, base_url=base_url, spam=spam)
     if errors(problems):
         raise PreflightFailed(problems)
+    seen = campaign.updated_at
     if at is not None and at > now:
         if campaign.status is S.SCHEDULED:  # re-scheduling: back to draft, then forward
-            campaign = await store.set_campaign_status(campaign.id, S.DRAFT)
-        moved = await store.set_campaign_status(campaign.id, S.SCHEDULED, scheduled_at=at)
+            campaign = await store.set_campaign_status(campaign.id, S.DRAFT,
+                                                       unchanged_since=seen)
+            seen = campaign.updated_at  # our own write
+        moved = await store.set_campaign_status(campaign.id, S.SCHEDULED, scheduled_at=at,
+                                                unchanged_since=seen)
     else:
-        moved = await store.set_campaign_status(campaign.id, S.SENDING)
+        moved = await store.set_campaign_status(campaign.id, S.SENDING, unchanged_since=seen)
     return moved, problems
 
 

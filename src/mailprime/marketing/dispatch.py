@@ -69,7 +69,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from mailprime.domain.audience import Contact, MailingList, SegmentFilter
 from mailprime.domain.campaigns import (
@@ -192,6 +192,14 @@ class _Batch:
     built: dict[ContactId, tuple[QueueId, bytes, bool]]
 
 
+async def _reap(futures: Sequence[asyncio.Future[Any]]) -> None:
+    """Cancels what has not finished and waits for all: every outcome retrieved (a no-op
+    when they are all done)."""
+    for future in futures:
+        future.cancel()
+    await asyncio.gather(*futures, return_exceptions=True)
+
+
 def _finish_all(items: list[tuple[int, Callable[[], bytes]]]) -> list[tuple[int, bytes]]:
     """One signing job, on a pool thread: the private-key operations of prepared messages."""
     return [(index, finish()) for index, finish in items]
@@ -286,29 +294,36 @@ class Dispatcher:
         jobs: list[asyncio.Future[list[tuple[int, bytes]]]] = []
         waiting: set[asyncio.Future[list[tuple[int, bytes]]]] = set()
         limit = 2 * max(1, self.config.sign_threads)
-        for start in range(0, len(recipients), SIGN_CHUNK):
-            chunk: list[tuple[int, Callable[[], bytes]]] = []
-            for recipient in recipients[start:start + SIGN_CHUNK]:
-                try:
-                    built = p.builder.build(recipient)
-                except (RenderError, HeaderError) as exc:
-                    out.append(exc)
-                    continue
-                chunk.append((len(out), prepare(built.data)))
-                out.append((b"", built.smtputf8))  # the signed octets come from the job
-            if chunk:
-                job = loop.run_in_executor(pool, _finish_all, chunk)
-                jobs.append(job)
-                waiting.add(job)
-            if len(waiting) >= limit:
-                _done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            else:
-                await asyncio.sleep(0)  # the batch being written moves on meanwhile
-        for job in jobs:
-            for index, signed in await job:
-                item = out[index]
-                assert isinstance(item, tuple)
-                out[index] = (signed, item[1])
+        try:
+            for start in range(0, len(recipients), SIGN_CHUNK):
+                chunk: list[tuple[int, Callable[[], bytes]]] = []
+                for recipient in recipients[start:start + SIGN_CHUNK]:
+                    try:
+                        built = p.builder.build(recipient)
+                    except (RenderError, HeaderError) as exc:
+                        out.append(exc)
+                        continue
+                    chunk.append((len(out), prepare(built.data)))
+                    out.append((b"", built.smtputf8))  # the signed octets come from the job
+                if chunk:
+                    job = loop.run_in_executor(pool, _finish_all, chunk)
+                    jobs.append(job)
+                    waiting.add(job)
+                if len(waiting) >= limit:
+                    _done, waiting = await asyncio.wait(waiting,
+                                                        return_when=asyncio.FIRST_COMPLETED)
+                else:
+                    await asyncio.sleep(0)  # the batch being written moves on meanwhile
+            for job in jobs:
+                for index, signed in await job:
+                    item = out[index]
+                    assert isinstance(item, tuple)
+                    out[index] = (signed, item[1])
+        finally:
+            # A failed job (or our cancellation) leaves the others: drop those not started
+            # and retrieve every outcome, so none is left running unowned or logged as
+            # "exception was never retrieved".
+            await _reap(jobs)
         return out
 
     def _signing_pool(self) -> ThreadPoolExecutor:
@@ -502,15 +517,21 @@ class Dispatcher:
         size = len(items) if p.bucket.per_second <= 0 else max(1, int(p.bucket.capacity))
         tasks: list[asyncio.Future[list[DomainError | None]]] = []
         chunk: list[tuple[SendRecord, bytes, bool]] = []
-        for item in items:
-            await p.bucket.take()
-            chunk.append(item)
-            if len(chunk) >= size:
+        try:
+            for item in items:
+                await p.bucket.take()
+                chunk.append(item)
+                if len(chunk) >= size:
+                    tasks.append(asyncio.ensure_future(self._accept_chunk(p, chunk)))
+                    chunk = []
+            if chunk:
                 tasks.append(asyncio.ensure_future(self._accept_chunk(p, chunk)))
-                chunk = []
-        if chunk:
-            tasks.append(asyncio.ensure_future(self._accept_chunk(p, chunk)))
-        results = [err for errors in await asyncio.gather(*tasks) for err in errors]
+            results = [err for errors in await asyncio.gather(*tasks) for err in errors]
+        finally:
+            # Cancelled (the run stopped) or a chunk raised: the other chunks are ours to end
+            # and wait for, not to leave accepting after we returned (what they leave pending
+            # the next run reconciles).
+            await _reap(tasks)
         failed = [row for (row, _c, _u), err in zip(items, results, strict=True) if err is not None]
         accepted = await self.store.accepted_queue_ids(
             [r.queue_id for r in failed if r.queue_id is not None]) if failed else set()

@@ -727,9 +727,12 @@ class CampaignStore(Protocol):
     async def set_campaign_status(self, campaign_id: CampaignId, to: CampaignStatus, *,
                                   reason: PauseReason | None = None, detail: str = "",
                                   scheduled_at: datetime | None = None,
-                                  only_from: frozenset[CampaignStatus] | None = None) -> Campaign:
+                                  only_from: frozenset[CampaignStatus] | None = None,
+                                  unchanged_since: datetime | None = None) -> Campaign:
         """Moves the campaign (and returns it moved); with `only_from`, only if its status is
-        one of those (else it is returned unchanged). NotFound, IllegalTransition."""
+        one of those (else it is returned unchanged); with `unchanged_since`, only if its
+        `updated_at` is still that (else IllegalTransition: it was changed since the caller
+        checked it). NotFound, IllegalTransition."""
         ...
 
     async def delete_campaign(self, campaign_id: CampaignId, *,

@@ -277,6 +277,20 @@ def get_list_by_id(conn: Connection, list_id: ListId) -> MailingList | None:
     return _list(row) if row else None
 
 
+def _lock_list(conn: Connection, list_id: ListId, *, share: bool) -> MailingList | None:
+    """The list row, locked until the transaction ends (PostgreSQL; SQLite's writer holds the
+    whole database already and has no FOR UPDATE). A sign-up takes it FOR SHARE, a change of
+    the opt-in rule FOR UPDATE: on READ COMMITTED the membership a sign-up has inserted but not
+    committed is invisible to the rule's check, and the foreign key's KEY SHARE lock does not
+    make an UPDATE of the list wait; this lock does, so the check runs after the sign-up
+    commits (and sees it), or the sign-up waits for the rule change (and reads the new rule)."""
+    stmt = select(mailing_lists).where(ml.id == list_id)
+    if conn.dialect.name != "sqlite":
+        stmt = stmt.with_for_update(read=share)
+    row = conn.execute(stmt).first()
+    return _list(row) if row else None
+
+
 def list_lists(conn: Connection) -> list[tuple[MailingList, dict[MembershipStatus, int]]]:
     counts: dict[int, dict[MembershipStatus, int]] = {}
     for list_id, status, n in conn.execute(select(ms.list_id, ms.status, func.count())
@@ -292,8 +306,10 @@ def update_list(conn: Connection, list_id: ListId, name: str | None, description
     against the members as they are at the write, not as a caller read them earlier. The
     check is in the UPDATE itself (NOT EXISTS an unconfirmed member): on PostgreSQL (READ
     COMMITTED) a sign-up committed between a count and the UPDATE would otherwise leave an
-    unconfirmed member on a single opt-in list."""
-    current = get_list_by_id(conn, list_id)
+    unconfirmed member on a single opt-in list. The list row is read FOR UPDATE first: a
+    sign-up still in flight (not committed, so not counted) holds it FOR SHARE (`_lock_list`),
+    and the check waits for it."""
+    current = _lock_list(conn, list_id, share=False)
     if current is None:
         raise NotFound(f"no list #{list_id}")
     values: dict[str, object] = {}
@@ -386,7 +402,9 @@ def _subscribe_many(conn: Connection, ids: dict[str, int], *, mailing_list: Mail
     unsubscribed one (only the person can: `set_membership`). For a batch of an import (email
     key -> contact id): one read of their memberships and one write per kind of change, not
     several statements per contact (a list import of a million contacts took minutes that
-    way). Returns how many changed."""
+    way). Returns how many changed. The list row is held FOR SHARE (`_lock_list`) so that a
+    change to single opt-in waits for these sign-ups."""
+    _lock_list(conn, mailing_list.id, share=True)
     rows = conn.execute(select(ms.contact_id, ms.status).where(
         ms.list_id == mailing_list.id, ms.contact_id.in_(list(ids.values()))))
     current: dict[int, str] = {row.contact_id: row.status for row in rows}
@@ -422,7 +440,7 @@ def set_membership(conn: Connection, contact_id: ContactId, list_id: ListId, *,
     """Sets the status (adding the membership if needed) and records the act in the ledger;
     a status that does not change records nothing."""
     contact = get_contact_by_id(conn, contact_id) or _missing(f"#{contact_id}")
-    mailing_list = get_list_by_id(conn, list_id)
+    mailing_list = _lock_list(conn, list_id, share=True)  # see _lock_list: vs update_list
     if mailing_list is None:
         raise NotFound(f"no list #{list_id}")
     current = get_membership(conn, contact_id, list_id)
@@ -663,9 +681,16 @@ def update_segment(conn: Connection, segment_id: SegmentId, name: str | None,
 
 
 def _refuse_if_used(conn: Connection, segment: Segment) -> None:
-    users = conn.execute(select(campaigns.c.name).where(
-        campaigns.c.segment_id == segment.id, campaigns.c.status.in_(_AUDIENCE_FIXED))
-        .order_by(campaigns.c.id).limit(3)).scalars().all()
+    """Conflict if a campaign under way uses the segment. Every campaign naming it is read FOR
+    SHARE (PostgreSQL), whatever its status: a start in flight holds its row locked with the
+    status changed but not committed, and a filter on the status would skip it as it was
+    (a draft) without waiting. The lock waits for that start and reads the status it
+    committed; and a start that comes later waits for this change to commit."""
+    stmt = (select(campaigns.c.name, campaigns.c.status)
+            .where(campaigns.c.segment_id == segment.id).order_by(campaigns.c.id))
+    if conn.dialect.name != "sqlite":
+        stmt = stmt.with_for_update(read=True)
+    users = [name for name, status in conn.execute(stmt) if status in _AUDIENCE_FIXED][:3]
     if users:
         raise Conflict(f"segment {segment.name!r} is used by campaign(s) under way "
                        f"({', '.join(repr(u) for u in users)}): its expression cannot "

@@ -194,12 +194,20 @@ def update_settings(conn: Connection, campaign_id: CampaignId, draft: CampaignDr
 
 def set_status(conn: Connection, campaign_id: CampaignId, to: CampaignStatus, now: datetime, *,
                reason: PauseReason | None, detail: str, scheduled_at: datetime | None,
-               only_from: frozenset[CampaignStatus] | None) -> Campaign:
+               only_from: frozenset[CampaignStatus] | None,
+               unchanged_since: datetime | None = None) -> Campaign:
+    """With `unchanged_since` (the `updated_at` of the campaign a caller checked, e.g. the
+    start's pre-flight), the move is refused (IllegalTransition) if the campaign was written
+    since: checked under the row lock, so a PATCH landing while a slow pre-flight ran does
+    not start settings nobody checked."""
     current = _locked(conn, campaign_id)  # the move is decided on what is read: see the doc
     if current is None:
         raise NotFound(f"no campaign #{campaign_id}")
     if only_from is not None and current.status not in only_from:
         return current  # the caller's precondition no longer holds: nothing to do
+    if unchanged_since is not None and current.updated_at != unchanged_since:
+        raise IllegalTransition(f"campaign {current.name!r} changed during the pre-flight: "
+                                "start again")
     moved = transition(current, to, at=now, reason=reason, detail=detail)
     values: dict[str, object] = {
         "status": moved.status.value, "updated_at": now,
