@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailprime.domain.audience import list_of_label
 from mailprime.domain.ids import CampaignId, ContactId, ListId
 from mailprime.marketing.message_builder import (
     BuiltMessage,
@@ -255,3 +256,19 @@ def test_merge_data_never_breaks_the_structure_or_injects(name: str, attrs: dict
     assert parts[0].get_content() == crlf(built.rendered.text)
     assert parts[1].get_content() == crlf(ascii_html(built.rendered.html))
     assert all(len(line) <= 998 for line in built.data.split(b"\r\n"))
+
+
+@pytest.mark.parametrize("name_length", [10, 200, 240, 300, 1000])
+def test_a_long_list_name_shortens_the_label_not_the_id_or_the_domain(name_length: int) -> None:
+    """RFC 2919 2: the list-id is at most 255 octets. The label's name part is what gives way:
+    the "-<list id>" suffix (how a reply maps back to the list) and the domain stay whole."""
+    domain = "newsletters.example-company.test"
+    label = f"{'n' * name_length}-{1234567}"
+    info = CampaignInfo(CampaignId(42), "Spring sale", f"news@{domain}", "A News",
+                        "Weekly News", label, "1 Main St, Springfield", ListId(1234567))
+    msg = parse(builder(campaign=info).build(Recipient("bob@b.test", "Bob")))
+    list_id = str(msg["List-Id"]).rpartition("<")[2].rstrip(">")
+    assert len(list_id) <= 255
+    assert list_id.endswith(f"-1234567.{domain}")
+    assert list_id.startswith("n" * min(name_length, 10))
+    assert list_of_label(list_id[:-len(domain) - 1]) == ListId(1234567)

@@ -153,8 +153,25 @@ def _subject(subject: str) -> str:
     return f"Subject: {encoded}\r\n"
 
 
+def _capped_label(label: str, domain: str) -> str:
+    """The label, shortened so that `label.domain` fits RFC 2919's 255 octets. The cut is
+    taken from the name part, never from the "-<list id>" at its end (by which a reply, a
+    complaint or submitted list mail maps back to the list: domain.audience.list_of_label)
+    nor from the domain (the list-id's namespace): cutting the whole string at 255 could drop
+    either for a long list name."""
+    room = MAX_LIST_ID - len(domain) - 1
+    if len(label) <= room:
+        return label
+    name, dash, number = label.rpartition("-")
+    if dash and number.isdigit():
+        # At least one octet of name; a domain so long that even that does not fit (over
+        # ~240 octets) keeps the whole "x-<id>" and goes over: a usable list-id over a cut one.
+        return f"{name[:max(1, room - len(number) - 1)].rstrip('-') or 'l'}-{number}"
+    return label[:max(1, room)]
+
+
 def _list_id(label: str, list_name: str, domain: str) -> str:
-    list_id = f"{list_label(label)}.{domain}"[:MAX_LIST_ID]
+    list_id = f"{_capped_label(list_label(label), domain)}.{domain}"
     header_value(list_name, "the list name")
     if list_name.isascii():
         phrase = formataddr((list_name, "x@x")).rpartition(" <")[0] if list_name else ""

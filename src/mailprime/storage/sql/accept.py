@@ -12,9 +12,16 @@ of the batch's queue ids (appended by an earlier accept, in its transaction) and
 batch with AlreadyExists if one is there: web.messages_api sends under a queue id chosen in
 advance, and a retry that took over a request that seemed dead must not file its message a
 second time. On PostgreSQL two processes could look at the same moment and both find nothing:
-a transaction-scoped advisory lock on each local-only queue id (in order: no deadlock) makes
-the second wait for the first's commit, and then see its events. On SQLite the writer holds
-the database write lock. The look is one indexed query per batch.
+a transaction-scoped advisory lock on each local-only queue id makes the second wait for the
+first's commit, and then see its events. The keys are taken in ascending order in one
+statement, so two acceptances alone never wait for each other in a cycle. That is not a
+promise of no deadlock: a group-commit transaction also holds what its other items locked
+before this (the mailbox rows FOR UPDATE below, the rows and locks of other kinds of writes
+batched with it), in whatever order its batch came, and two nodes can meet in a cycle there.
+PostgreSQL then aborts one transaction with a deadlock error; the committer rolls it back and
+retries each item alone in its own transaction (committer.py), so the cost is a retry, not a
+lost or doubled message.
+On SQLite the writer holds the database write lock. The look is one indexed query per batch.
 
 An acceptance may ask for its remote recipients to be leased at once (`AcceptRecord.lease`): the
 recipient rows are then written with the lease already on them, their ids come back from the
