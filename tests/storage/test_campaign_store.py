@@ -155,3 +155,43 @@ async def test_lease_send_rows_and_counters(backend: Backend) -> None:
             "line 3: no 'city'", backend.clock.now())
         with pytest.raises(IllegalTransition):
             await store.set_campaign_status(campaign.id, S.DRAFT)
+
+
+async def test_a_cancelled_campaigns_pending_rows_are_settled_once_no_dispatcher_holds_it(
+        backend: Backend) -> None:
+    """A crash between writing a batch's rows and settling them leaves them pending; a cancelled
+    campaign has no next run to reconcile them, so `settle_cancelled` does: accepted -> queued,
+    else failed "cancelled" — but not while a live lease names a dispatcher (it settles its own
+    batch), and not for a campaign that is not cancelled."""
+    async with backend.open() as store:
+        campaign = await store.create_campaign(await draft(store))
+        await store.set_campaign_status(campaign.id, S.SENDING)
+        now = backend.clock.now()
+        assert await store.claim_campaign(campaign.id, "p1", now, now + timedelta(seconds=60))
+        await store.upsert_contacts([ContactInput(f"c{n}@b.test") for n in range(3)],
+                                    mode=ImportMode.UPSERT,
+                                    evidence=ConsentEvidence(ConsentSource.CLI))
+        contacts = await store.contacts_page()
+        q = [new_queue_id() for _ in contacts]
+        await store.record_sends(campaign.id, [
+            SendRecord(campaign.id, c.id, c.email, SendStatus.PENDING, q[n])
+            for n, c in enumerate(contacts)])
+        await store.accept(Acceptance(queue_id=q[0], content=b"Subject: x\r\n\r\nx\r\n",
+                                      sender="news@a.test",
+                                      remote=(EnvelopeRecipient(contacts[0].email),)))
+        assert await store.settle_cancelled(campaign.id) == 0  # sending: not cancelled
+        assert await store.cancelled_with_pending() == []
+        await store.set_campaign_status(campaign.id, S.CANCELLED)
+        assert await store.cancelled_with_pending() == [campaign.id]
+        assert await store.settle_cancelled(campaign.id) == 0  # p1's lease is live
+        backend.clock.advance(61)  # p1 died: its lease ran out
+        assert await store.settle_cancelled(campaign.id) == 3
+        assert await store.settle_cancelled(campaign.id) == 0  # once
+        assert await store.cancelled_with_pending() == []
+        sends = {r.contact_id: r for r in await store.list_sends(campaign.id)}
+        assert sends[contacts[0].id].status is SendStatus.QUEUED
+        for contact in contacts[1:]:
+            assert (sends[contact.id].status, sends[contact.id].reason) == (
+                SendStatus.FAILED, "cancelled")
+        counters = await store.campaign_counters(campaign.id)
+        assert (counters.queued, counters.pending, counters.failed) == (1, 0, 2)

@@ -162,7 +162,12 @@ async def resume_campaign(store: Store, campaign: Campaign) -> Campaign:
 
 
 async def cancel_campaign(store: Store, campaign: Campaign) -> Campaign:
-    return await store.set_campaign_status(campaign.id, S.CANCELLED)
+    """Cancels, and settles the pending rows a crashed run left (no run will come to do it);
+    while a dispatcher still holds the campaign, it settles its own batch and the runner's
+    poll settles whatever a dispatcher dying after the cancel leaves."""
+    cancelled = await store.set_campaign_status(campaign.id, S.CANCELLED)
+    await store.settle_cancelled(campaign.id)
+    return cancelled
 
 
 class CampaignRunner:
@@ -190,7 +195,12 @@ class CampaignRunner:
             await self._sleep(self.poll_seconds)
 
     async def tick(self) -> None:
-        """One poll: start what is due, dispatch what is sending."""
+        """One poll: start what is due, dispatch what is sending, settle what a cancelled
+        campaign's dead dispatcher left pending (see `cancel_campaign`)."""
+        for cancelled in await self.store.cancelled_with_pending():
+            settled = await self.store.settle_cancelled(cancelled)
+            if settled:
+                emit(log, f"campaign {cancelled}", status="cancelled", settled=settled)
         for due in await self.store.due_campaigns(self.clock.now()):
             campaign = due
             if campaign.status is S.SCHEDULED:

@@ -765,6 +765,15 @@ class CampaignStore(Protocol):
         """Pending rows to (status, reason, detail); the audience cursor to `cursor`."""
         ...
 
+    async def settle_cancelled(self, campaign_id: CampaignId) -> int:
+        """Settles a cancelled campaign's pending rows when no dispatcher holds it (accepted
+        -> queued, else failed "cancelled"); 0 while one does. Returns how many."""
+        ...
+
+    async def cancelled_with_pending(self) -> Sequence[CampaignId]:
+        """Cancelled campaigns that still have pending rows."""
+        ...
+
     async def pending_sends(self, campaign_id: CampaignId, *, after: ContactId | None = None,
                             limit: int = 1000) -> Sequence[SendRecord]:
         """Pending rows by contact id (keyset pages)."""

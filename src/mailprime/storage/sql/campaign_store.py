@@ -81,6 +81,13 @@ class CampaignSql(SqlAccess):
         now = self._clock.now()
         await self._writer.run(lambda c: sql.settle_sends(c, campaign_id, updates, cursor, now))
 
+    async def settle_cancelled(self, campaign_id: CampaignId) -> int:
+        now = self._clock.now()
+        return await self._writer.run(lambda c: sql.settle_cancelled(c, campaign_id, now))
+
+    async def cancelled_with_pending(self) -> Sequence[CampaignId]:
+        return await self._read(sql.cancelled_with_pending)
+
     async def pending_sends(self, campaign_id: CampaignId, *, after: ContactId | None = None,
                             limit: int = 1000) -> Sequence[SendRecord]:
         return await self._read(lambda c: sql.pending_sends(c, campaign_id, after, limit))

@@ -294,6 +294,51 @@ def settle_sends(conn: Connection, campaign_id: CampaignId,
             .values(cursor=cursor))
 
 
+# What a pending row of a cancelled campaign becomes when its message never reached the queue.
+CANCELLED_REASON = "cancelled"
+_CANCELLED_DETAIL = "the campaign was cancelled before this message was queued"
+
+
+def settle_cancelled(conn: Connection, campaign_id: CampaignId, now: datetime) -> int:
+    """Settles the pending rows of a cancelled campaign that no dispatcher holds: a row whose
+    accept committed becomes queued, any other failed ("cancelled"). Returns how many.
+
+    Pending rows are what a dispatch batch leaves between writing its rows and settling them;
+    a run settles them itself, or the next run of the campaign does (dispatch's reconcile). A
+    cancelled campaign has no next run, so a crash in that gap would leave them pending for
+    ever (in its stats, and in a contact's history). While a live lease names a dispatcher,
+    nothing is done: it settles its own batch at its next checkpoint; once the lease is
+    released or has run out, no accept of the campaign can still commit (the claim protocol's
+    promise), so what is not accepted by now never will be. The campaign row is locked
+    (PostgreSQL) so that two callers settle once."""
+    held = conn.execute(
+        select(cp.id).where(cp.id == campaign_id, cp.status == CampaignStatus.CANCELLED.value,
+                            or_(cp.lease_owner.is_(None), cp.lease_until < now))
+        .with_for_update()).first()
+    if held is None:
+        return 0
+    rows = conn.execute(select(cs.contact_id, cs.queue_id).where(
+        cs.campaign_id == campaign_id, cs.status == SendStatus.PENDING.value)).all()
+    accepted = accepted_queue_ids(conn, [QueueId(r.queue_id) for r in rows
+                                         if r.queue_id is not None])
+    updates = [(ContactId(r.contact_id), SendStatus.QUEUED, "", "")
+               if r.queue_id is not None and r.queue_id in accepted
+               else (ContactId(r.contact_id), SendStatus.FAILED, CANCELLED_REASON,
+                     _CANCELLED_DETAIL) for r in rows]
+    settle_sends(conn, campaign_id, updates, None, now)
+    return len(updates)
+
+
+def cancelled_with_pending(conn: Connection) -> list[CampaignId]:
+    """The cancelled campaigns that still have pending rows (`settle_cancelled`): one index
+    probe (campaign_id, status) per cancelled campaign."""
+    pending = (select(cs.contact_id).where(cs.campaign_id == cp.id,
+                                          cs.status == SendStatus.PENDING.value).exists())
+    return [CampaignId(i) for i in conn.execute(
+        select(cp.id).where(cp.status == CampaignStatus.CANCELLED.value, pending)
+        .order_by(cp.id).limit(MAX_LIST)).scalars()]
+
+
 def sends_page(conn: Connection, campaign_id: CampaignId, status: SendStatus | None,
                after: ContactId | None, limit: int) -> list[SendRecord]:
     stmt = (select(campaign_sends).where(cs.campaign_id == campaign_id)
@@ -416,6 +461,7 @@ def remove(conn: Connection, campaign_id: CampaignId,
 
 __all__ = [
     "accepted_queue_ids",
+    "cancelled_with_pending",
     "claim",
     "counters",
     "create",
@@ -430,6 +476,7 @@ __all__ = [
     "remove",
     "sends_page",
     "set_status",
+    "settle_cancelled",
     "settle_sends",
     "stats",
     "update_settings",

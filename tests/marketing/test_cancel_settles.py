@@ -1,0 +1,83 @@
+"""A campaign cancelled after a crash: the pending rows the crash left are settled by what
+really happened (accepted -> queued, else failed "cancelled"), by `cancel_campaign` at once
+when no dispatcher holds the campaign, else by the runner's poll once its lease is gone."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from mailprime.domain.campaigns import CampaignStatus, SendRecord, SendStatus
+from mailprime.domain.ids import new_queue_id
+from mailprime.marketing.campaigns import CampaignRunner, cancel_campaign
+from tests.marketing.campaign_fixtures import seed
+from tests.marketing.test_dispatch import FakeTime, dispatcher, queue_by_address, sqlite, started
+
+
+def test_cancel_after_a_crash_mid_batch_settles_every_pending_row(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with sqlite(tmp_path).open() as store:
+            seeded = await seed(store, confirmed=120, rate=60 * 20)  # sleeps between sends
+            await started(store, seeded)
+            time = FakeTime()
+            task = asyncio.ensure_future(dispatcher(store, time, batch_size=50)
+                                         .run(seeded.campaign.id))
+
+            async def crash(n: int) -> None:
+                if n == 55:  # in the second batch, accepts of it in flight
+                    task.cancel()
+                    await asyncio.sleep(0)
+
+            time.on_sleep = crash
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            before = await store.campaign_counters(seeded.campaign.id)
+            assert before.pending > 0  # what the crash left
+            campaign = await store.get_campaign(seeded.campaign.id)
+            assert campaign is not None
+            cancelled = await cancel_campaign(store, campaign)
+            assert cancelled.status is CampaignStatus.CANCELLED
+            after = await store.campaign_counters(seeded.campaign.id)
+            queued = await queue_by_address(store)
+            assert after.pending == 0
+            assert after.queued == sum(queued.values()) == len(queued)  # each queued once
+            assert after.queued + after.failed == before.queued + before.pending
+            reasons = {r.reason for r in await store.list_sends(
+                seeded.campaign.id, status=SendStatus.FAILED)}
+            assert reasons <= {"cancelled"}
+
+    asyncio.run(main())
+
+
+def test_the_runner_settles_what_a_dispatcher_dying_after_the_cancel_left(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        backend = sqlite(tmp_path)
+        async with backend.open() as store:
+            seeded = await seed(store, confirmed=3, track=False)
+            await started(store, seeded)
+            campaign = await store.get_campaign(seeded.campaign.id)
+            assert campaign is not None
+            now = backend.clock.now()
+            # Another process's dispatcher holds the campaign, wrote its rows, then died.
+            assert await store.claim_campaign(campaign.id, "other", now,
+                                              now + timedelta(seconds=60))
+            page = list(await store.audience(campaign.list_ids, sending_domain="a.test"))
+            await store.record_sends(campaign.id, [
+                SendRecord(campaign.id, c.id, c.email, SendStatus.PENDING, new_queue_id())
+                for c in page])
+            await cancel_campaign(store, campaign)
+            assert (await store.campaign_counters(campaign.id)).pending == len(page)
+            runner = CampaignRunner(store, lambda: dispatcher(store), clock=backend.clock)
+            await runner.tick()
+            assert (await store.campaign_counters(campaign.id)).pending == len(page)  # live
+            backend.clock.advance(61)
+            await runner.tick()
+            counters = await store.campaign_counters(campaign.id)
+            assert (counters.pending, counters.failed, counters.queued) == (0, len(page), 0)
+            assert runner.running == frozenset()  # nothing dispatched for a cancelled one
+
+    asyncio.run(main())
