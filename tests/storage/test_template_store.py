@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mailprime.domain.errors import AlreadyExists, NotFound
+from mailprime.domain.campaigns import CampaignDraft, CampaignStatus, PauseReason
+from mailprime.domain.errors import AlreadyExists, Conflict, NotFound
 from mailprime.domain.ids import TemplateId
 from mailprime.domain.templates import TemplateFields
 
 if TYPE_CHECKING:
     from tests.storage.conftest import Backend
 
+S = CampaignStatus
 HTML = '<p>Hello {{ name }}</p><a href="{{ unsubscribe_url }}">Unsubscribe</a> «ü»'
 
 
@@ -65,3 +67,35 @@ async def test_templates_survive_reopen(backend: Backend) -> None:
         created = await store.create_template(TemplateFields("kept", "Grüße", HTML, "t"))
     async with backend.open() as store:
         assert await store.get_template(created.id) == created
+
+
+async def test_a_template_used_by_a_campaign_under_way_keeps_its_content(
+        backend: Backend) -> None:
+    """Scheduled, sending or paused: the rest of the audience gets what was pre-flighted and what
+    the first part got. Renaming stays allowed; a draft's or a finished campaign's template is
+    free to change or go."""
+    async with backend.open() as store:
+        template = await store.create_template(TemplateFields("t", "s", "<p>one</p>"))
+        spare = await store.create_template(TemplateFields("spare", "s", "<p>x</p>"))
+        mailing_list = await store.create_list("news")
+        campaign = await store.create_campaign(CampaignDraft(
+            name="april", template_id=template.id, list_ids=(mailing_list.id,),
+            from_address="news@a.test", from_name="News"))
+        changed = TemplateFields("t", "s", "<p>two</p>")
+        assert (await store.update_template(template.id, changed)).html == "<p>two</p>"  # draft
+        for status in (S.SENDING, S.PAUSED):
+            await store.set_campaign_status(campaign.id, status, reason=PauseReason.OPERATOR
+                                            if status is S.PAUSED else None)
+            with pytest.raises(Conflict, match="'april'"):
+                await store.update_template(template.id, TemplateFields("t", "s", "<p>3</p>"))
+            with pytest.raises(Conflict, match="cannot be deleted"):
+                await store.delete_template(template.id)
+            kept = await store.get_template(template.id)
+            assert kept is not None and kept.html == "<p>two</p>"
+        renamed = await store.update_template(template.id, TemplateFields("t2", "s", "<p>two</p>"))
+        assert renamed.name == "t2"
+        await store.set_campaign_status(campaign.id, S.CANCELLED)
+        assert (await store.update_template(template.id, TemplateFields("t2", "s", "<p>4</p>"))
+                ).html == "<p>4</p>"
+        assert await store.delete_template(template.id) is True
+        assert await store.delete_template(spare.id) is True

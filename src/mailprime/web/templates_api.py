@@ -185,7 +185,9 @@ async def get_template(request: Request, template_id: TemplatePath,
 
 
 @router.put("/{template_id}", response_model=TemplateOut, summary="Replace a template",
-            responses={409: {"description": "The new name is in use."}})
+            responses={409: {"description": "The new name is in use, or a campaign under way "
+                                             "(scheduled, sending, paused) uses the template "
+                                             "and the content would change."}})
 async def replace_template(request: Request, template_id: TemplatePath, body: TemplateIn,
                            _key: Annotated[ApiKey, Depends(require("templates:write"))]
                            ) -> TemplateOut | JSONResponse:
@@ -200,7 +202,9 @@ async def replace_template(request: Request, template_id: TemplatePath, body: Te
 
 
 @router.delete("/{template_id}", status_code=204, response_class=Response,
-               summary="Delete a template")
+               summary="Delete a template",
+               responses={409: {"description": "A campaign under way (scheduled, sending, "
+                                               "paused) uses the template."}})
 async def delete_template(request: Request, template_id: TemplatePath,
                           _key: Annotated[ApiKey, Depends(require("templates:write"))]
                           ) -> Response:
