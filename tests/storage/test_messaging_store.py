@@ -120,6 +120,31 @@ async def test_idempotency_stale_takeover_expiry_and_purge(backend: Backend) -> 
         assert await store.purge_idempotency_keys(day + timedelta(seconds=1)) == 2
 
 
+async def test_idempotency_only_the_owner_completes_and_a_completion_is_never_overwritten(
+        backend: Backend) -> None:
+    """A request taken over by a retry (slow, not dead) cannot complete the record the retry
+    owns; the first completion of a pending record wins; a caller that does not own the key
+    (a retry answering from the prepared response) completes only a pending record."""
+    async with backend.open() as store:
+        start = backend.clock.now()
+        slow = await store.claim_idempotency_key(
+            KEY, "k", "h", now=start, queue_id=QueueId("Q1"),
+            stale_before=start - timedelta(seconds=60), expired_before=start)
+        later = start + timedelta(seconds=61)
+        taker = await store.claim_idempotency_key(
+            KEY, "k", "h", now=later, queue_id=QueueId("Q2"),
+            stale_before=later - timedelta(seconds=60), expired_before=start)
+        assert taker.owned
+        assert not await store.complete_idempotency_key(KEY, "k", 202, '{"by": "slow"}',
+                                                        claimed_at=slow.record.created_at)
+        assert await store.complete_idempotency_key(KEY, "k", 202, '{"by": "taker"}',
+                                                    claimed_at=taker.record.created_at)
+        assert not await store.complete_idempotency_key(KEY, "k", 202, '{"by": "again"}')
+        done = await store.claim_idempotency_key(KEY, "k", "h", now=later,
+                                                 stale_before=start, expired_before=start)
+        assert (done.record.status, done.record.body) == (202, '{"by": "taker"}')
+
+
 async def test_webhook_crud(backend: Backend) -> None:
     async with backend.open() as store:
         now = backend.clock.now()

@@ -16,9 +16,15 @@ from typing import Any
 
 from mailprime.domain.ids import QueueId, new_queue_id
 from mailprime.domain.mail import Priority
+from mailprime.message.msgid_token import MsgIdCodec, QueueOrigin
 from mailprime.services.dkim_keys import DkimSigner
 from mailprime.services.inject import Injector
-from mailprime.web.messages_api import STALE_SECONDS, MessageIn, request_hash
+from mailprime.web.messages_api import (
+    STALE_SECONDS,
+    MessageIn,
+    request_hash,
+    signed_message_id,
+)
 from tests.web.conftest import LiveWeb, live_web
 from tests.web.test_messages_api import BASIC, FROM, bearer, ready
 
@@ -178,5 +184,23 @@ def test_a_retry_whose_taken_over_request_accepts_first_does_not_file_a_second_c
                                           headers=bearer(key, "order-4"))
             assert (again.status_code, again.json()) == (202, retry.json())
             assert len(await web.store.list_messages(account.id, "INBOX")) == 1
+
+    asyncio.run(scenario())
+
+
+def test_two_builds_under_one_queue_id_give_one_message_id(tmp_path: Path) -> None:
+    """A slow first request and the retry that took it over build the message under the same
+    queue id; the answer either gives must name the Message-ID of the message accepted, so the
+    id is made from the queue id (still signed, still naming it for replies), not at random."""
+    async def scenario() -> None:
+        async with live_web(tmp_path) as web:
+            await ready(web)
+            assert web.app is not None
+            deps = web.app.state.deps
+            queue_id = new_queue_id()
+            first = signed_message_id(deps, queue_id, "a.test")
+            assert signed_message_id(deps, queue_id, "a.test") == first
+            assert signed_message_id(deps, new_queue_id(), "a.test") != first
+            assert MsgIdCodec(deps.signer.secrets).read(first) == QueueOrigin(queue_id)
 
     asyncio.run(scenario())

@@ -823,8 +823,11 @@ class MessagingStore(Protocol):
         ...
 
     async def complete_idempotency_key(self, api_key_id: ApiKeyId, key: str, status: int,
-                                       body: str) -> None:
-        """Stores the response of the request that owns the key."""
+                                       body: str, *, claimed_at: datetime | None = None) -> bool:
+        """Stores the response on a record still pending; with `claimed_at`, only if the
+        caller's claim (its created_at) still holds it. False when it did not: a completed
+        record is never overwritten, and a request taken over by a retry does not complete
+        what the retry now owns."""
         ...
 
     async def release_idempotency_key(self, api_key_id: ApiKeyId, key: str, *,

@@ -36,7 +36,8 @@ No send twice, even across a crash (the rule of marketing.dispatch, for one mess
 3. The message is accepted under that queue id. The store accepts a queue id once (the
    queue's primary key while it is queued; the QUEUED/STORED events of an earlier accept for
    any message, one for local mailboxes only included): a second accept fails, AlreadyExists.
-4. The record is completed with the response.
+4. The record is completed with the response, if the request still owns it (a completed
+   record is never overwritten).
 A retry that finds the record pending asks the store whether its queue id was accepted
 (`accepted_queue_ids`: queued, or its QUEUED/STORED event): if so the first request got past 3
 and died (or is finishing), and the retry answers with the response of 2 (Idempotent-Replayed),
@@ -44,7 +45,9 @@ completing the record. If not, it waits (409) until the record is STALE_SECONDS 
 it over, keeping the queue id, and sends under it. Should the first request have been slow
 rather than dead, and its accept land first, the taker's accept is refused as a second one
 and the taker answers with its prepared response (Idempotent-Replayed): the one message under
-that queue id is the answer. So whatever moment a process dies (or stalls) at, a key sends at
+that queue id is the answer, and the two builds agree on its Message-ID, which is made from the
+queue id (`signed_message_id`). The slow request answers its own client with the same message
+and leaves the record to the taker. So whatever moment a process dies (or stalls) at, a key sends at
 most one message.
 """
 
@@ -319,8 +322,19 @@ def signed_message_id(deps: WebDeps, queue_id: QueueId, domain: str) -> str:
     """A Message-ID that names the queue id, signed with the link keys (message.msgid_token), so
     that a reply to the message maps back to it (services.replies); a random one when the id
     cannot be signed (not one of new_queue_id's)."""
-    made = MsgIdCodec(deps.signer.secrets).make(QueueOrigin(queue_id), domain)
+    made = MsgIdCodec(deps.signer.secrets, nonce=_queue_nonce(queue_id)).make(
+        QueueOrigin(queue_id), domain)
     return made or make_msgid(domain=domain)
+
+
+def _queue_nonce(queue_id: QueueId) -> Callable[[int], bytes]:
+    """The msg-id's nonce made from the queue id instead of drawn at random: the queue id is
+    unique per message already (it is what the id names), and an idempotent request built
+    twice — a slow first request and the retry that took it over, both under the record's
+    queue id — must give one Message-ID, the one of the message that was accepted."""
+    def nonce(size: int) -> bytes:
+        return hashlib.sha256(b"mailprime-msgid-nonce\0" + queue_id.encode()).digest()[:size]
+    return nonce
 
 
 def request_hash(body: MessageIn) -> str:
@@ -478,11 +492,17 @@ async def send_message(request: Request, body: MessageIn,
         elif isinstance(exc, AlreadyExists) and prepared:
             # The request this one took over was slow, not dead: its accept landed first and
             # this second one was refused. Its message, under the same queue id, is the answer.
-            await store.complete_idempotency_key(key.id, idempotency_key, 202, prepared[-1])
+            await store.complete_idempotency_key(key.id, idempotency_key, 202, prepared[-1],
+                                                 claimed_at=claimed_at)
             return _replay(202, prepared[-1])
         raise
     content = accepted.model_dump(mode="json")
-    await store.complete_idempotency_key(key.id, idempotency_key, 202, json.dumps(content))
+    # Only while this request still owns the key: one taken over after its accept (slow, not
+    # dead) answers its client with the message it accepted, and leaves the record to the
+    # retry that owns it (which finds the queue id taken and completes it with the same
+    # answer: the Message-ID is made from the queue id, `signed_message_id`).
+    await store.complete_idempotency_key(key.id, idempotency_key, 202, json.dumps(content),
+                                         claimed_at=claimed_at)
     return JSONResponse(content, status_code=202)
 
 

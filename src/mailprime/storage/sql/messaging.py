@@ -120,9 +120,14 @@ def prepare_idempotency(conn: Connection, api_key_id: ApiKeyId, key: str, body: 
 
 
 def complete_idempotency(conn: Connection, api_key_id: ApiKeyId, key: str, status: int,
-                         body: str) -> None:
-    conn.execute(update(idempotency_keys).where(_key_clause(api_key_id, key))
-                 .values(status=status, body=body))
+                         body: str, *, claimed_at: datetime | None = None) -> bool:
+    """See the port: the first completion of a pending record wins; with `claimed_at`, only
+    the claim that still owns it may complete it."""
+    where = [_key_clause(api_key_id, key), idempotency_keys.c.status.is_(None)]
+    if claimed_at is not None:
+        where.append(idempotency_keys.c.created_at == claimed_at)
+    done = conn.execute(update(idempotency_keys).where(*where).values(status=status, body=body))
+    return bool(done.rowcount)
 
 
 def release_idempotency(conn: Connection, api_key_id: ApiKeyId, key: str, *,

@@ -36,9 +36,9 @@ class MessagingSql(SqlAccess):
             c, api_key_id, key, body, claimed_at=claimed_at))
 
     async def complete_idempotency_key(self, api_key_id: ApiKeyId, key: str, status: int,
-                                       body: str) -> None:
-        await self._writer.run(lambda c: messaging.complete_idempotency(
-            c, api_key_id, key, status, body))
+                                       body: str, *, claimed_at: datetime | None = None) -> bool:
+        return await self._writer.run(lambda c: messaging.complete_idempotency(
+            c, api_key_id, key, status, body, claimed_at=claimed_at))
 
     async def release_idempotency_key(self, api_key_id: ApiKeyId, key: str, *,
                                       claimed_at: datetime) -> None:
