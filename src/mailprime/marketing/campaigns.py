@@ -130,6 +130,10 @@ async def start_campaign(store: Store, campaign: Campaign, *, base_url: str, now
     the one the pre-flight checked (its `updated_at`, compared under the store's row lock):
     a change landing while the pre-flight ran (a spam scorer can take seconds) is refused
     with IllegalTransition, not started unchecked."""
+    # The template as it was before the pre-flight read it: changed since, the start is refused
+    # (a replace that lands first would otherwise start content nobody checked).
+    template = await store.get_template(campaign.template_id)
+    template_seen = template.updated_at if template is not None else None
     problems = await preflight(store, campaign, base_url=base_url, spam=spam)
     if errors(problems):
         raise PreflightFailed(problems)
@@ -140,9 +144,11 @@ async def start_campaign(store: Store, campaign: Campaign, *, base_url: str, now
                                                        unchanged_since=seen)
             seen = campaign.updated_at  # our own write
         moved = await store.set_campaign_status(campaign.id, S.SCHEDULED, scheduled_at=at,
-                                                unchanged_since=seen)
+                                                unchanged_since=seen,
+                                                template_unchanged_since=template_seen)
     else:
-        moved = await store.set_campaign_status(campaign.id, S.SENDING, unchanged_since=seen)
+        moved = await store.set_campaign_status(campaign.id, S.SENDING, unchanged_since=seen,
+                                                template_unchanged_since=template_seen)
     return moved, problems
 
 

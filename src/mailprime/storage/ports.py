@@ -728,11 +728,13 @@ class CampaignStore(Protocol):
                                   reason: PauseReason | None = None, detail: str = "",
                                   scheduled_at: datetime | None = None,
                                   only_from: frozenset[CampaignStatus] | None = None,
-                                  unchanged_since: datetime | None = None) -> Campaign:
+                                  unchanged_since: datetime | None = None,
+                                  template_unchanged_since: datetime | None = None) -> Campaign:
         """Moves the campaign (and returns it moved); with `only_from`, only if its status is
         one of those (else it is returned unchanged); with `unchanged_since`, only if its
         `updated_at` is still that (else IllegalTransition: it was changed since the caller
-        checked it). NotFound, IllegalTransition."""
+        checked it), and with `template_unchanged_since` likewise its template's.
+        NotFound, IllegalTransition."""
         ...
 
     async def delete_campaign(self, campaign_id: CampaignId, *,

@@ -50,11 +50,13 @@ class CampaignSql(SqlAccess):
                                   reason: PauseReason | None = None, detail: str = "",
                                   scheduled_at: datetime | None = None,
                                   only_from: frozenset[CampaignStatus] | None = None,
-                                  unchanged_since: datetime | None = None) -> Campaign:
+                                  unchanged_since: datetime | None = None,
+                                  template_unchanged_since: datetime | None = None) -> Campaign:
         now = self._clock.now()
         return await self._writer.run(lambda c: sql.set_status(
             c, campaign_id, to, now, reason=reason, detail=detail, scheduled_at=scheduled_at,
-            only_from=only_from, unchanged_since=unchanged_since))
+            only_from=only_from, unchanged_since=unchanged_since,
+            template_unchanged_since=template_unchanged_since))
 
     async def delete_campaign(self, campaign_id: CampaignId, *,
                               only_from: frozenset[CampaignStatus] | None = None) -> bool:

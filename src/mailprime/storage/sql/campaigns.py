@@ -61,6 +61,7 @@ from mailprime.storage.sql.schema import (
     events,
     insert_ignoring_conflicts,
     queue_messages,
+    templates,
 )
 
 cp, cs, ev = campaigns.c, campaign_sends.c, events.c
@@ -195,11 +196,15 @@ def update_settings(conn: Connection, campaign_id: CampaignId, draft: CampaignDr
 def set_status(conn: Connection, campaign_id: CampaignId, to: CampaignStatus, now: datetime, *,
                reason: PauseReason | None, detail: str, scheduled_at: datetime | None,
                only_from: frozenset[CampaignStatus] | None,
-               unchanged_since: datetime | None = None) -> Campaign:
+               unchanged_since: datetime | None = None,
+               template_unchanged_since: datetime | None = None) -> Campaign:
     """With `unchanged_since` (the `updated_at` of the campaign a caller checked, e.g. the
     start's pre-flight), the move is refused (IllegalTransition) if the campaign was written
     since: checked under the row lock, so a PATCH landing while a slow pre-flight ran does
-    not start settings nobody checked."""
+    not start settings nobody checked. `template_unchanged_since` does the same for its
+    template: read FOR SHARE, so a template replace in flight (which reads the campaigns using
+    the template FOR SHARE, storage.sql.templates) is either seen committed here or waits for
+    this move and then finds the campaign under way."""
     current = _locked(conn, campaign_id)  # the move is decided on what is read: see the doc
     if current is None:
         raise NotFound(f"no campaign #{campaign_id}")
@@ -208,6 +213,13 @@ def set_status(conn: Connection, campaign_id: CampaignId, to: CampaignStatus, no
     if unchanged_since is not None and current.updated_at != unchanged_since:
         raise IllegalTransition(f"campaign {current.name!r} changed during the pre-flight: "
                                 "start again")
+    if template_unchanged_since is not None:
+        stmt = select(templates.c.updated_at).where(templates.c.id == current.template_id)
+        if conn.dialect.name != "sqlite":
+            stmt = stmt.with_for_update(read=True)
+        if conn.execute(stmt).scalar() != template_unchanged_since:
+            raise IllegalTransition(f"the template of campaign {current.name!r} changed during "
+                                    "the pre-flight: start again")
     moved = transition(current, to, at=now, reason=reason, detail=detail)
     values: dict[str, object] = {
         "status": moved.status.value, "updated_at": now,
