@@ -66,7 +66,6 @@ from mailprime.domain.audience import (
     SegmentFilter,
     email_hash,
 )
-from mailprime.domain.campaigns import CampaignStatus
 from mailprime.domain.deliverability import (
     GLOBAL_SCOPE,
     Suppression,
@@ -90,6 +89,7 @@ from mailprime.storage.sql.schema import (
     suppressions,
 )
 from mailprime.storage.sql.segment_sql import compile_segment
+from mailprime.storage.sql.under_way import UNDER_WAY, campaigns_under_way
 
 c, ml, ms, cl = contacts.c, mailing_lists.c, memberships.c, consent_ledger.c
 
@@ -635,10 +635,6 @@ def delete_segment(conn: Connection, name: str) -> bool:
     return bool(conn.execute(delete(segments).where(segments.c.name == name)).rowcount)
 
 
-_AUDIENCE_FIXED = (CampaignStatus.SCHEDULED.value, CampaignStatus.SENDING.value,
-                   CampaignStatus.PAUSED.value)
-
-
 def update_segment(conn: Connection, segment_id: SegmentId, name: str | None,
                    expression: str | None) -> Segment:
     """Renames and/or replaces the expression (the caller parsed it), in one transaction with
@@ -661,7 +657,7 @@ def update_segment(conn: Connection, segment_id: SegmentId, name: str | None,
     if expression is not None and expression != current.expression:
         _refuse_if_used(conn, current)
         guard.append(~exists().where(campaigns.c.segment_id == segment_id,
-                                     campaigns.c.status.in_(_AUDIENCE_FIXED)))
+                                     campaigns.c.status.in_(UNDER_WAY)))
         values["expression"] = expression
     if values:
         try:
@@ -681,16 +677,8 @@ def update_segment(conn: Connection, segment_id: SegmentId, name: str | None,
 
 
 def _refuse_if_used(conn: Connection, segment: Segment) -> None:
-    """Conflict if a campaign under way uses the segment. Every campaign naming it is read FOR
-    SHARE (PostgreSQL), whatever its status: a start in flight holds its row locked with the
-    status changed but not committed, and a filter on the status would skip it as it was
-    (a draft) without waiting. The lock waits for that start and reads the status it
-    committed; and a start that comes later waits for this change to commit."""
-    stmt = (select(campaigns.c.name, campaigns.c.status)
-            .where(campaigns.c.segment_id == segment.id).order_by(campaigns.c.id))
-    if conn.dialect.name != "sqlite":
-        stmt = stmt.with_for_update(read=True)
-    users = [name for name, status in conn.execute(stmt) if status in _AUDIENCE_FIXED][:3]
+    """Conflict if a campaign under way uses the segment (storage.sql.under_way)."""
+    users = campaigns_under_way(conn, campaigns.c.segment_id == segment.id)
     if users:
         raise Conflict(f"segment {segment.name!r} is used by campaign(s) under way "
                        f"({', '.join(repr(u) for u in users)}): its expression cannot "

@@ -15,11 +15,11 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from mailprime.domain.campaigns import CampaignStatus
 from mailprime.domain.errors import AlreadyExists, Conflict, NotFound
 from mailprime.domain.ids import TemplateId
 from mailprime.domain.templates import Template, TemplateFields
 from mailprime.storage.sql.schema import campaigns, templates
+from mailprime.storage.sql.under_way import campaigns_under_way
 
 MAX_LIST = 10_000
 
@@ -68,24 +68,9 @@ def list_all(conn: Connection, limit: int) -> list[Template]:
     return [_to_template(row) for row in conn.execute(stmt)]
 
 
-# A campaign in these states sends (or is about to send) what its template says: the content
-# of its recipients' messages is fixed from its pre-flight on. (Its dispatcher reads the
-# template again at each run: after a pause, a restart or a crash.)
-_UNDER_WAY = (CampaignStatus.SCHEDULED.value, CampaignStatus.SENDING.value,
-              CampaignStatus.PAUSED.value)
-
-
 def _refuse_if_under_way(conn: Connection, template_id: TemplateId, doing: str) -> None:
-    """Conflict if a campaign under way uses the template: changing its content (or deleting
-    it) would send the rest of the audience something nobody pre-flighted, and not what the
-    first part got. Every campaign naming it is read FOR SHARE (PostgreSQL), whatever its
-    status: a start in flight holds its row locked with the status not yet committed, and the
-    lock waits for it (as storage.sql.audience does for segments)."""
-    stmt = (select(campaigns.c.name, campaigns.c.status)
-            .where(campaigns.c.template_id == template_id).order_by(campaigns.c.id))
-    if conn.dialect.name != "sqlite":
-        stmt = stmt.with_for_update(read=True)
-    users = [name for name, status in conn.execute(stmt) if status in _UNDER_WAY][:3]
+    """Conflict if a campaign under way uses the template (storage.sql.under_way)."""
+    users = campaigns_under_way(conn, campaigns.c.template_id == template_id)
     if users:
         raise Conflict(f"the template is used by campaign(s) under way "
                        f"({', '.join(repr(u) for u in users)}): it cannot be {doing} until "
