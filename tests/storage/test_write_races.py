@@ -21,13 +21,16 @@ import pytest
 from mailprime.domain.audience import (
     ConsentEvidence,
     ConsentSource,
+    Contact,
     ContactInput,
     ImportMode,
+    MailingList,
     MembershipStatus,
     OptIn,
 )
 from mailprime.domain.campaigns import CampaignDraft, CampaignStatus, IllegalTransition
 from mailprime.domain.errors import Conflict
+from mailprime.domain.ids import ListId
 from mailprime.domain.templates import TemplateFields
 from mailprime.storage.sql import audience, campaigns
 from tests.storage.interleave import interleave
@@ -154,13 +157,26 @@ async def test_a_segment_change_racing_a_start(backend: Backend) -> None:
             assert expression == "email exists"
 
 
+async def _double_list_and_late_contact(store: SqlStore) -> tuple[MailingList, Contact]:
+    news = await store.create_list("news", opt_in=OptIn.DOUBLE)
+    await store.upsert_contacts([ContactInput("late@b.test")], mode=ImportMode.UPSERT,
+                                evidence=IMPORT)
+    late = await store.get_contact("late@b.test")
+    assert late is not None
+    return news, late
+
+
+async def _list_state(store: SqlStore, list_id: ListId
+                      ) -> tuple[MailingList, dict[MembershipStatus, int]]:
+    """The list as it is now and its member counts by status."""
+    now = await store.get_list("news")
+    assert now is not None and now.id == list_id
+    return now, dict(next(c for lst, c in await store.list_lists() if lst.id == list_id))
+
+
 async def test_single_opt_in_racing_a_sign_up(backend: Backend) -> None:
     async with backend.open() as store:
-        news = await store.create_list("news", opt_in=OptIn.DOUBLE)
-        await store.upsert_contacts([ContactInput("late@b.test")], mode=ImportMode.UPSERT,
-                                    evidence=IMPORT)
-        late = await store.get_contact("late@b.test")
-        assert late is not None
+        news, late = await _double_list_and_late_contact(store)
         outcome = interleave(
             backend.url, lambda conn: audience.update_list(conn, news.id, None, None, OptIn.SINGLE),
             lambda conn: audience.set_membership(conn, late.id, news.id,
@@ -168,9 +184,7 @@ async def test_single_opt_in_racing_a_sign_up(backend: Backend) -> None:
                                                  evidence=IMPORT, now=backend.clock.now()),
             at="UPDATE mailing_lists")
         assert outcome.fired
-        now = await store.get_list("news")
-        assert now is not None
-        counts = dict(next(c for lst, c in await store.list_lists() if lst.id == news.id))
+        now, counts = await _list_state(store, news.id)
         if outcome.other_committed:  # signed up first: still waiting to confirm, so refused
             assert isinstance(outcome.result, Conflict), outcome.result
             assert "1 unconfirmed member" in outcome.result.message
@@ -193,11 +207,7 @@ async def test_single_opt_in_while_a_sign_up_is_in_flight(backend: Backend) -> N
     # The sign-up has inserted its unconfirmed membership, not committed: on PostgreSQL the
     # rule change's NOT EXISTS does not see it, so it must wait for it (the list row lock).
     async with backend.open() as store:
-        news = await store.create_list("news", opt_in=OptIn.DOUBLE)
-        await store.upsert_contacts([ContactInput("late@b.test")], mode=ImportMode.UPSERT,
-                                    evidence=IMPORT)
-        late = await store.get_contact("late@b.test")
-        assert late is not None
+        news, late = await _double_list_and_late_contact(store)
         outcome = interleave(
             backend.url,
             lambda conn: audience.set_membership(conn, late.id, news.id,
@@ -206,9 +216,7 @@ async def test_single_opt_in_while_a_sign_up_is_in_flight(backend: Backend) -> N
             lambda conn: audience.update_list(conn, news.id, None, None, OptIn.SINGLE),
             at="INSERT INTO memberships", after=True)
         assert outcome.fired
-        now = await store.get_list("news")
-        assert now is not None
-        counts = dict(next(c for lst, c in await store.list_lists() if lst.id == news.id))
+        now, counts = await _list_state(store, news.id)
         assert not outcome.other_committed  # it waited for the sign-up
         assert (now.opt_in, counts) == (OptIn.DOUBLE, {MembershipStatus.UNCONFIRMED: 1})
         _no_unconfirmed_on_single(now.opt_in, counts)
@@ -226,9 +234,7 @@ async def test_single_opt_in_while_an_import_to_the_list_is_in_flight(backend: B
             lambda conn: audience.update_list(conn, news.id, None, None, OptIn.SINGLE),
             at="INSERT INTO memberships", after=True)
         assert outcome.fired
-        now = await store.get_list("news")
-        assert now is not None
-        counts = dict(next(c for lst, c in await store.list_lists() if lst.id == news.id))
+        now, counts = await _list_state(store, news.id)
         assert not outcome.other_committed
         assert (now.opt_in, counts) == (OptIn.DOUBLE, {MembershipStatus.UNCONFIRMED: 2})
         _no_unconfirmed_on_single(now.opt_in, counts)
