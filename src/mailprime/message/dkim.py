@@ -21,7 +21,7 @@ import enum
 import functools
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -36,6 +36,13 @@ from mailprime.message.dkim_canon import (
     split_fields,
     split_message,
 )
+
+_SignedHeaderC = Callable[[bytes, tuple[bytes, ...]], tuple[tuple[int, ...], bytes, bytes | None]]
+_signed_header_c: _SignedHeaderC | None
+try:  # the C helper (message/_relaxed.c; optional, see dkim_canon)
+    from mailprime.message._relaxed import signed_header as _signed_header_c
+except ImportError:  # pragma: no cover - only where it could not be built
+    _signed_header_c = None
 
 # RFC 6376 3.5 recommends folding; RFC 5322 2.1.1: lines SHOULD be at most 78 characters.
 FOLD_WIDTH = 78
@@ -200,7 +207,12 @@ def _domain_of(addr_spec: bytes) -> str | None:
 def from_domain(fields: Sequence[tuple[bytes, bytes]]) -> str | None:
     """The domain of the RFC5322.From author (the first mailbox of the first From field), lower
     case, as DMARC aligns on it; None when there is no From or no domain in it."""
-    value = next((v for n, v in fields if n.strip(b" \t").lower() == b"from"), None)
+    return from_value_domain(
+        next((v for n, v in fields if n.strip(b" \t").lower() == b"from"), None))
+
+
+def from_value_domain(value: bytes | None) -> str | None:
+    """`from_domain` of the raw value of the first From field (None: there is none)."""
     if value is None:
         return None
     unfolded = value.replace(CRLF, b" ")
@@ -271,6 +283,46 @@ def _names_and_data(present: dict[bytes, list[tuple[bytes, bytes]]]) -> tuple[li
     else:
         relaxed = [b" ".join(v.split()) for v in values]
     return names, b"".join([k + b":" + v + CRLF for k, v in zip(keys, relaxed, strict=True)])
+
+
+@dataclass(frozen=True, slots=True)
+class SignableHeader:
+    """What a signature needs of a header section: the h= names (SIGNED_FIELDS as often as
+    present, From once more), the relaxed data they sign, and the raw first From value."""
+
+    names: tuple[str, ...]
+    data: bytes
+    from_value: bytes | None
+
+
+_SIGNED_KEYS = tuple(key for _name, key, _over in _SIGNED_ORDER)
+
+
+def signable_header(section: bytes) -> SignableHeader:
+    """The SignableHeader of a header section (CRLF-terminated fields): in one C call
+    (message/_relaxed.c `signed_header`) when the helper is built, else `signable_header_py`,
+    which it is held to byte for byte (tests/message/test_dkim_relaxed_c.py)."""
+    if _signed_header_c is None:
+        return signable_header_py(section)
+    counts, data, from_value = _signed_header_c(section, _SIGNED_KEYS)
+    return SignableHeader(_names_for(counts), data, from_value)
+
+
+def signable_header_py(section: bytes) -> SignableHeader:
+    fields = split_fields(section)
+    names, data = _names_and_data(_signable(fields))
+    return SignableHeader(tuple(names), data,
+                          next((v for n, v in fields if n.strip(b" \t").lower() == b"from"), None))
+
+
+@functools.lru_cache(maxsize=256)
+def _names_for(counts: tuple[int, ...]) -> tuple[str, ...]:
+    """The h= names for the instance counts of SIGNED_FIELDS (what `_names_and_data` lists):
+    mail from one sender repeats the same few counts, so cached."""
+    names: list[str] = []
+    for (name, _key, oversigned), count in zip(_SIGNED_ORDER, counts, strict=True):
+        names.extend([name] * (count + oversigned))
+    return tuple(names)
 
 
 def signed_field_names(fields: Sequence[tuple[bytes, bytes]]) -> list[str]:
@@ -381,6 +433,16 @@ def unsigned_fields(fields: Sequence[tuple[bytes, bytes]], bh: bytes,
     if not keys:
         return []
     names, data = _names_and_data(_signable(fields))
+    return unsigned_fields_of(names, data, bh, keys, timestamp)
+
+
+def unsigned_fields_of(names: Sequence[str], data: bytes, bh: bytes,
+                       keys: Sequence[SigningKey], timestamp: int
+                       ) -> list[tuple[SigningKey, str, bytes]]:
+    """`unsigned_fields` for the h= `names` and the relaxed header `data` they sign
+    (`signable_header`)."""
+    if not keys:
+        return []
     if len(keys) > 1:
         keys = sorted(keys, key=lambda k: k.algorithm is not DkimAlgorithm.RSA_SHA256)
     out = []
@@ -402,7 +464,10 @@ def signature_fields(fields: Sequence[tuple[bytes, bytes]], bh: bytes,
 def sign_message(message: bytes, keys: Sequence[SigningKey], timestamp: int) -> bytes:
     """The DKIM-Signature fields for a whole message in memory (see `signature_fields`)."""
     head, body = split_message(message)
-    return signature_fields(split_fields(head), body_hash(body), keys, timestamp)
+    header = signable_header(head)
+    return "".join([signed_field(key, digest, unsigned) for key, unsigned, digest
+                    in unsigned_fields_of(header.names, header.data, body_hash(body), keys,
+                                          timestamp)]).encode("ascii")
 
 
 __all__ = [
@@ -413,9 +478,11 @@ __all__ = [
     "DkimAlgorithm",
     "DkimKeyError",
     "PrivateKey",
+    "SignableHeader",
     "SigningKey",
     "field_digest",
     "from_domain",
+    "from_value_domain",
     "generate_private_key",
     "is_valid_selector",
     "load_private_key",
@@ -423,6 +490,8 @@ __all__ = [
     "record_name",
     "sign_field",
     "sign_message",
+    "signable_header",
+    "signable_header_py",
     "signature_fields",
     "signed_field",
     "signed_field_names",
@@ -431,5 +500,6 @@ __all__ = [
     "txt_strings",
     "unsigned_field",
     "unsigned_fields",
+    "unsigned_fields_of",
     "zone_line",
 ]

@@ -26,14 +26,16 @@ from mailprime.message.dkim import (
     DkimKeyError,
     SigningKey,
     from_domain,
+    from_value_domain,
     generate_private_key,
     is_valid_selector,
     load_private_key,
     public_key_record,
     record_name,
+    signable_header,
     signature_fields,
     signed_field,
-    unsigned_fields,
+    unsigned_fields_of,
     zone_line,
 )
 from mailprime.message.dkim_canon import MessageHasher, body_hash, split_fields, split_message
@@ -285,13 +287,13 @@ class DkimSigner:
 
         def prepare(message: bytes) -> Callable[[], bytes]:
             head, body = split_message(message)
-            fields = split_fields(head)
-            domain = from_domain(fields)  # lower case already
+            header = signable_header(head)
+            domain = from_value_domain(header.from_value)  # lower case already
             keys = keys_by_domain.get(domain, ()) if domain is not None else ()
             if not keys:
                 return lambda: message
-            pending = unsigned_fields(fields, body_hash(body), keys,
-                                      int(self.clock.now().timestamp()))
+            pending = unsigned_fields_of(header.names, header.data, body_hash(body), keys,
+                                         int(self.clock.now().timestamp()))
             return lambda: "".join([signed_field(key, digest, unsigned) for key, unsigned, digest
                                     in pending]).encode("ascii") + message
 
