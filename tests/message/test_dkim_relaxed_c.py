@@ -61,6 +61,18 @@ def test_lines_agree(block: bytes) -> None:
 
 
 @needs_c
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from([b"abcdefghijklm", b"0123456", b"x", b" ", b"\t", b"\r\n",
+                                 b"  ", b"\r", b"<a href=\"https://e.test/p?q=1\">"]),
+                max_size=200).map(b"".join))
+def test_long_words_at_every_alignment_agree(block: bytes) -> None:
+    """The C loop copies eight octets at a time between WSP: words of 1 to 40 octets put the
+    WSP at every offset within a word of eight."""
+    assert c_relax is not None
+    assert c_relax(block) == dkim_canon.relax_lines_py(block)
+
+
+@needs_c
 def test_unchanged_input_is_not_copied_and_bad_types_are_refused() -> None:
     assert c_relax is not None
     block = b"QUJD\r\nREVG\r\n"  # base64: nothing to change
