@@ -153,6 +153,13 @@ def _subject(subject: str) -> str:
     return f"Subject: {encoded}\r\n"
 
 
+def list_id_for(label: str, domain: str) -> str:
+    """The list-id our List-Id fields carry for a list whose `MailingList.list_id_label` is
+    `label`, at `domain`: `label.domain`, the label capped (below). adapters.list_consent
+    compares submitted list mail's List-Id with this, so that it knows the shortened form."""
+    return f"{_capped_label(list_label(label), domain)}.{domain}"
+
+
 def _capped_label(label: str, domain: str) -> str:
     """The label, shortened so that `label.domain` fits RFC 2919's 255 octets. The cut is
     taken from the name part, never from the "-<list id>" at its end (by which a reply, a
@@ -171,7 +178,7 @@ def _capped_label(label: str, domain: str) -> str:
 
 
 def _list_id(label: str, list_name: str, domain: str) -> str:
-    list_id = f"{_capped_label(list_label(label), domain)}.{domain}"
+    list_id = list_id_for(label, domain)
     header_value(list_name, "the list name")
     if list_name.isascii():
         phrase = formataddr((list_name, "x@x")).rpartition(" <")[0] if list_name else ""
@@ -348,4 +355,5 @@ __all__ = [
     "encode_part",
     "header_value",
     "lines_fit",
+    "list_id_for",
 ]

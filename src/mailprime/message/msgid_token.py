@@ -19,7 +19,9 @@ where TOKEN is 30 octets in lower-case base32 without padding, exactly 48 charac
   send row maps the pair to it). kind 2, any other message: the queue id (new_queue_id's
   base-31 number, 96 bits, as in message.verp).
 * nonce: 56 random bits, so two messages to one contact of one campaign (a test send, a resent
-  pending row) still get different ids (RFC 5322 3.6.4: a msg-id is unique).
+  pending row) still get different ids (RFC 5322 3.6.4: a msg-id is unique). A kind 2 id may
+  derive it from the queue id instead (web.messages_api): the queue id is unique per message
+  already, and two builds of one idempotent request must give one id.
 * tag: HMAC-SHA256 (RFC 2104) under the secret, over a label and the 20 octets before it, cut
   to 80 bits (what message.verp uses: guessing stays hopeless), compared in constant time.
   Without the secret nobody can make an id naming one of our sends, so a forged In-Reply-To
@@ -140,7 +142,8 @@ def _tag(secret: bytes, payload: bytes) -> bytes:
 
 class MsgIdCodec:
     """Makes and reads signed msg-ids with a list of secrets (newest first). `nonce` gives the
-    random octets (tests pass a fixed one to compare ids byte for byte)."""
+    nonce octets: random by default; tests pass a fixed one to compare ids byte for byte, and
+    web.messages_api one made from the queue id (the same message built twice, one id)."""
 
     def __init__(self, secrets: Sequence[bytes], *,
                  nonce: Callable[[int], bytes] = _random.token_bytes) -> None:

@@ -82,6 +82,7 @@ from mailprime.domain.mail import (
 from mailprime.domain.messaging import (
     DeliveryStatus,
     IdempotencyClaim,
+    IdempotencyRecord,
     Webhook,
     WebhookDelivery,
     WebhookDeliveryId,
@@ -830,6 +831,11 @@ class MessagingStore(Protocol):
         caller's claim (its created_at) still holds it. False when it did not: a completed
         record is never overwritten, and a request taken over by a retry does not complete
         what the retry now owns."""
+        ...
+
+    async def idempotency_record(self, api_key_id: ApiKeyId, key: str
+                                 ) -> IdempotencyRecord | None:
+        """The record of (key, api_key_id) as it stands, pending or done; None without one."""
         ...
 
     async def release_idempotency_key(self, api_key_id: ApiKeyId, key: str, *,

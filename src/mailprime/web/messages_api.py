@@ -43,12 +43,15 @@ A retry that finds the record pending asks the store whether its queue id was ac
 and died (or is finishing), and the retry answers with the response of 2 (Idempotent-Replayed),
 completing the record. If not, it waits (409) until the record is STALE_SECONDS old, then takes
 it over, keeping the queue id, and sends under it. Should the first request have been slow
-rather than dead, and its accept land first, the taker's accept is refused as a second one
-and the taker answers with its prepared response (Idempotent-Replayed): the one message under
-that queue id is the answer, and the two builds agree on its Message-ID, which is made from the
-queue id (`signed_message_id`). The slow request answers its own client with the same message
-and leaves the record to the taker. So whatever moment a process dies (or stalls) at, a key sends at
-most one message.
+rather than dead, both accept under that queue id and one is refused as a second accept; every
+answer then describes the one message accepted. The two builds agree on its id and its
+Message-ID, which is made from the queue id (`signed_message_id`), but not always on the
+recipients' statuses (a suppression added in between), so the refused one answers with the
+response the accepted one prepared (Idempotent-Replayed): the taker with the one its claim
+found on the record (the slow request's), the slow request with the one on the record now (the
+taker's). Only the owner completes the record; a slow request whose accept landed answers its
+own client and leaves the record to the taker. So whatever moment a process dies (or stalls)
+at, a key sends at most one message, and its answers name that message.
 """
 
 from __future__ import annotations
@@ -451,6 +454,9 @@ async def send_message(request: Request, body: MessageIn,
     if held.status is not None and held.body is not None:
         return _replay(held.status, held.body)
     queue_id, claimed_at = held.queue_id, held.created_at
+    # An owned claim with a prepared response took over a request that seemed dead: that
+    # response describes the message that request would have accepted under the queue id.
+    taken_over = held.body if claim.owned else None
     if queue_id is not None and held.body is not None and await store.accepted_queue_ids(
             [queue_id]):
         # Accepted, but the response never stored: its request died (or is finishing) between
@@ -490,17 +496,26 @@ async def send_message(request: Request, body: MessageIn,
         if queue_id is None or not await store.accepted_queue_ids([queue_id]):
             await store.release_idempotency_key(key.id, idempotency_key, claimed_at=claimed_at)
         elif isinstance(exc, AlreadyExists) and prepared:
-            # The request this one took over was slow, not dead: its accept landed first and
-            # this second one was refused. Its message, under the same queue id, is the answer.
-            await store.complete_idempotency_key(key.id, idempotency_key, 202, prepared[-1],
-                                                 claimed_at=claimed_at)
+            # Another claimer's accept under the queue id landed first: its message is the one
+            # sent, and the answer is the response that claimer prepared, not this build's
+            # (same queue id and Message-ID, but the gate may have judged a recipient otherwise
+            # since). Still the owner: the request this one took over was slow, not dead, and
+            # its response is the one the claim found. Taken over: the retry that owns the
+            # record now accepted first, and its response is on the record.
+            answer = taken_over or prepared[-1]
+            if await store.complete_idempotency_key(key.id, idempotency_key, 202, answer,
+                                                    claimed_at=claimed_at):
+                return _replay(202, answer)
+            record = await store.idempotency_record(key.id, idempotency_key)
+            if record is not None and record.queue_id == queue_id and record.body is not None:
+                return _replay(202, record.body)
             return _replay(202, prepared[-1])
         raise
     content = accepted.model_dump(mode="json")
     # Only while this request still owns the key: one taken over after its accept (slow, not
     # dead) answers its client with the message it accepted, and leaves the record to the
-    # retry that owns it (which finds the queue id taken and completes it with the same
-    # answer: the Message-ID is made from the queue id, `signed_message_id`).
+    # retry that owns it (whose accept is refused: it completes the record with this
+    # request's prepared response, the one its claim found).
     await store.complete_idempotency_key(key.id, idempotency_key, 202, json.dumps(content),
                                          claimed_at=claimed_at)
     return JSONResponse(content, status_code=202)

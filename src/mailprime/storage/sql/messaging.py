@@ -130,6 +130,12 @@ def complete_idempotency(conn: Connection, api_key_id: ApiKeyId, key: str, statu
     return bool(done.rowcount)
 
 
+def get_idempotency(conn: Connection, api_key_id: ApiKeyId,
+                    key: str) -> IdempotencyRecord | None:
+    found = conn.execute(select(idempotency_keys).where(_key_clause(api_key_id, key))).first()
+    return _to_record(found) if found is not None else None
+
+
 def release_idempotency(conn: Connection, api_key_id: ApiKeyId, key: str, *,
                         claimed_at: datetime) -> None:
     """Forgets a pending record (its request failed before anything was sent), if it is still
@@ -284,6 +290,6 @@ def list_deliveries(conn: Connection, webhook_id: WebhookId, *, limit: int,
 
 
 __all__ = ["add_webhook", "claim_deliveries", "claim_idempotency", "complete_idempotency",
-           "delete_webhook", "enqueue_events", "get_webhook", "list_deliveries", "list_webhooks",
-           "prepare_idempotency", "purge_idempotency", "record_attempt", "release_idempotency",
-           "update_webhook"]
+           "delete_webhook", "enqueue_events", "get_idempotency", "get_webhook",
+           "list_deliveries", "list_webhooks", "prepare_idempotency", "purge_idempotency",
+           "record_attempt", "release_idempotency", "update_webhook"]

@@ -9,6 +9,7 @@ from mailprime.domain.ids import ApiKeyId, QueueId
 from mailprime.domain.messaging import (
     DeliveryStatus,
     IdempotencyClaim,
+    IdempotencyRecord,
     Webhook,
     WebhookDelivery,
     WebhookDeliveryId,
@@ -39,6 +40,10 @@ class MessagingSql(SqlAccess):
                                        body: str, *, claimed_at: datetime | None = None) -> bool:
         return await self._writer.run(lambda c: messaging.complete_idempotency(
             c, api_key_id, key, status, body, claimed_at=claimed_at))
+
+    async def idempotency_record(self, api_key_id: ApiKeyId, key: str
+                                 ) -> IdempotencyRecord | None:
+        return await self._read(lambda c: messaging.get_idempotency(c, api_key_id, key))
 
     async def release_idempotency_key(self, api_key_id: ApiKeyId, key: str, *,
                                       claimed_at: datetime) -> None:
