@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from mailprime.domain.campaigns import CampaignStatus, SendRecord, SendStatus
-from mailprime.domain.ids import new_queue_id
+from mailprime.domain.campaigns import CampaignStatus, SendStatus
 from mailprime.marketing.campaigns import CampaignRunner, cancel_campaign
 from tests.marketing.campaign_fixtures import seed
+from tests.marketing.test_cancel_settles_at_once import crashed_dispatcher_rows
 from tests.marketing.test_dispatch import FakeTime, dispatcher, queue_by_address, sqlite, started
 
 
@@ -63,14 +62,8 @@ def test_the_runner_settles_what_a_dispatcher_dying_after_the_cancel_left(
             await started(store, seeded)
             campaign = await store.get_campaign(seeded.campaign.id)
             assert campaign is not None
-            now = backend.clock.now()
             # Another process's dispatcher holds the campaign, wrote its rows, then died.
-            assert await store.claim_campaign(campaign.id, "other", now,
-                                              now + timedelta(seconds=60))
-            page = list(await store.audience(campaign.list_ids, sending_domain="a.test"))
-            await store.record_sends(campaign.id, [
-                SendRecord(campaign.id, c.id, c.email, SendStatus.PENDING, new_queue_id())
-                for c in page])
+            page, _ = await crashed_dispatcher_rows(store, backend.clock.now(), campaign)
             await cancel_campaign(store, campaign)
             assert (await store.campaign_counters(campaign.id)).pending == len(page)
             runner = CampaignRunner(store, lambda: dispatcher(store), clock=backend.clock)

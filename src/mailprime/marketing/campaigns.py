@@ -168,12 +168,11 @@ async def resume_campaign(store: Store, campaign: Campaign) -> Campaign:
 
 
 async def cancel_campaign(store: Store, campaign: Campaign) -> Campaign:
-    """Cancels, and settles the pending rows a crashed run left (no run will come to do it);
-    while a dispatcher still holds the campaign, it settles its own batch and the runner's
-    poll settles whatever a dispatcher dying after the cancel leaves."""
-    cancelled = await store.set_campaign_status(campaign.id, S.CANCELLED)
-    await store.settle_cancelled(campaign.id)
-    return cancelled
+    """Cancels. The store settles, in the same transaction, the pending rows a crashed run
+    left (no run will come to do it): accepted -> queued, else failed "cancelled". While a
+    dispatcher still holds the campaign, it settles its own batch, and the runner's poll
+    settles whatever a dispatcher dying after the cancel leaves."""
+    return await store.set_campaign_status(campaign.id, S.CANCELLED)
 
 
 class CampaignRunner:

@@ -734,8 +734,9 @@ class CampaignStore(Protocol):
         """Moves the campaign (and returns it moved); with `only_from`, only if its status is
         one of those (else it is returned unchanged); with `unchanged_since`, only if its
         `updated_at` is still that (else IllegalTransition: it was changed since the caller
-        checked it), and with `template_unchanged_since` likewise its template's.
-        NotFound, IllegalTransition."""
+        checked it), and with `template_unchanged_since` likewise its template's. A move to
+        cancelled settles, in the same write, the pending rows no dispatcher holds
+        (`settle_cancelled`). NotFound, IllegalTransition."""
         ...
 
     async def delete_campaign(self, campaign_id: CampaignId, *,

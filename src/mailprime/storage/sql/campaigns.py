@@ -204,7 +204,8 @@ def set_status(conn: Connection, campaign_id: CampaignId, to: CampaignStatus, no
     not start settings nobody checked. `template_unchanged_since` does the same for its
     template: read FOR SHARE, so a template replace in flight (which reads the campaigns using
     the template FOR SHARE, storage.sql.templates) is either seen committed here or waits for
-    this move and then finds the campaign under way."""
+    this move and then finds the campaign under way. A move to cancelled settles the pending
+    rows no dispatcher holds, in the same transaction (`settle_cancelled`)."""
     current = _locked(conn, campaign_id)  # the move is decided on what is read: see the doc
     if current is None:
         raise NotFound(f"no campaign #{campaign_id}")
@@ -229,6 +230,11 @@ def set_status(conn: Connection, campaign_id: CampaignId, to: CampaignStatus, no
     if to is CampaignStatus.SCHEDULED:
         values["scheduled_at"] = scheduled_at
     conn.execute(update(campaigns).where(cp.id == campaign_id).values(**values))
+    if moved.status is CampaignStatus.CANCELLED:
+        # In the move's transaction: no run will come to reconcile what a crash left pending,
+        # and a crash between the move and a later settle would leave that to the runner's
+        # poll. With a live lease this does nothing; the dispatcher settles its own batch.
+        settle_cancelled(conn, campaign_id, now)
     updated = get(conn, campaign_id)
     assert updated is not None
     return updated

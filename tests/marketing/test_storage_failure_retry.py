@@ -1,0 +1,96 @@
+"""A storage failure during a campaign run, on SQLite and PostgreSQL, at each of the three
+writes of a batch (marketing.dispatch: 1 the send rows, 2 the accepts, 3 the settle): the
+database itself refuses the write (a real trigger raising, created and dropped by the test, as
+a full disk or a lost connection would), so the run fails with StorageError. The campaign is
+not paused (the runner retries at its next poll), nothing is queued twice, and the poll after
+the trouble ends sends the campaign to every contact exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from mailprime.domain.campaigns import CampaignStatus
+from mailprime.marketing.campaigns import CampaignRunner
+from tests.marketing.campaign_fixtures import seed
+from tests.marketing.test_dispatch import dispatcher, queue_by_address, started
+from tests.storage.conftest import Backend, backend, pg_databases, pg_session_url  # noqa: F401
+
+# The write that fails: (table, event) of the trigger.
+STEPS = {"rows": ("campaign_sends", "INSERT"), "accept": ("queue_messages", "INSERT"),
+         "settle": ("campaign_sends", "UPDATE")}
+CONTACTS = 5
+
+
+def _sql(db: Backend, *statements: str) -> None:
+    """DDL on a connection of its own, beside the store's."""
+    engine = create_engine(db.url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def _break(db: Backend, table: str, event: str) -> None:
+    if db.name == "sqlite":
+        _sql(db, f"CREATE TRIGGER trouble BEFORE {event} ON {table} "
+                 "BEGIN SELECT RAISE(ABORT, 'database trouble'); END")
+    else:
+        _sql(db,
+             "CREATE FUNCTION trouble() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+             "RAISE EXCEPTION 'database trouble' USING ERRCODE = '53100'; END $$",
+             f"CREATE TRIGGER trouble BEFORE {event} ON {table} "
+             "FOR EACH ROW EXECUTE FUNCTION trouble()")
+
+
+def _mend(db: Backend, table: str) -> None:
+    if db.name == "sqlite":
+        _sql(db, "DROP TRIGGER trouble")
+    else:
+        _sql(db, f"DROP TRIGGER trouble ON {table}", "DROP FUNCTION trouble()")
+
+
+@pytest.mark.parametrize("step", list(STEPS))
+def test_a_failed_write_is_retried_at_the_next_poll_and_everyone_gets_one_message(
+        backend: Backend, step: str) -> None:  # noqa: F811
+    async def main() -> None:
+        table, event = STEPS[step]
+        async with backend.open() as store:
+            seeded = await seed(store, confirmed=CONTACTS, track=False)
+            await started(store, seeded)
+            cid = seeded.campaign.id
+            runner = CampaignRunner(store, lambda: dispatcher(store), clock=backend.clock)
+            _break(backend, table, event)
+            try:
+                await runner.tick()
+                await runner.wait_idle()
+                campaign = await store.get_campaign(cid)
+                assert campaign is not None
+                assert (campaign.status, campaign.pause_reason) == (CampaignStatus.SENDING, None)
+                counters = await store.campaign_counters(cid)
+                queued = await queue_by_address(store)
+                if step == "rows":  # nothing written
+                    assert (counters.pending, counters.queued, len(queued)) == (0, 0, 0)
+                elif step == "accept":  # rows written, no message
+                    assert (counters.pending, counters.queued, len(queued)) == (CONTACTS, 0, 0)
+                else:  # the messages are queued, their rows still pending
+                    assert (counters.pending, counters.queued) == (CONTACTS, 0)
+                    assert set(queued) == set(seeded.confirmed)
+                    assert set(queued.values()) == {1}
+            finally:
+                _mend(backend, table)
+            await runner.tick()
+            await runner.wait_idle()
+            campaign = await store.get_campaign(cid)
+            assert campaign is not None and campaign.status is CampaignStatus.SENT
+            got = await queue_by_address(store)
+            assert set(got) == set(seeded.confirmed) and set(got.values()) == {1}
+            counters = await store.campaign_counters(cid)
+            assert (counters.queued, counters.pending, counters.failed) == (CONTACTS, 0, 0)
+
+    asyncio.run(main())
