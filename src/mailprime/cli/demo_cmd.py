@@ -398,6 +398,7 @@ async def _write_sample(store: Store, settings: Settings, mailbox: str,
     """The newest captured message of the campaign (its List-Id names the demo list), written
     to <data>/demo/<campaign>.eml; None if none was captured."""
     from mailprime.delivery.sandbox import SANDBOX_FOLDER  # noqa: PLC0415
+    from mailprime.marketing.message_builder import list_id_for  # noqa: PLC0415
 
     account = await store.get_account(mailbox)
     if account is None:
@@ -407,7 +408,7 @@ async def _write_sample(store: Store, settings: Settings, mailbox: str,
     demo_list = await store.get_list_by_id(campaign.list_ids[0])
     if demo_list is None:
         return None
-    list_id = f"<{demo_list.list_id_label}.{campaign.sending_domain}>".encode()
+    list_id = f"<{list_id_for(demo_list.list_id_label, campaign.sending_domain)}>".encode()
     for message in captured[:50]:
         content = await store.read_blob(message.blob_id)
         head = content.split(b"\r\n\r\n", 1)[0]
