@@ -80,6 +80,23 @@ async def started(store: SqlStore, seeded: Seeded) -> None:
     assert campaign.status is CampaignStatus.SENDING, problems
 
 
+async def run_until_killed(store: SqlStore, seeded: Seeded, *, at_send: int) -> None:
+    """Runs the campaign's dispatcher (batches of 50, rate-limited so that it sleeps between
+    sends) and cancels it at its `at_send`-th sleep, as a crash would stop it: with 55, in
+    the second batch with accepts of it in flight."""
+    time = FakeTime()
+    task = asyncio.ensure_future(dispatcher(store, time, batch_size=50).run(seeded.campaign.id))
+
+    async def crash(n: int) -> None:
+        if n == at_send:
+            task.cancel()
+            await asyncio.sleep(0)
+
+    time.on_sleep = crash
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def queue_by_address(store: SqlStore) -> Counter[str]:
     return Counter(r.address for _m, rcpts in await store.list_queue(limit=100_000)
                    for r in rcpts)
@@ -137,18 +154,7 @@ def test_cancelled_mid_batch_then_resumed_mails_everyone_exactly_once(tmp_path: 
         async with sqlite(tmp_path).open() as store:
             seeded = await seed(store, confirmed=120, rate=60 * 20)  # 20/s: sleeps between sends
             await started(store, seeded)
-            time = FakeTime()
-            first = dispatcher(store, time, batch_size=50)
-            task = asyncio.ensure_future(first.run(seeded.campaign.id))
-
-            async def crash(n: int) -> None:
-                if n == 55:  # in the second batch, with accepts of it in flight
-                    task.cancel()
-                    await asyncio.sleep(0)
-
-            time.on_sleep = crash
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            await run_until_killed(store, seeded, at_send=55)
             counters = await store.campaign_counters(seeded.campaign.id)
             assert counters.pending > 0 and counters.queued < 120  # a crash left pending rows
             again = dispatcher(store, FakeTime(), batch_size=50)

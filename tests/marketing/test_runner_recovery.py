@@ -9,13 +9,17 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-import pytest
-
 from mailprime.domain.campaigns import CampaignStatus, SendStatus
 from mailprime.marketing.campaigns import CampaignRunner, cancel_campaign
 from tests.marketing.campaign_fixtures import seed
 from tests.marketing.test_cancel_settles_at_once import crashed_dispatcher_rows
-from tests.marketing.test_dispatch import FakeTime, dispatcher, queue_by_address, sqlite, started
+from tests.marketing.test_dispatch import (
+    dispatcher,
+    queue_by_address,
+    run_until_killed,
+    sqlite,
+    started,
+)
 
 
 def test_cancel_after_a_crash_mid_batch_settles_every_pending_row(tmp_path: Path) -> None:
@@ -23,18 +27,7 @@ def test_cancel_after_a_crash_mid_batch_settles_every_pending_row(tmp_path: Path
         async with sqlite(tmp_path).open() as store:
             seeded = await seed(store, confirmed=120, rate=60 * 20)  # sleeps between sends
             await started(store, seeded)
-            time = FakeTime()
-            task = asyncio.ensure_future(dispatcher(store, time, batch_size=50)
-                                         .run(seeded.campaign.id))
-
-            async def crash(n: int) -> None:
-                if n == 55:  # in the second batch, accepts of it in flight
-                    task.cancel()
-                    await asyncio.sleep(0)
-
-            time.on_sleep = crash
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            await run_until_killed(store, seeded, at_send=55)  # accepts in flight
             before = await store.campaign_counters(seeded.campaign.id)
             assert before.pending > 0  # what the crash left
             campaign = await store.get_campaign(seeded.campaign.id)

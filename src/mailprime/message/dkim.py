@@ -207,8 +207,12 @@ def _domain_of(addr_spec: bytes) -> str | None:
 def from_domain(fields: Sequence[tuple[bytes, bytes]]) -> str | None:
     """The domain of the RFC5322.From author (the first mailbox of the first From field), lower
     case, as DMARC aligns on it; None when there is no From or no domain in it."""
-    return from_value_domain(
-        next((v for n, v in fields if n.strip(b" \t").lower() == b"from"), None))
+    return from_value_domain(_first_from(fields))
+
+
+def _first_from(fields: Sequence[tuple[bytes, bytes]]) -> bytes | None:
+    """The raw value of the first From field, or None."""
+    return next((v for n, v in fields if n.strip(b" \t").lower() == b"from"), None)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -311,10 +315,12 @@ def signable_header(section: bytes) -> SignableHeader:
 
 
 def signable_header_py(section: bytes) -> SignableHeader:
-    fields = split_fields(section)
+    return _signable_of(split_fields(section))
+
+
+def _signable_of(fields: Sequence[tuple[bytes, bytes]]) -> SignableHeader:
     names, data = _names_and_data(_signable(fields))
-    return SignableHeader(tuple(names), data,
-                          next((v for n, v in fields if n.strip(b" \t").lower() == b"from"), None))
+    return SignableHeader(tuple(names), data, _first_from(fields))
 
 
 @functools.lru_cache(maxsize=256)
@@ -429,49 +435,43 @@ def sign_field(key: SigningKey, header_data: bytes, unsigned: str) -> str:
     return signed_field(key, field_digest(header_data, unsigned), unsigned)
 
 
-def unsigned_fields(fields: Sequence[tuple[bytes, bytes]], bh: bytes,
-                    keys: Sequence[SigningKey], timestamp: int
-                    ) -> list[tuple[SigningKey, str, bytes]]:
-    """`signature_fields` up to the signatures: per key (RSA before Ed25519), its unsigned
-    field and the digest to sign, for `signed_field` to finish (perhaps on another thread)."""
-    if not keys:
-        return []
-    names, data = _names_and_data(_signable(fields))
-    return unsigned_fields_of(names, data, bh, keys, timestamp)
+Pending = tuple[SigningKey, str, bytes]  # a key, its unsigned field, the digest it signs
 
 
-def unsigned_fields_of(names: Sequence[str], data: bytes, bh: bytes,
-                       keys: Sequence[SigningKey], timestamp: int
-                       ) -> list[tuple[SigningKey, str, bytes]]:
-    """`unsigned_fields` for the h= `names` and the relaxed header `data` they sign
-    (`signable_header`)."""
-    if not keys:
-        return []
+def unsigned_fields(header: SignableHeader, bh: bytes, keys: Sequence[SigningKey],
+                    timestamp: int) -> list[Pending]:
+    """The signatures up to the private-key operations: per key (RSA before Ed25519), its
+    unsigned field and the digest to sign, for `signature_fields` to finish (perhaps on
+    another thread), over a message whose header is `header` and whose relaxed body hashes
+    to `bh`."""
     if len(keys) > 1:
         keys = sorted(keys, key=lambda k: k.algorithm is not DkimAlgorithm.RSA_SHA256)
     out = []
     for key in keys:
-        unsigned = unsigned_field(key, names, bh, timestamp)
-        out.append((key, unsigned, field_digest(data, unsigned)))
+        unsigned = unsigned_field(key, header.names, bh, timestamp)
+        out.append((key, unsigned, field_digest(header.data, unsigned)))
     return out
+
+
+def finish_signatures(pending: Sequence[Pending]) -> bytes:
+    """The DKIM-Signature fields to put on top of the message, one per key: the private-key
+    operations of `unsigned_fields`' result. Empty if it is."""
+    return "".join([signed_field(key, digest, unsigned)
+                    for key, unsigned, digest in pending]).encode("ascii")
 
 
 def signature_fields(fields: Sequence[tuple[bytes, bytes]], bh: bytes,
                      keys: Sequence[SigningKey], timestamp: int) -> bytes:
-    """The DKIM-Signature fields to put on top of a message whose header fields are `fields`
-    (from dkim_canon.split_fields) and whose relaxed body hashes to `bh`: one per key,
-    RSA before Ed25519. Empty if `keys` is."""
-    return "".join([signed_field(key, digest, unsigned) for key, unsigned, digest
-                    in unsigned_fields(fields, bh, keys, timestamp)]).encode("ascii")
+    """The DKIM-Signature fields for a message whose header fields are `fields` (from
+    dkim_canon.split_fields) and whose relaxed body hashes to `bh`, by the Python path."""
+    return finish_signatures(unsigned_fields(_signable_of(fields), bh, keys, timestamp))
 
 
 def sign_message(message: bytes, keys: Sequence[SigningKey], timestamp: int) -> bytes:
-    """The DKIM-Signature fields for a whole message in memory (see `signature_fields`)."""
+    """The DKIM-Signature fields for a whole message in memory."""
     head, body = split_message(message)
-    header = signable_header(head)
-    return "".join([signed_field(key, digest, unsigned) for key, unsigned, digest
-                    in unsigned_fields_of(header.names, header.data, body_hash(body), keys,
-                                          timestamp)]).encode("ascii")
+    return finish_signatures(unsigned_fields(signable_header(head), body_hash(body), keys,
+                                             timestamp))
 
 
 __all__ = [
@@ -485,6 +485,7 @@ __all__ = [
     "SignableHeader",
     "SigningKey",
     "field_digest",
+    "finish_signatures",
     "from_domain",
     "from_value_domain",
     "generate_private_key",
@@ -504,6 +505,5 @@ __all__ = [
     "txt_strings",
     "unsigned_field",
     "unsigned_fields",
-    "unsigned_fields_of",
     "zone_line",
 ]

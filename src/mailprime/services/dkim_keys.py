@@ -25,7 +25,7 @@ from mailprime.message.dkim import (
     DkimAlgorithm,
     DkimKeyError,
     SigningKey,
-    from_domain,
+    finish_signatures,
     from_value_domain,
     generate_private_key,
     is_valid_selector,
@@ -33,12 +33,10 @@ from mailprime.message.dkim import (
     public_key_record,
     record_name,
     signable_header,
-    signature_fields,
-    signed_field,
-    unsigned_fields_of,
+    unsigned_fields,
     zone_line,
 )
-from mailprime.message.dkim_canon import MessageHasher, body_hash, split_fields, split_message
+from mailprime.message.dkim_canon import MessageHasher, body_hash, split_message
 from mailprime.storage.ports import DkimKeyStore
 
 log = logging.getLogger("mailprime.dkim")
@@ -253,15 +251,16 @@ class DkimSigner:
     async def signature_for(self, header_section: bytes, bh: bytes) -> bytes:
         """The DKIM-Signature fields for a message with this header section and body hash, or
         b"" when its From domain has no active key."""
-        fields = split_fields(header_section)
-        domain = from_domain(fields)
+        header = signable_header(header_section)
+        domain = from_value_domain(header.from_value)
         if domain is None:
             return b""
         keys = await self.keys_for(domain)
         if not keys:
             return b""
         try:
-            return signature_fields(fields, bh, keys, int(self.clock.now().timestamp()))
+            return finish_signatures(unsigned_fields(header, bh, keys,
+                                                     int(self.clock.now().timestamp())))
         except (ValueError, UnicodeError) as exc:  # a header we cannot canonicalize: unsigned
             emit(log, "dkim", logging.ERROR, domain=domain, status="not signed", reason=str(exc))
             return b""
@@ -292,10 +291,9 @@ class DkimSigner:
             keys = keys_by_domain.get(domain, ()) if domain is not None else ()
             if not keys:
                 return lambda: message
-            pending = unsigned_fields_of(header.names, header.data, body_hash(body), keys,
-                                         int(self.clock.now().timestamp()))
-            return lambda: "".join([signed_field(key, digest, unsigned) for key, unsigned, digest
-                                    in pending]).encode("ascii") + message
+            pending = unsigned_fields(header, body_hash(body), keys,
+                                      int(self.clock.now().timestamp()))
+            return lambda: finish_signatures(pending) + message
 
         return prepare
 
