@@ -14,19 +14,24 @@ import base64
 import hashlib
 import re
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailprime.message.dkim import (
     FOLD_WIDTH,
+    SignableHeader,
     SigningKey,
+    field_digest,
+    finish_signatures,
     from_domain,
     sign_field,
     signature_fields,
+    signed_field,
     signed_field_names,
     signed_header_data,
     unsigned_field,
+    unsigned_fields,
 )
 from mailprime.message.dkim_canon import (
     CRLF,
@@ -238,6 +243,50 @@ def test_cached_key_tags_fold_as_all_tags_at_once(domain: str, selector: str, na
     whole = "\r\n".join([*ref_fold(tags), "\tb="])
     assert unsigned_field(key, names, bh, timestamp) == whole
     assert unsigned_field(key, names, bh, timestamp) == whole  # from the caches this time
+
+
+RSA_KEY = SigningKey("example.com", "rsa", rsa.generate_private_key(public_exponent=65537,
+                                                                    key_size=1024))
+
+
+@settings(max_examples=300)
+@given(st.from_regex(r"[a-z0-9]{1,60}(\.[a-z0-9]{1,20}){0,3}", fullmatch=True),
+       st.from_regex(r"[a-z0-9]{1,40}", fullmatch=True),
+       st.lists(st.sampled_from(["from", "to", "subject", "list-unsubscribe-post", "x" * 70]),
+                max_size=30),
+       st.integers(min_value=0, max_value=2**40), st.binary(min_size=32, max_size=32),
+       st.binary(max_size=300), st.booleans())
+def test_templates_give_what_folding_each_field_gives(domain: str, selector: str,
+                                                      names: list[str], timestamp: int,
+                                                      bh: bytes, data: bytes,
+                                                      use_rsa: bool) -> None:
+    """`unsigned_fields` fills a per-key template instead of folding and canonicalizing each
+    field: the field and the digest it signs are exactly `unsigned_field`'s and
+    `field_digest`'s, whatever the lengths of d=, s=, h= and t= (a template per t= length),
+    the second time too (from the key's templates)."""
+    key = SigningKey(domain, selector, (RSA_KEY if use_rsa else ED_KEY).key)
+    header = SignableHeader(tuple(names), data, None)
+    expected = unsigned_field(key, names, bh, timestamp)
+    for _ in range(2):
+        [(_key, unsigned, digest)] = unsigned_fields(header, bh, [key], timestamp)
+        assert unsigned == expected.encode("ascii")
+        assert digest == field_digest(data, expected)
+
+
+def test_finish_signatures_folds_as_signed_field_does() -> None:
+    """Both key types: the b= value folded at the same places as `signed_field` (the reference
+    path), so the fields are equal octet for octet (RSA PKCS#1 v1.5 and Ed25519 are both
+    deterministic)."""
+    header = SignableHeader(("from", "from", "subject"), b"from:a@example.com\r\nsubject:x\r\n",
+                            b" a@example.com")
+    bh = hashlib.sha256(b"body").digest()
+    pending = unsigned_fields(header, bh, [ED_KEY, RSA_KEY], 1_750_000_000)
+    assert [key for key, _u, _d in pending] == [RSA_KEY, ED_KEY]  # RSA first
+    expected = "".join(signed_field(key, digest, unsigned.decode("ascii"))
+                       for key, unsigned, digest in pending)
+    assert finish_signatures(pending) == expected.encode("ascii")
+    for line in finish_signatures(pending).split(b"\r\n"):
+        assert len(line) <= FOLD_WIDTH
 
 
 @given(st.lists(st.sampled_from([b"a", b"Z", b"0", b"-", b".", b"..", b"\xc3\xbc", b"x" * 63,

@@ -6,10 +6,17 @@ Python would only show as a slower bench)."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import shutil
+import subprocess
+import sysconfig
 import time
+from pathlib import Path
+from types import ModuleType
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailprime.message import dkim, dkim_canon
@@ -66,8 +73,9 @@ def test_lines_agree(block: bytes) -> None:
                                  b"  ", b"\r", b"<a href=\"https://e.test/p?q=1\">"]),
                 max_size=200).map(b"".join))
 def test_long_words_at_every_alignment_agree(block: bytes) -> None:
-    """The C loop copies eight octets at a time between WSP: words of 1 to 40 octets put the
-    WSP at every offset within a word of eight."""
+    """The C loop scans sixteen octets at a time and settles the runs it finds from the block's
+    bits: words of 1 to 40 octets put WSP, runs and CRs at every offset of a block, and runs
+    across the end of one."""
     assert c_relax is not None
     assert c_relax(block) == dkim_canon.relax_lines_py(block)
 
@@ -158,3 +166,84 @@ def test_any_octets_at_all_agree_and_never_crash(data: bytes) -> None:
     assert c_relax(data) == dkim_canon.relax_lines_py(data)
     fast, reference = _both(data)
     assert fast == reference
+
+
+# ---- the whole signing input (message/_relaxed.c `signing_input`, `sha256_of`) ------------------
+
+BODY_PARTS = st.sampled_from([b" ", b"\t", b"\r\n", b"\r", b"\n", b"text", b"  ", b"\r\n\r\n",
+                              b" \r\n", b"<p>" * 6, b"\x00", b"=E2=80=99", b"x" * 40])
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> bytes:
+    """Header section, perhaps the empty line, perhaps a body: with and without a final CRLF,
+    empty lines at the end, a message that starts with CRLF or has no body at all."""
+    section = draw(header_sections())
+    body = draw(st.lists(BODY_PARTS, max_size=60).map(b"".join))
+    return section + draw(st.sampled_from([b"\r\n", b"", b"\r\n\r\n"])) + body
+
+
+@needs_c
+@settings(max_examples=3000, deadline=None)
+@given(messages())
+def test_signing_input_agrees_with_the_python_path(message: bytes) -> None:
+    assert dkim.signing_input(message) == dkim.signing_input_py(message)
+
+
+@needs_c
+@pytest.mark.parametrize("message", [
+    b"", b"\r\n", b"\r\nbody only\r\n", b"Subject: no body", b"Subject: x\r\n\r\n",
+    b"Subject: x\r\n\r\nno final CRLF  ", b"Subject: x\r\n\r\nend\r\n\r\n\r\n",
+    b"Subject: x\r\n\r\n\r\n\r\n", b"Subject: x\r\n\r\n \t \r\n",
+    b"Subject: x\r\n\r\n" + b"    <td>cell</td>  \r\n" * 700,  # past one allocation
+])
+def test_signing_input_edge_cases(message: bytes) -> None:
+    assert dkim.signing_input(message) == dkim.signing_input_py(message)
+
+
+@needs_c
+@given(st.lists(st.binary(max_size=300), max_size=8))
+def test_sha256_of_parts_is_the_digest_of_their_join(parts: list[bytes]) -> None:
+    from mailprime.message._relaxed import sha256_of
+    assert sha256_of(*parts) == hashlib.sha256(b"".join(parts)).digest()
+    with pytest.raises(TypeError, match="bytes"):
+        sha256_of(b"a", "b")  # type: ignore[arg-type]
+
+
+@needs_c
+def test_sha256_is_openssl_s_where_its_headers_are() -> None:
+    """setup.py builds against libcrypto when OpenSSL's headers are there (Debian's libssl-dev,
+    present on our machines); the hashlib fallback is tested below."""
+    from mailprime.message import _relaxed
+    if not any(Path(base, "openssl", "sha.h").exists() for base in ("/usr/include",
+                                                                     "/usr/local/include")):
+        pytest.skip("OpenSSL's headers (libssl-dev) are absent: the hashlib variant is built")
+    assert _relaxed.OPENSSL == 1
+
+
+@pytest.fixture(scope="module")
+def without_openssl(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    """The helper compiled without OpenSSL (hashing through hashlib), as on a machine without
+    libssl-dev: built here with gcc and Python's headers, loaded from its own file."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is absent: the hashlib variant cannot be built here")
+    source = Path(dkim_canon.__file__).with_name("_relaxed.c")
+    target = tmp_path_factory.mktemp("plain") / ("_relaxed" + sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}",
+                    str(source), "-o", str(target)], check=True, capture_output=True, timeout=120)
+    spec = importlib.util.spec_from_file_location("_relaxed", target)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(messages(), st.lists(st.binary(max_size=100), max_size=5))
+def test_the_hashlib_variant_gives_the_same_octets(without_openssl: ModuleType, message: bytes,
+                                                   parts: list[bytes]) -> None:
+    assert without_openssl.OPENSSL == 0
+    counts, data, from_value, bh = without_openssl.signing_input(message, dkim._SIGNED_KEYS)
+    header, expected_bh = dkim.signing_input_py(message)
+    assert (dkim._names_for(counts), data, from_value, bh) == (*header, expected_bh)
+    assert without_openssl.sha256_of(*parts) == hashlib.sha256(b"".join(parts)).digest()

@@ -16,34 +16,115 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#if defined(MAILPRIME_OPENSSL)
+/* The one-shot SHA256() and SHA256_Init/Update/Final: deprecated in OpenSSL 3.0 in favour of
+ * EVP, but still built, and they skip EVP's per-call context and provider look-up (~0.25 us a
+ * hash through hashlib, against ~4 us for the whole 10 KB body: it shows at 30,000 signatures a
+ * second). Same assembly (SHA-NI where the CPU has it) either way. */
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
+#endif
 
 static inline int is_wsp(char c) { return c == ' ' || c == '\t'; }
 
-/* Non-zero when some octet of v is zero (the classic "haszero" bit trick: exact, no false
- * positives once the high-bit test masks out borrows from octets that were not zero). */
-static inline uint64_t has_zero_octet(uint64_t v)
+/* A run of WSP starting at s[i] (n octets in all): one SP, or nothing when CR LF follows it.
+ * Returns where the run ends; sets *changed when the output differs from the input. */
+static inline Py_ssize_t settle_run(const char *s, Py_ssize_t i, Py_ssize_t n, char **w,
+                                    int *changed)
 {
-    return (v - 0x0101010101010101ULL) & ~v & 0x8080808080808080ULL;
+    Py_ssize_t j = i + 1;
+    while (j < n && is_wsp(s[j]))
+        j++;
+    if (j + 1 < n && s[j] == '\r' && s[j + 1] == '\n') {
+        *changed = 1;
+    } else {
+        *(*w)++ = ' ';
+        if (j - i > 1 || s[i] == '\t')
+            *changed = 1;
+    }
+    return j;
 }
 
-/* Where the first change is needed, or n if none. */
-static Py_ssize_t first_change(const char *s, Py_ssize_t n)
+/* The relaxed form of s[0:n] written at out (room for n octets: it never grows); returns its
+ * length and sets *changed when it differs from the input.
+ *
+ * Only a few places change: an HTAB, or an SP followed by SP, HTAB or CR (a run, or perhaps WSP
+ * before CRLF). Where SSE2 is there (every x86-64) the scan finds them 16 octets at a time and
+ * copies the octets between them as they are, so words and their single spaces go by in whole
+ * blocks: each block is stored to the output at once, then the places found in it are settled
+ * in order (the run's length read from the block's WSP bits when it ends inside the block), the
+ * output continuing from the source after each. The rest is octet by octet. */
+static Py_ssize_t relax_into(const char *s, Py_ssize_t n, char *out, int *changed)
 {
-    for (Py_ssize_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == '\t')
-            return i;
-        if (c == ' ') {
-            if (i + 1 < n) {
-                char d = s[i + 1];
-                if (is_wsp(d))
-                    return i;
-                if (d == '\r' && i + 2 < n && s[i + 2] == '\n')
-                    return i;
+    char *w = out;
+    Py_ssize_t i = 0;
+#if defined(__SSE2__)
+    const __m128i sp = _mm_set1_epi8(' '), tab = _mm_set1_epi8('\t'), cr = _mm_set1_epi8('\r');
+    /* 17 octets readable: the block and the octet after it (the "next" view). */
+    while (i + 17 <= n) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
+        __m128i next = _mm_loadu_si128((const __m128i *)(s + i + 1));
+        __m128i is_sp = _mm_cmpeq_epi8(v, sp), is_tab = _mm_cmpeq_epi8(v, tab);
+        __m128i next_special = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(next, sp), _mm_cmpeq_epi8(next, tab)),
+            _mm_cmpeq_epi8(next, cr));
+        unsigned places = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(is_tab, _mm_and_si128(is_sp, next_special)));
+        /* w is never past s + i (the output never grows): 16 octets fit at w. */
+        _mm_storeu_si128((__m128i *)w, v);
+        if (places == 0) {
+            w += 16;
+            i += 16;
+            continue;
+        }
+        unsigned wsp = (unsigned)_mm_movemask_epi8(_mm_or_si128(is_sp, is_tab));
+        Py_ssize_t done = 0; /* octets of the block settled: the output is at s + i + done's */
+        for (;;) {
+            unsigned k = (unsigned)__builtin_ctz(places);
+            w += (Py_ssize_t)k - done; /* the octets before the place, stored already */
+            /* Where the run ends: the first clear WSP bit from k (16: perhaps past the block). */
+            unsigned run_end = (unsigned)__builtin_ctz(~(wsp >> k)) + k;
+            Py_ssize_t j;
+            if (run_end < 16) {
+                j = i + run_end;
+                if (j + 1 < n && s[j] == '\r' && s[j + 1] == '\n') {
+                    *changed = 1;
+                } else {
+                    *w++ = ' ';
+                    if (run_end - k > 1 || s[i + k] == '\t')
+                        *changed = 1;
+                }
+            } else {
+                j = settle_run(s, i + k, n, &w, changed);
+            }
+            done = j - i;
+            if (done >= 16)
+                break; /* the run went past the block */
+            places &= ~0u << done;
+            if (j + 16 > n)
+                break; /* near the end: the octet loop below goes on from j */
+            /* The rest of the block again, from the source, at the output's new place. */
+            _mm_storeu_si128((__m128i *)w, _mm_loadu_si128((const __m128i *)(s + j)));
+            if (places == 0) {
+                w += i + 16 - j;
+                done = 16;
+                break;
             }
         }
+        i += done;
     }
-    return n;
+#endif
+    while (i < n) {
+        if (is_wsp(s[i])) {
+            i = settle_run(s, i, n, &w, changed);
+        } else {
+            *w++ = s[i++];
+        }
+    }
+    return w - out;
 }
 
 static PyObject *relax_lines(PyObject *module, PyObject *arg)
@@ -56,50 +137,20 @@ static PyObject *relax_lines(PyObject *module, PyObject *arg)
     }
     const char *s = PyBytes_AS_STRING(arg);
     Py_ssize_t n = PyBytes_GET_SIZE(arg);
-    Py_ssize_t i = first_change(s, n);
-    if (i == n) {
-        Py_INCREF(arg);
-        return arg;
-    }
     /* The output is never longer than the input. */
     PyObject *result = PyBytes_FromStringAndSize(NULL, n);
     if (result == NULL)
         return NULL;
     char *out = PyBytes_AS_STRING(result);
-    memcpy(out, s, (size_t)i);
-    char *w = out + i;
-    while (i < n) {
-        /* Eight octets at a time while none is SP or HTAB (the SWAR zero-octet test on the
-         * word XORed with each): runs of text, tags and URLs go by in one test and one copy. */
-        while (i + 8 <= n) {
-            uint64_t v;
-            memcpy(&v, s + i, 8);
-            if (has_zero_octet(v ^ 0x2020202020202020ULL) ||
-                has_zero_octet(v ^ 0x0909090909090909ULL))
-                break;
-            memcpy(w, &v, 8);
-            w += 8;
-            i += 8;
-        }
-        if (i >= n)
-            break;
-        if (is_wsp(s[i])) {
-            Py_ssize_t j = i + 1;
-            while (j < n && is_wsp(s[j]))
-                j++;
-            if (!(j + 1 < n && s[j] == '\r' && s[j + 1] == '\n'))
-                *w++ = ' ';
-            i = j;
-        } else {
-            Py_ssize_t j = i + 1;
-            while (j < n && !is_wsp(s[j]))
-                j++;
-            memcpy(w, s + i, (size_t)(j - i));
-            w += j - i;
-            i = j;
-        }
+    int changed = 0;
+    Py_ssize_t length = relax_into(s, n, out, &changed);
+    if (!changed) {
+        /* Nothing changed (base64 parts, most text): keep the input, drop the copy. */
+        Py_DECREF(result);
+        Py_INCREF(arg);
+        return arg;
     }
-    if (_PyBytes_Resize(&result, w - out) < 0)
+    if (_PyBytes_Resize(&result, length) < 0)
         return NULL;
     return result;
 }
@@ -165,22 +216,23 @@ static Py_ssize_t relax_value(const char *s, Py_ssize_t start, Py_ssize_t end, c
     return w - out;
 }
 
-static PyObject *signed_header(PyObject *module, PyObject *args)
+/* `names` a tuple of bytes keys of at most MAX_KEY octets; 0, or -1 with TypeError set. */
+static int check_names(PyObject *names)
 {
-    (void)module;
-    PyObject *section_obj, *names;
-    if (!PyArg_ParseTuple(args, "SO!:signed_header", &section_obj, &PyTuple_Type, &names))
-        return NULL;
-    Py_ssize_t name_count = PyTuple_GET_SIZE(names);
-    for (Py_ssize_t k = 0; k < name_count; k++) {
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(names); k++) {
         PyObject *name = PyTuple_GET_ITEM(names, k);
         if (!PyBytes_Check(name) || PyBytes_GET_SIZE(name) > MAX_KEY) {
             PyErr_SetString(PyExc_TypeError, "names must be bytes of at most 64 octets");
-            return NULL;
+            return -1;
         }
     }
-    const char *s = PyBytes_AS_STRING(section_obj);
-    Py_ssize_t n = PyBytes_GET_SIZE(section_obj);
+    return 0;
+}
+
+/* (counts, data, from_value) of the header section s[0:n]; `names` checked by check_names. */
+static PyObject *signed_header_of(const char *s, Py_ssize_t n, PyObject *names)
+{
+    Py_ssize_t name_count = PyTuple_GET_SIZE(names);
 
     Py_ssize_t capacity = 64, count = 0;
     field_t *fields = PyMem_Malloc(sizeof(field_t) * (size_t)capacity);
@@ -311,6 +363,164 @@ static PyObject *signed_header(PyObject *module, PyObject *args)
     return Py_BuildValue("(NNN)", counts, data, from_value);
 }
 
+static PyObject *signed_header(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *section_obj, *names;
+    if (!PyArg_ParseTuple(args, "SO!:signed_header", &section_obj, &PyTuple_Type, &names))
+        return NULL;
+    if (check_names(names) < 0)
+        return NULL;
+    return signed_header_of(PyBytes_AS_STRING(section_obj), PyBytes_GET_SIZE(section_obj),
+                            names);
+}
+
+/* ---- everything a signature needs of a message in memory, in one call ----------------------
+ *
+ * signing_input(message, names) is dkim_canon.split_message, signed_header and
+ * dkim_canon.body_hash together: the header section and the body are read where they lie in
+ * `message` (no copies of either), the body is canonicalized (relaxed, 3.4.4) into one buffer
+ * and hashed with hashlib's SHA-256 (OpenSSL) through a memoryview of it. It returns
+ * (counts, data, from_value, bh): signed_header's three and the body hash.
+ * The body's rules (those of dkim_canon._relax_whole): a non-empty body without a final CRLF
+ * gets one; the empty lines at its end are dropped; an empty result hashes as nothing.
+ */
+
+#if defined(MAILPRIME_OPENSSL)
+static PyObject *digest_of(const char *data, Py_ssize_t length)
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)data, (size_t)length, md);
+    return PyBytes_FromStringAndSize((const char *)md, SHA256_DIGEST_LENGTH);
+}
+#else
+static PyObject *sha256_constructor; /* hashlib's, found at import */
+
+static PyObject *digest_of(const char *data, Py_ssize_t length)
+{
+    PyObject *view = PyMemoryView_FromMemory((char *)data, length, PyBUF_READ);
+    if (view == NULL)
+        return NULL;
+    PyObject *hash = PyObject_CallOneArg(sha256_constructor, view);
+    Py_DECREF(view); /* hashlib has read it all by now: the memory may go */
+    if (hash == NULL)
+        return NULL;
+    PyObject *digest = PyObject_CallMethod(hash, "digest", NULL);
+    Py_DECREF(hash);
+    return digest;
+}
+#endif
+
+/* sha256_of(*parts): the SHA-256 of the parts (bytes) one after the other, without joining
+ * them: the header hash of a signature is its signed fields then the DKIM-Signature field. */
+static PyObject *sha256_of(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    for (Py_ssize_t k = 0; k < nargs; k++) {
+        if (!PyBytes_Check(args[k])) {
+            PyErr_Format(PyExc_TypeError, "sha256_of() takes bytes, not %.100s",
+                         Py_TYPE(args[k])->tp_name);
+            return NULL;
+        }
+    }
+#if defined(MAILPRIME_OPENSSL)
+    SHA256_CTX context;
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256_Init(&context);
+    for (Py_ssize_t k = 0; k < nargs; k++)
+        SHA256_Update(&context, PyBytes_AS_STRING(args[k]), (size_t)PyBytes_GET_SIZE(args[k]));
+    SHA256_Final(md, &context);
+    return PyBytes_FromStringAndSize((const char *)md, SHA256_DIGEST_LENGTH);
+#else
+    PyObject *hash = PyObject_CallNoArgs(sha256_constructor);
+    if (hash == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0; k < nargs; k++) {
+        PyObject *done = PyObject_CallMethod(hash, "update", "O", args[k]);
+        if (done == NULL) {
+            Py_DECREF(hash);
+            return NULL;
+        }
+        Py_DECREF(done);
+    }
+    PyObject *digest = PyObject_CallMethod(hash, "digest", NULL);
+    Py_DECREF(hash);
+    return digest;
+#endif
+}
+
+static PyObject *relaxed_body_digest(const char *body, Py_ssize_t n)
+{
+    const char *input = body;
+    char *padded = NULL;
+    if (n > 0 && !(n >= 2 && body[n - 2] == '\r' && body[n - 1] == '\n')) {
+        padded = PyMem_Malloc((size_t)n + 2);
+        if (padded == NULL)
+            return PyErr_NoMemory();
+        memcpy(padded, body, (size_t)n);
+        padded[n] = '\r';
+        padded[n + 1] = '\n';
+        input = padded;
+        n += 2;
+    }
+    char *canon = PyMem_Malloc(n > 0 ? (size_t)n : 1);
+    if (canon == NULL) {
+        PyMem_Free(padded);
+        return PyErr_NoMemory();
+    }
+    int changed = 0;
+    Py_ssize_t end = relax_into(input, n, canon, &changed);
+    PyMem_Free(padded);
+    while (end >= 2 && canon[end - 2] == '\r' && canon[end - 1] == '\n')
+        end -= 2;
+    if (end > 0)
+        end += 2; /* the last content line keeps its CRLF */
+    PyObject *digest = digest_of(canon, end);
+    PyMem_Free(canon);
+    return digest;
+}
+
+static PyObject *signing_input(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *message_obj, *names;
+    if (!PyArg_ParseTuple(args, "SO!:signing_input", &message_obj, &PyTuple_Type, &names))
+        return NULL;
+    if (check_names(names) < 0)
+        return NULL;
+    const char *s = PyBytes_AS_STRING(message_obj);
+    Py_ssize_t n = PyBytes_GET_SIZE(message_obj);
+    /* dkim_canon.split_message: the header section ends with the CRLF before the empty line. */
+    Py_ssize_t head_length, body_start;
+    if (n >= 2 && s[0] == '\r' && s[1] == '\n') {
+        head_length = 0;
+        body_start = 2;
+    } else {
+        head_length = n;
+        body_start = n;
+        for (Py_ssize_t i = find_crlf(s, 0, n); i < n; i = find_crlf(s, i + 2, n)) {
+            if (i + 3 < n && s[i + 2] == '\r' && s[i + 3] == '\n') {
+                head_length = i + 2;
+                body_start = i + 4;
+                break;
+            }
+        }
+    }
+    PyObject *header = signed_header_of(s, head_length, names);
+    if (header == NULL)
+        return NULL;
+    PyObject *bh = relaxed_body_digest(s + body_start, n - body_start);
+    if (bh == NULL) {
+        Py_DECREF(header);
+        return NULL;
+    }
+    PyObject *result = Py_BuildValue("(OOON)", PyTuple_GET_ITEM(header, 0),
+                                     PyTuple_GET_ITEM(header, 1), PyTuple_GET_ITEM(header, 2),
+                                     bh);
+    Py_DECREF(header);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"relax_lines", relax_lines, METH_O,
      "relax_lines(block: bytes, /) -> bytes\n\nRelaxed canonical form of complete lines "
@@ -320,6 +530,12 @@ static PyMethodDef methods[] = {
      "tuple[tuple[int, ...], bytes, bytes | None]\n\nThe instance count of each name, the "
      "relaxed header data they sign (each name's instances bottom up) and the raw value of the "
      "first From field (RFC 6376 3.4.2, 5.4.2)."},
+    {"signing_input", signing_input, METH_VARARGS,
+     "signing_input(message: bytes, names: tuple[bytes, ...], /) -> "
+     "tuple[tuple[int, ...], bytes, bytes | None, bytes]\n\nsigned_header's three for the "
+     "message's header section, and the SHA-256 of its relaxed canonical body (RFC 6376 3.4.4)."},
+    {"sha256_of", (PyCFunction)(void (*)(void))sha256_of, METH_FASTCALL,
+     "sha256_of(*parts: bytes) -> bytes\n\nThe SHA-256 digest of the parts one after the other."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -329,4 +545,30 @@ static struct PyModuleDef module_def = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__relaxed(void) { return PyModule_Create(&module_def); }
+PyMODINIT_FUNC PyInit__relaxed(void)
+{
+#if !defined(MAILPRIME_OPENSSL)
+    if (sha256_constructor == NULL) {
+        PyObject *hashlib = PyImport_ImportModule("hashlib");
+        if (hashlib == NULL)
+            return NULL;
+        sha256_constructor = PyObject_GetAttrString(hashlib, "sha256");
+        Py_DECREF(hashlib);
+        if (sha256_constructor == NULL)
+            return NULL;
+    }
+#endif
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL)
+        return NULL;
+    /* Whether SHA-256 is OpenSSL's, called directly (else hashlib's): tests check the build. */
+#if defined(MAILPRIME_OPENSSL)
+    if (PyModule_AddIntConstant(module, "OPENSSL", 1) < 0) {
+#else
+    if (PyModule_AddIntConstant(module, "OPENSSL", 0) < 0) {
+#endif
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

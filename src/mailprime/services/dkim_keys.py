@@ -17,13 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mailprime.domain.address import normalize_domain
-from mailprime.domain.clock import Clock
+from mailprime.domain.clock import Clock, unix_time
 from mailprime.domain.dkim import DkimKey, DkimKeyState, DkimKeyType
 from mailprime.domain.errors import DomainError, NotFound
 from mailprime.logline import emit
 from mailprime.message.dkim import (
     DkimAlgorithm,
     DkimKeyError,
+    Pending,
     SigningKey,
     finish_signatures,
     from_value_domain,
@@ -33,10 +34,11 @@ from mailprime.message.dkim import (
     public_key_record,
     record_name,
     signable_header,
+    signing_input,
     unsigned_fields,
     zone_line,
 )
-from mailprime.message.dkim_canon import MessageHasher, body_hash, split_message
+from mailprime.message.dkim_canon import MessageHasher
 from mailprime.storage.ports import DkimKeyStore
 
 log = logging.getLogger("mailprime.dkim")
@@ -190,6 +192,7 @@ class DkimSigner:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.clock = clock
+        self._unix_time = unix_time(clock)  # t= of each signature
         self.ttl = ttl
         self._monotonic = monotonic
         self._keys: dict[str, tuple[SigningKey, ...]] = {}
@@ -260,14 +263,17 @@ class DkimSigner:
             return b""
         try:
             return finish_signatures(unsigned_fields(header, bh, keys,
-                                                     int(self.clock.now().timestamp())))
+                                                     int(self._unix_time())))
         except (ValueError, UnicodeError) as exc:  # a header we cannot canonicalize: unsigned
             emit(log, "dkim", logging.ERROR, domain=domain, status="not signed", reason=str(exc))
             return b""
 
     async def sign(self, message: bytes) -> bytes:
         """`message` with its DKIM-Signature fields on top (unchanged if none apply)."""
-        return (await self.deferred_signer())(message)()
+        if self._monotonic() >= self._expires:
+            await self._refresh()
+        pending = self._pending(self._keys, message)
+        return finish_signatures(pending) + message if pending else message
 
     async def deferred_signer(self) -> Callable[[bytes], Callable[[], bytes]]:
         """Signing in two steps, for a caller that runs the private-key work on other threads
@@ -285,17 +291,23 @@ class DkimSigner:
         keys_by_domain = self._keys  # replaced, never changed in place, by _refresh
 
         def prepare(message: bytes) -> Callable[[], bytes]:
-            head, body = split_message(message)
-            header = signable_header(head)
-            domain = from_value_domain(header.from_value)  # lower case already
-            keys = keys_by_domain.get(domain, ()) if domain is not None else ()
-            if not keys:
+            pending = self._pending(keys_by_domain, message)
+            if not pending:
                 return lambda: message
-            pending = unsigned_fields(header, body_hash(body), keys,
-                                      int(self.clock.now().timestamp()))
             return lambda: finish_signatures(pending) + message
 
         return prepare
+
+    def _pending(self, keys_by_domain: dict[str, tuple[SigningKey, ...]],
+                 message: bytes) -> list[Pending]:
+        """The signatures of `message` up to the private-key work (none when its From domain
+        has no key): the part under the GIL."""
+        header, bh = signing_input(message)
+        domain = from_value_domain(header.from_value)  # lower case already
+        keys = keys_by_domain.get(domain, ()) if domain is not None else ()
+        if not keys:
+            return []
+        return unsigned_fields(header, bh, keys, int(self._unix_time()))
 
 
 __all__ = [
