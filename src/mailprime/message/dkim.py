@@ -21,7 +21,7 @@ import enum
 import functools
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
 
@@ -514,19 +514,26 @@ def unsigned_fields(header: SignableHeader, bh: bytes, keys: Sequence[SigningKey
     another thread), over a message whose header is `header` and whose relaxed body hashes
     to `bh`. Made from the key's template (see above): what `unsigned_field` and
     `field_digest` give, without folding or canonicalizing anything per message."""
-    if len(keys) > 1:
-        keys = sorted(keys, key=lambda k: k.algorithm is not DkimAlgorithm.RSA_SHA256)
     t = b"%d" % timestamp
     bh64 = binascii.b2a_base64(bh, newline=False)
-    names = header.names
-    slot = (names, len(t))
-    out = []
-    for key in keys:
-        template = key.templates.get(slot) or _field_template(key, names, len(t))
-        a, b, c, relaxed_a, relaxed_b, relaxed_c = template
-        digest = _sha256_of(header.data, relaxed_a, t, relaxed_b, bh64, relaxed_c)
-        out.append((key, a + t + b + bh64 + c, digest))
-    return out
+    names, data, _ = header
+    return [(key, *_filled(key, names, data, t, bh64)) for key in _rsa_first(keys)]
+
+
+def _rsa_first(keys: Sequence[SigningKey]) -> Sequence[SigningKey]:
+    """RSA signatures go on top, for verifiers that look at the first signature only."""
+    if len(keys) < 2:
+        return keys
+    return sorted(keys, key=lambda k: k.algorithm is not DkimAlgorithm.RSA_SHA256)
+
+
+def _filled(key: SigningKey, names: tuple[str, ...], data: bytes, t: bytes,
+            bh64: bytes) -> tuple[bytes, bytes]:
+    """The unsigned field of `key` with t= and bh= filled in, and the digest its b= signs: the
+    signed fields' `data`, then the field in relaxed form (RFC 6376 3.7)."""
+    a, b, c, relaxed_a, relaxed_b, relaxed_c = (key.templates.get((names, len(t)))
+                                                or _field_template(key, names, len(t)))
+    return a + t + b + bh64 + c, _sha256_of(data, relaxed_a, t, relaxed_b, bh64, relaxed_c)
 
 
 # The b= value: "\tb=" starts the last line of the unsigned field (see `unsigned_field`), so
@@ -537,19 +544,46 @@ _B_NEXT = FOLD_WIDTH - 1
 _B_FOLD = b"\r\n\t"
 
 
+def _b_value(signature: bytes) -> bytes:
+    """The b= value of `signature` folded as `signed_field` folds it, with the field's CRLF."""
+    b = binascii.b2a_base64(signature, newline=False)
+    if len(b) <= _B_FIRST + _B_NEXT:  # Ed25519's 88 characters: two lines
+        return b[:_B_FIRST] + _B_FOLD + b[_B_FIRST:] + CRLF if len(b) > _B_FIRST else b + CRLF
+    lines = [b[:_B_FIRST]]
+    lines += [b[i:i + _B_NEXT] for i in range(_B_FIRST, len(b), _B_NEXT)]
+    return _B_FOLD.join(lines) + CRLF
+
+
 def finish_signatures(pending: Sequence[Pending]) -> bytes:
     """The DKIM-Signature fields to put on top of the message, one per key: the private-key
     operations of `unsigned_fields`' result (`cryptography` releases the GIL for them: worker
-    threads may sign in parallel), each value folded as `signed_field` folds it. Empty if
-    `pending` is."""
+    threads may sign in parallel). Empty if `pending` is."""
+    return b"".join([unsigned + _b_value(key.sign_digest(digest))
+                     for key, unsigned, digest in pending])
+
+
+def sign_with(message: bytes, keys_by_domain: Mapping[str, Sequence[SigningKey]],
+              timestamp: int) -> bytes:
+    """`message` with a DKIM-Signature field on top per key of its From domain in
+    `keys_by_domain` (lower-case A-label domains), itself when there is none: `signing_input`,
+    `unsigned_fields` and `finish_signatures` in one go, for a message signed at once. One
+    loop and no intermediate objects: the path runs tens of thousands of times a second."""
+    if _signing_input_c is not None:
+        counts, data, from_value, bh = _signing_input_c(message, _SIGNED_KEYS)
+        names = _names_for(counts)
+    else:
+        (names, data, from_value), bh = signing_input_py(message)
+    domain = from_value_domain(from_value)
+    keys = keys_by_domain.get(domain, ()) if domain is not None else ()
+    if not keys:
+        return message
+    t = b"%d" % timestamp
+    bh64 = binascii.b2a_base64(bh, newline=False)
     out: list[bytes] = []
-    for key, unsigned, digest in pending:
-        b = binascii.b2a_base64(key.sign_digest(digest), newline=False)
-        out.append(unsigned)
-        out.append(b[:_B_FIRST])
-        for i in range(_B_FIRST, len(b), _B_NEXT):
-            out.append(_B_FOLD + b[i:i + _B_NEXT])
-        out.append(CRLF)
+    for key in _rsa_first(keys):
+        unsigned, digest = _filled(key, names, data, t, bh64)
+        out += (unsigned, _b_value(key.sign_digest(digest)))
+    out.append(message)
     return b"".join(out)
 
 
@@ -603,6 +637,7 @@ __all__ = [
     "record_name",
     "sign_field",
     "sign_message",
+    "sign_with",
     "signable_header",
     "signable_header_py",
     "signature_fields",

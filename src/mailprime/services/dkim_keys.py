@@ -33,6 +33,7 @@ from mailprime.message.dkim import (
     load_private_key,
     public_key_record,
     record_name,
+    sign_with,
     signable_header,
     signing_input,
     unsigned_fields,
@@ -272,8 +273,7 @@ class DkimSigner:
         """`message` with its DKIM-Signature fields on top (unchanged if none apply)."""
         if self._monotonic() >= self._expires:
             await self._refresh()
-        pending = self._pending(self._keys, message)
-        return finish_signatures(pending) + message if pending else message
+        return sign_with(message, self._keys, int(self._unix_time()))
 
     async def deferred_signer(self) -> Callable[[bytes], Callable[[], bytes]]:
         """Signing in two steps, for a caller that runs the private-key work on other threads
