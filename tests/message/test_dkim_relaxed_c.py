@@ -247,3 +247,27 @@ def test_the_hashlib_variant_gives_the_same_octets(without_openssl: ModuleType, 
     header, expected_bh = dkim.signing_input_py(message)
     assert (dkim._names_for(counts), data, from_value, bh) == (*header, expected_bh)
     assert without_openssl.sha256_of(*parts) == hashlib.sha256(b"".join(parts)).digest()
+    template = (b"DKIM-Signature: t=", b"; bh=", b"; b=", b"dkim-signature:t=", b";bh=", b";b=")
+    assert (without_openssl.fill(template, data, b"1750000000", bh)
+            == dkim._fill_py(template, data, b"1750000000", bh))
+
+
+@needs_c
+@given(st.binary(max_size=700))
+def test_b_value_folds_as_the_python_path(signature: bytes) -> None:
+    """Base64 and folding of any length (Ed25519's 64 octets, RSA's 128 to 512, and the empty
+    and odd lengths around the fold points)."""
+    assert dkim._b_value_c is not None
+    assert dkim._b_value_c(signature) == dkim._b_value_py(signature)
+
+
+@needs_c
+@given(st.tuples(*[st.binary(max_size=120)] * 6), st.binary(max_size=600),
+       st.binary(max_size=12), st.binary(max_size=44))
+def test_fill_gives_the_python_path_s_field_and_digest(
+        template: tuple[bytes, bytes, bytes, bytes, bytes, bytes], data: bytes, t: bytes,
+        bh64: bytes) -> None:
+    assert dkim._fill_c is not None
+    assert dkim._fill_c(template, data, t, bh64) == dkim._fill_py(template, data, t, bh64)
+    with pytest.raises(TypeError):
+        dkim._fill_c(template[:5], data, t, bh64)  # type: ignore[arg-type]

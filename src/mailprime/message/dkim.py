@@ -43,13 +43,20 @@ _SigningInputC = Callable[[bytes, tuple[bytes, ...]],
 _signed_header_c: _SignedHeaderC | None
 _signing_input_c: _SigningInputC | None
 _sha256_of: Callable[..., bytes]
+_fill_c: Callable[[tuple[bytes, bytes, bytes, bytes, bytes, bytes], bytes, bytes, bytes],
+                  tuple[bytes, bytes]] | None
+_b_value_c: Callable[[bytes], bytes] | None
 try:  # the C helper (message/_relaxed.c; optional, see dkim_canon)
+    from mailprime.message._relaxed import b_value as _b_value_c
+    from mailprime.message._relaxed import fill as _fill_c
     from mailprime.message._relaxed import sha256_of as _sha256_of
     from mailprime.message._relaxed import signed_header as _signed_header_c
     from mailprime.message._relaxed import signing_input as _signing_input_c
 except ImportError:  # pragma: no cover - only where it could not be built
     _signed_header_c = None
     _signing_input_c = None
+    _fill_c = None
+    _b_value_c = None
 
     def _sha256_of(*parts: bytes) -> bytes:
         return hashlib.sha256(b"".join(parts)).digest()
@@ -531,27 +538,35 @@ def _filled(key: SigningKey, names: tuple[str, ...], data: bytes, t: bytes,
             bh64: bytes) -> tuple[bytes, bytes]:
     """The unsigned field of `key` with t= and bh= filled in, and the digest its b= signs: the
     signed fields' `data`, then the field in relaxed form (RFC 6376 3.7)."""
-    a, b, c, relaxed_a, relaxed_b, relaxed_c = (key.templates.get((names, len(t)))
-                                                or _field_template(key, names, len(t)))
+    template = key.templates.get((names, len(t))) or _field_template(key, names, len(t))
+    return _fill(template, data, t, bh64)
+
+
+def _fill_py(template: FieldTemplate, data: bytes, t: bytes, bh64: bytes) -> tuple[bytes, bytes]:
+    """`_fill` in Python (the C helper's `fill` is held to it by the tests)."""
+    a, b, c, relaxed_a, relaxed_b, relaxed_c = template
     return a + t + b + bh64 + c, _sha256_of(data, relaxed_a, t, relaxed_b, bh64, relaxed_c)
 
 
 # The b= value: "\tb=" starts the last line of the unsigned field (see `unsigned_field`), so
 # the first FOLD_WIDTH - 3 characters of the value fit there, and FOLD_WIDTH - 1 on each
-# continuation line after its tab.
+# continuation line after its tab (message/_relaxed.c's B_FIRST and B_NEXT).
 _B_FIRST = FOLD_WIDTH - 3
 _B_NEXT = FOLD_WIDTH - 1
 _B_FOLD = b"\r\n\t"
 
 
-def _b_value(signature: bytes) -> bytes:
-    """The b= value of `signature` folded as `signed_field` folds it, with the field's CRLF."""
+def _b_value_py(signature: bytes) -> bytes:
+    """The b= value of `signature` folded as `signed_field` folds it, with the field's CRLF
+    (`_b_value` is the C helper's `b_value` when built, held to this by the tests)."""
     b = binascii.b2a_base64(signature, newline=False)
-    if len(b) <= _B_FIRST + _B_NEXT:  # Ed25519's 88 characters: two lines
-        return b[:_B_FIRST] + _B_FOLD + b[_B_FIRST:] + CRLF if len(b) > _B_FIRST else b + CRLF
     lines = [b[:_B_FIRST]]
     lines += [b[i:i + _B_NEXT] for i in range(_B_FIRST, len(b), _B_NEXT)]
     return _B_FOLD.join(lines) + CRLF
+
+
+_fill: Callable[[FieldTemplate, bytes, bytes, bytes], tuple[bytes, bytes]] = _fill_c or _fill_py
+_b_value: Callable[[bytes], bytes] = _b_value_c or _b_value_py
 
 
 def finish_signatures(pending: Sequence[Pending]) -> bytes:
