@@ -195,7 +195,9 @@ def test_signing_input_agrees_with_the_python_path(message: bytes) -> None:
     b"", b"\r\n", b"\r\nbody only\r\n", b"Subject: no body", b"Subject: x\r\n\r\n",
     b"Subject: x\r\n\r\nno final CRLF  ", b"Subject: x\r\n\r\nend\r\n\r\n\r\n",
     b"Subject: x\r\n\r\n\r\n\r\n", b"Subject: x\r\n\r\n \t \r\n",
-    b"Subject: x\r\n\r\n" + b"    <td>cell</td>  \r\n" * 700,  # past one allocation
+    b"Subject: x\r\n\r\n" + b"    <td>cell</td>  \r\n" * 800,  # past the stack buffer
+    b"Subject: x\r\n\r\n" + b"    <td>cell</td>  \r\n" * 3000,  # hashed without the GIL
+    b"Subject: x\r\n\r\n" + b"\t" * 70_000,  # one run past every buffer, no final CRLF
 ])
 def test_signing_input_edge_cases(message: bytes) -> None:
     assert dkim.signing_input(message) == dkim.signing_input_py(message)

@@ -386,11 +386,22 @@ static PyObject *signed_header(PyObject *module, PyObject *args)
  * gets one; the empty lines at its end are dropped; an empty result hashes as nothing.
  */
 
+/* Bodies from this size on are canonicalized and hashed with the GIL released (as hashlib
+ * does from 2 KB): a large message signed in memory then holds no other thread up. Below it
+ * releasing would cost more than it gives (each release is a hand-over of the lock). */
+#define RELEASE_GIL_FROM 65536
+
 #if defined(MAILPRIME_OPENSSL)
 static PyObject *digest_of(const char *data, Py_ssize_t length)
 {
     unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)data, (size_t)length, md);
+    if (length >= RELEASE_GIL_FROM) {
+        Py_BEGIN_ALLOW_THREADS
+        SHA256((const unsigned char *)data, (size_t)length, md);
+        Py_END_ALLOW_THREADS
+    } else {
+        SHA256((const unsigned char *)data, (size_t)length, md);
+    }
     return PyBytes_FromStringAndSize((const char *)md, SHA256_DIGEST_LENGTH);
 }
 #else
@@ -473,7 +484,15 @@ static PyObject *relaxed_body_digest(const char *body, Py_ssize_t n)
         return PyErr_NoMemory();
     }
     int changed = 0;
-    Py_ssize_t end = relax_into(input, n, canon, &changed);
+    Py_ssize_t end;
+    if (n >= RELEASE_GIL_FROM) {
+        /* `input` is the caller's bytes (kept alive by the call) or our copy; `canon` ours. */
+        Py_BEGIN_ALLOW_THREADS
+        end = relax_into(input, n, canon, &changed);
+        Py_END_ALLOW_THREADS
+    } else {
+        end = relax_into(input, n, canon, &changed);
+    }
     PyMem_Free(padded);
     while (end >= 2 && canon[end - 2] == '\r' && canon[end - 1] == '\n')
         end -= 2;
