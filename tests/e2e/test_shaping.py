@@ -6,6 +6,7 @@ pauses, pacing, recovery and the next UTC day are reached without waiting."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -227,7 +228,9 @@ def test_throttling_reply_pauses_slows_down_then_recovers(tmp_path: Path,
                 r.time.advance(gap)
                 await r.worker.run_until_idle()
             assert await r.statuses(qids) == [RecipientStatus.DELIVERED] * 5
-            r.time.advance(6 * 3600)  # hours of quiet: back to the configured rate
+            # Hours of quiet: each quiet minute adds one step (50 % of the basis, i.e. `rate`),
+            # so 600/rate minutes bring any rate of the race (1 to 2.5/min) back to 600/min.
+            r.time.advance(math.ceil(600.0 / rate) * 60)
             snap = r.shaper.snapshot("slow.test")
             assert (snap.state, snap.rate, snap.throttles) == ("open", 600.0, 1)
 
