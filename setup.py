@@ -1,4 +1,4 @@
-"""Only the C helper is declared here; everything else is in pyproject.toml.
+"""Only the C helpers are declared here; everything else is in pyproject.toml.
 
 mailprime.message._relaxed (DKIM relaxed canonicalization and the hashing around it) is
 optional: without a C compiler the install still succeeds and mailprime.message.dkim_canon and
@@ -18,8 +18,12 @@ def _openssl_headers() -> bool:
 
 
 _with_openssl = _openssl_headers()
-setup(ext_modules=[Extension(
-    "mailprime.message._relaxed", ["src/mailprime/message/_relaxed.c"], optional=True,
-    define_macros=[("MAILPRIME_OPENSSL", "1")] if _with_openssl else [],
-    libraries=["crypto"] if _with_openssl else [],
-)])
+setup(ext_modules=[
+    Extension(
+        "mailprime.message._relaxed", ["src/mailprime/message/_relaxed.c"], optional=True,
+        define_macros=[("MAILPRIME_OPENSSL", "1")] if _with_openssl else [],
+        libraries=["crypto"] if _with_openssl else [],
+    ),
+    # Quoted-printable for campaign text parts (marketing.message_builder); binascii otherwise.
+    Extension("mailprime.message._qp", ["src/mailprime/message/_qp.c"], optional=True),
+])
