@@ -1,29 +1,38 @@
 """Only the C helpers are declared here; everything else is in pyproject.toml.
 
-mailprime.message._relaxed (DKIM relaxed canonicalization and the hashing around it) is
-optional: without a C compiler the install still succeeds and mailprime.message.dkim_canon and
-dkim use their Python versions, which give the same octets, slower. With OpenSSL's headers
-(Debian's libssl-dev) it hashes with libcrypto directly; without them, through hashlib."""
-
-import os
-import sysconfig
+Both are optional: without a C compiler the install still succeeds and the Python versions run,
+which give the same octets, slower. mailprime.message._relaxed (DKIM canonicalization and the
+hashing around a signature) is first built against libcrypto (OpenSSL's SHA256(); Debian's
+libssl-dev provides the headers); if that fails to compile or link — no headers, a libcrypto
+built without the low-level SHA functions, headers and library from different places — it is
+built again hashing through hashlib, rather than dropped."""
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+_OPENSSL_MACRO = ("MAILPRIME_OPENSSL", "1")
 
 
-def _openssl_headers() -> bool:
-    include = sysconfig.get_config_var("INCLUDEDIR") or "/usr/include"
-    return any(os.path.exists(os.path.join(base, "openssl", "sha.h"))
-               for base in (include, "/usr/include", "/usr/local/include"))
+class _BuildExt(build_ext):
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception:  # CompileError, LinkError: setuptools' optional handling comes after
+            if _OPENSSL_MACRO not in ext.define_macros:
+                raise
+            print(f"{ext.name}: building against libcrypto failed; hashing through hashlib instead")
+            ext.define_macros.remove(_OPENSSL_MACRO)
+            ext.libraries.remove("crypto")
+            self.force = True  # compile again: the object file was made with the macro
+            super().build_extension(ext)
 
 
-_with_openssl = _openssl_headers()
-setup(ext_modules=[
-    Extension(
-        "mailprime.message._relaxed", ["src/mailprime/message/_relaxed.c"], optional=True,
-        define_macros=[("MAILPRIME_OPENSSL", "1")] if _with_openssl else [],
-        libraries=["crypto"] if _with_openssl else [],
-    ),
-    # Quoted-printable for campaign text parts (marketing.message_builder); binascii otherwise.
-    Extension("mailprime.message._qp", ["src/mailprime/message/_qp.c"], optional=True),
-])
+setup(
+    cmdclass={"build_ext": _BuildExt},
+    ext_modules=[
+        Extension("mailprime.message._relaxed", ["src/mailprime/message/_relaxed.c"],
+                  optional=True, define_macros=[_OPENSSL_MACRO], libraries=["crypto"]),
+        # Quoted-printable for campaign text parts (marketing.message_builder); binascii otherwise.
+        Extension("mailprime.message._qp", ["src/mailprime/message/_qp.c"], optional=True),
+    ],
+)

@@ -9,8 +9,8 @@
  *   - a run of WSP becomes one SP;
  *   - a run of WSP directly before CR LF goes (a bare CR or LF does not end a line).
  * The input is complete lines (each ending in CR LF); empty lines are kept (the caller drops
- * those at the end). Input needing no change is returned as it is (no copy): base64 parts and
- * most text.
+ * those at the end). Input needing no change is returned as it is (the scratch copy made while
+ * scanning, at memcpy speed, is dropped): base64 parts and most text.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -413,7 +413,15 @@ static PyObject *digest_of(const char *data, Py_ssize_t length)
     if (view == NULL)
         return NULL;
     PyObject *hash = PyObject_CallOneArg(sha256_constructor, view);
-    Py_DECREF(view); /* hashlib has read it all by now: the memory may go */
+    /* hashlib has read it all by now; release() says so (it fails while anything still holds
+     * the buffer), before the caller frees the memory. */
+    PyObject *released = PyObject_CallMethod(view, "release", NULL);
+    Py_DECREF(view);
+    if (released == NULL) {
+        Py_XDECREF(hash);
+        return NULL;
+    }
+    Py_DECREF(released);
     if (hash == NULL)
         return NULL;
     PyObject *digest = PyObject_CallMethod(hash, "digest", NULL);
