@@ -422,7 +422,7 @@ def unsigned_field(key: SigningKey, names: Sequence[str], bh: bytes, timestamp: 
                           binascii.b2a_base64(bh, newline=False).decode("ascii"))
 
 
-def _fold_unsigned(key: SigningKey | _HoledKey, names: Sequence[str], t: str, bh64: str) -> str:
+def _fold_unsigned(key: SigningKey, names: Sequence[str], t: str, bh64: str) -> str:
     tags = (f"t={t};", f"h={':'.join(names)};", f"bh={bh64};")
     lines = _fold_tags(tags, list(_key_lines(key.algorithm, key.domain, key.selector)))
     # b= starts a line of its own so that its value can take the rest of the width.
@@ -490,18 +490,8 @@ def _cut(text: bytes, t_digits: int) -> tuple[bytes, bytes, bytes]:
     return before_t, between, after_bh
 
 
-@dataclass(frozen=True, slots=True)
-class _HoledKey:
-    """What `_fold_unsigned` needs of a key (the template is made without the private key)."""
-
-    algorithm: DkimAlgorithm
-    domain: str
-    selector: str
-
-
 def _field_template(key: SigningKey, names: tuple[str, ...], t_digits: int) -> FieldTemplate:
-    unsigned = _fold_unsigned(_HoledKey(key.algorithm, key.domain, key.selector), names,
-                              _T_HOLE * t_digits, _BH_HOLE)
+    unsigned = _fold_unsigned(key, names, _T_HOLE * t_digits, _BH_HOLE)
     name, _, value = unsigned.partition(":")
     relaxed = relaxed_header(name.encode("ascii"), value.encode("ascii"))[:-2]
     template = (*_cut(unsigned.encode("ascii"), t_digits), *_cut(relaxed, t_digits))
@@ -583,13 +573,8 @@ def sign_with(message: bytes, keys_by_domain: Mapping[str, Sequence[SigningKey]]
     `keys_by_domain` (lower-case A-label domains), itself when there is none: `signing_input`,
     `unsigned_fields` and `finish_signatures` in one go, for a message signed at once. One
     loop and no intermediate objects: the path runs tens of thousands of times a second."""
-    if _signing_input_c is not None:
-        counts, data, from_value, bh = _signing_input_c(message, _SIGNED_KEYS)
-        names = _names_for(counts)
-    else:
-        (names, data, from_value), bh = signing_input_py(message)
-    domain = from_value_domain(from_value)
-    keys = keys_by_domain.get(domain, ()) if domain is not None else ()
+    names, data, from_value, bh = _signing_parts(message)
+    keys = _keys_of(keys_by_domain, from_value)
     if not keys:
         return message
     t = b"%d" % timestamp
@@ -613,10 +598,33 @@ def signing_input(message: bytes) -> tuple[SignableHeader, bytes]:
     """The SignableHeader of a whole message in memory and its relaxed body hash (bh=): in one
     C call (message/_relaxed.c `signing_input`: neither part is copied out of the message) when
     the helper is built, else `signing_input_py`, which it is held to by the tests."""
+    names, data, from_value, bh = _signing_parts(message)
+    return SignableHeader(names, data, from_value), bh
+
+
+def _signing_parts(message: bytes) -> tuple[tuple[str, ...], bytes, bytes | None, bytes]:
+    """`signing_input`'s four values flat (no SignableHeader made: `sign_with` needs none)."""
     if _signing_input_c is None:
-        return signing_input_py(message)
+        (names, data, from_value), bh = signing_input_py(message)
+        return names, data, from_value, bh
     counts, data, from_value, bh = _signing_input_c(message, _SIGNED_KEYS)
-    return SignableHeader(_names_for(counts), data, from_value), bh
+    return _names_for(counts), data, from_value, bh
+
+
+def _keys_of(keys_by_domain: Mapping[str, Sequence[SigningKey]],
+             from_value: bytes | None) -> Sequence[SigningKey]:
+    """The keys of the From domain (lower-case A-label, as `keys_by_domain` is keyed)."""
+    domain = from_value_domain(from_value)
+    return keys_by_domain.get(domain, ()) if domain is not None else ()
+
+
+def pending_with(message: bytes, keys_by_domain: Mapping[str, Sequence[SigningKey]],
+                 timestamp: int) -> list[Pending]:
+    """`sign_with` up to the private-key work (`unsigned_fields`' result; empty when the From
+    domain has no key), for `finish_signatures` to complete, perhaps on another thread."""
+    header, bh = signing_input(message)
+    keys = _keys_of(keys_by_domain, header.from_value)
+    return unsigned_fields(header, bh, keys, timestamp) if keys else []
 
 
 def signing_input_py(message: bytes) -> tuple[SignableHeader, bytes]:
@@ -648,6 +656,7 @@ __all__ = [
     "generate_private_key",
     "is_valid_selector",
     "load_private_key",
+    "pending_with",
     "public_key_record",
     "record_name",
     "sign_field",

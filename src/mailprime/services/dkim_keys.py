@@ -24,18 +24,17 @@ from mailprime.logline import emit
 from mailprime.message.dkim import (
     DkimAlgorithm,
     DkimKeyError,
-    Pending,
     SigningKey,
     finish_signatures,
     from_value_domain,
     generate_private_key,
     is_valid_selector,
     load_private_key,
+    pending_with,
     public_key_record,
     record_name,
     sign_with,
     signable_header,
-    signing_input,
     unsigned_fields,
     zone_line,
 )
@@ -291,24 +290,12 @@ class DkimSigner:
         keys_by_domain = self._keys  # replaced, never changed in place, by _refresh
 
         def prepare(message: bytes) -> Callable[[], bytes]:
-            pending = self._pending(keys_by_domain, message)
+            pending = pending_with(message, keys_by_domain, int(self._unix_time()))
             if not pending:
                 return lambda: message
             return lambda: finish_signatures(pending) + message
 
         return prepare
-
-    def _pending(self, keys_by_domain: dict[str, tuple[SigningKey, ...]],
-                 message: bytes) -> list[Pending]:
-        """The signatures of `message` up to the private-key work (none when its From domain
-        has no key): the part under the GIL."""
-        header, bh = signing_input(message)
-        domain = from_value_domain(header.from_value)  # lower case already
-        keys = keys_by_domain.get(domain, ()) if domain is not None else ()
-        if not keys:
-            return []
-        return unsigned_fields(header, bh, keys, int(self._unix_time()))
-
 
 __all__ = [
     "KEY_CACHE_SECONDS",
