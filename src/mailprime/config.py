@@ -415,6 +415,10 @@ class MarketingSettings:
     dispatch_batch: int = 500
     dispatch_poll_seconds: float = 5.0
     dispatch_lease_seconds: float = 60.0
+    # Worker processes that build and DKIM-sign campaign messages (marketing.build_pool), used
+    # for batches of 100 or more: 0 one per core (none on a one-core machine), -1 none (the
+    # dispatching process builds, and signs on threads), N that many.
+    build_processes: int = 0
 
     def check(self) -> None:
         """Raises ConfigError for a value that cannot work."""
@@ -430,6 +434,8 @@ class MarketingSettings:
             raise ConfigError("[marketing] dispatch_poll_seconds: 0.05 to 3600")
         if not 5 <= self.dispatch_lease_seconds <= 3600:
             raise ConfigError("[marketing] dispatch_lease_seconds: 5 to 3600")
+        if not -1 <= self.build_processes <= 64:
+            raise ConfigError("[marketing] build_processes: -1 (none), 0 (one per core) or 1 to 64")
         if not 0 <= self.retention_interval_hours <= 8760:
             raise ConfigError("[marketing] retention_interval_hours: 0 (off) to 8760 (a year)")
 

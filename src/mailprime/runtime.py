@@ -450,7 +450,8 @@ def _campaign_runner(settings: Settings, store: Store, clock: SystemClock, dkim:
     m.check()  # again: environment overrides were applied after the section was built
 
     def build() -> CampaignRunner:
-        from mailprime.marketing.campaigns import CampaignRunner  # noqa: PLC0415 (see above)
+        from mailprime.marketing.build_pool import processes_for  # noqa: PLC0415 (see above)
+        from mailprime.marketing.campaigns import CampaignRunner  # noqa: PLC0415
         from mailprime.marketing.dispatch import DispatchConfig, Dispatcher  # noqa: PLC0415
         from mailprime.marketing.guardrails import GuardrailPolicy  # noqa: PLC0415
         from mailprime.marketing.tokens import TokenSigner  # noqa: PLC0415
@@ -461,7 +462,8 @@ def _campaign_runner(settings: Settings, store: Store, clock: SystemClock, dkim:
             batch_size=m.dispatch_batch, lease_seconds=m.dispatch_lease_seconds,
             guardrails=GuardrailPolicy(min_sample=m.guardrail_min_sample,
                                        max_hard_bounce_rate=m.max_hard_bounce_rate,
-                                       max_complaint_rate=m.max_complaint_rate))
+                                       max_complaint_rate=m.max_complaint_rate),
+            build_processes=processes_for(m.build_processes))
         return CampaignRunner(
             store, lambda: Dispatcher(store, dkim, tokens, config, clock=clock, on_queued=wake),
             clock=clock, poll_seconds=m.dispatch_poll_seconds)

@@ -20,6 +20,12 @@ job. `cryptography` releases the GIL while OpenSSL signs, so the signatures run 
 while the loop renders the next messages; the Python part stays on the loop, where it does not
 fight the loop for the GIL. At most two jobs per thread wait, so memory stays a batch.
 
+With worker processes (`build_processes`, marketing.build_pool) a batch of at least POOL_MIN
+contacts is built and signed there instead, CHUNK contacts a job, the loop only handing out
+and collecting: that is the part of a campaign message that is pure CPU, and one process runs
+Python on one core. The walk then makes two batches ahead of the one being written, so that
+the workers always have jobs queued while this process reads, gates and writes.
+
 Exactly once. The rule: a contact gets a queue message only through its send row's queue id.
 
 1. The batch's rows are written first, durably, `pending` with a queue id chosen now
@@ -39,8 +45,9 @@ accepted now, under the same id. So whatever moment the process dies at, a conta
 one message, and a resumed run gives the missing ones theirs.
 
 Pipeline: while one batch is written (steps 1-3: three transactions, mostly waiting for the
-disk), the next is gated, built and signed. Batches are written one at a time and in order, so
-the saved cursor only moves past contacts whose rows are settled, and memory holds two batches.
+disk), the next is gated, built and signed (the next two with worker processes). Batches are
+written one at a time and in order, so the saved cursor only moves past contacts whose rows are
+settled, and memory holds two batches (three with worker processes).
 
 Between batches (`_checkpoint`, once a batch is written and before the next is): the campaign
 row is read again (an operator's pause or cancel stops the run there), the lease on the campaign is renewed
@@ -63,11 +70,13 @@ is sent, and the error names each refused address and why.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -84,16 +93,15 @@ from mailprime.domain.errors import DomainError, StorageError
 from mailprime.domain.ids import CampaignId, ContactId, ListId, QueueId, new_queue_id
 from mailprime.domain.mail import Acceptance, EnvelopeRecipient, Priority
 from mailprime.logline import emit
+from mailprime.marketing.build_pool import BuildPool, BuildSpec
 from mailprime.marketing.gate import Purpose, SendGate
 from mailprime.marketing.guardrails import GuardrailPolicy, evaluate
-from mailprime.marketing.link_rewriter import SignedUnsubscribeLinks, TrackingLinks
 from mailprime.marketing.message_builder import CampaignInfo, HeaderError, MessageBuilder
 from mailprime.marketing.segments import parse_segment
 from mailprime.marketing.templates import (
     Recipient,
     RenderError,
     TemplateError,
-    compile_template,
 )
 from mailprime.marketing.tokens import TokenSigner
 from mailprime.storage.ports import Store
@@ -105,6 +113,9 @@ TEST_PREFIX = "[Test] "
 BATCH_SECONDS = 10.0  # a batch is cut to about this much sending at the campaign's rate
 MAX_TEST_ADDRESSES = 20
 SIGN_CHUNK = 32  # messages one signing job takes: few enough jobs, small enough to overlap
+# Recipients from which a batch goes to the worker processes (when configured): below, starting
+# processes (~0.5 s) costs more than it saves.
+POOL_MIN = 100
 
 Update = tuple[ContactId, SendStatus, str, str]  # a settle_sends entry
 
@@ -117,6 +128,10 @@ class MessageSigner(Protocol):
     async def deferred_signer(self) -> Callable[[bytes], Callable[[], bytes]]:
         """Two-step signing: prepare(message) on the loop, then finish() on any thread (the
         private-key work) returns the signed message."""
+        ...
+
+    async def key_material(self, domain: str) -> tuple[tuple[str, str, str], ...]:
+        """(domain, selector, PEM) of the domain's signing keys, for the worker processes."""
         ...
 
 
@@ -170,13 +185,16 @@ class DispatchConfig:
     guardrails: GuardrailPolicy = field(default_factory=GuardrailPolicy)
     guardrail_interval: float = 5.0  # seconds between two reads of the counters
     sign_threads: int = 2  # DKIM signing threads beside the event loop (about one per core)
+    # Worker processes that build and sign (marketing.build_pool); 0: none, the event loop
+    # builds and `sign_threads` sign. Used for batches of at least POOL_MIN recipients.
+    build_processes: int = 0
 
 
 @dataclass(slots=True)
 class _Prepared:
     campaign: Campaign
-    builder: MessageBuilder
-    tracking: TrackingLinks | None
+    builder: MessageBuilder  # in this process: test sends, reconciling, small batches
+    spec: BuildSpec  # the same for the worker processes
     segment: SegmentFilter | None
     lists: tuple[MailingList, ...]
     bucket: TokenBucket
@@ -220,6 +238,11 @@ class Dispatcher:
         self._on_queued = on_queued
         self._last_guard = float("-inf")
         self._pool: ThreadPoolExecutor | None = None
+        self._builders: BuildPool | None = None
+        # The build workers' CPU and peak resident sets added up (kB), read as their pool
+        # closes: the campaign bench counts them with this process's own.
+        self.builders_cpu_seconds = 0.0
+        self.builders_peak_rss_kb = 0
 
     # ---- preparing -------------------------------------------------------------------------
 
@@ -250,16 +273,6 @@ class Dispatcher:
                                     f"#{campaign.segment_id} no longer exists")
             segment = parse_segment(stored.expression)
         subject = campaign.subject or template.subject
-        try:
-            compiled = compile_template(TEST_PREFIX + subject if test else subject,
-                                        template.html, template.text)
-        except TemplateError as exc:
-            raise DispatchError(f"campaign {campaign.name!r}: the template does not compile: "
-                                f"{exc.message}") from exc
-        tracking: TrackingLinks | None = None
-        if (campaign.track_opens or campaign.track_clicks) and not test:
-            tracking = TrackingLinks(self.tokens, self.config.base_url, campaign.id,
-                                     clicks=campaign.track_clicks, opens=campaign.track_opens)
         first = lists[0]
         # One list: an unsubscribe leaves that list. Several: we cannot tell through which
         # list the contact came, so it stops all marketing mail (a suppression).
@@ -268,11 +281,18 @@ class Dispatcher:
             campaign_id=campaign.id, name=campaign.name, from_address=campaign.from_address,
             from_name=campaign.from_name, list_name=first.name, list_label=first.list_id_label,
             postal_address=campaign.postal_address, list_id=list_id, reply_to=campaign.reply_to)
-        links = SignedUnsubscribeLinks(self.tokens, self.config.base_url, campaign.id, list_id,
-                                       campaign.sending_domain)
-        builder = MessageBuilder(compiled, info, links, now=self.clock.now,
-                                 html_filter=tracking.html_filter if tracking else None)
-        return _Prepared(campaign, builder, tracking, segment, tuple(lists),
+        tracked = not test and (campaign.track_opens or campaign.track_clicks)
+        spec = BuildSpec(subject=TEST_PREFIX + subject if test else subject,
+                         html=template.html, text=template.text, info=info,
+                         base_url=self.config.base_url, link_secrets=self.tokens.secrets,
+                         list_id=list_id, clicks=tracked and campaign.track_clicks,
+                         opens=tracked and campaign.track_opens)
+        try:
+            builder = spec.builder(self.tokens, now=self.clock.now)
+        except TemplateError as exc:
+            raise DispatchError(f"campaign {campaign.name!r}: the template does not compile: "
+                                f"{exc.message}") from exc
+        return _Prepared(campaign, builder, spec, segment, tuple(lists),
                          TokenBucket(campaign.rate_per_minute, monotonic=self._monotonic,
                                      sleep=self._sleep))
 
@@ -284,9 +304,27 @@ class Dispatcher:
 
     async def _messages(self, p: _Prepared, recipients: Sequence[Recipient]
                         ) -> list[tuple[bytes, bool] | RenderError | HeaderError]:
-        """The signed messages (or the error) of the recipients, in order: built and hashed
-        here, their signatures made on the pool, SIGN_CHUNK a job, at most two jobs per
-        thread waiting."""
+        """The signed messages (or the error) of the recipients, in order: by the worker
+        processes when there are (and the batch is worth it), else in this process."""
+        if self.config.build_processes > 0 and (self._builders is not None
+                                                or len(recipients) >= POOL_MIN):
+            if self._builders is None:
+                self._builders = BuildPool(self.config.build_processes)
+            keys = await self.signer.key_material(p.spec.info.sending_domain)
+            spec = p.spec if keys == p.spec.dkim else replace(p.spec, dkim=keys)
+            p.spec = spec  # a key change since the last batch is signed with from now on
+            try:
+                return await self._builders.build(spec, recipients)
+            except BrokenProcessPool as exc:
+                self._close_builders()  # the next run starts a fresh pool
+                raise StorageError(f"campaign {p.campaign.name!r}: a message-building worker "
+                                   f"process died ({exc}); the batch is retried") from exc
+        return await self._messages_here(p, recipients)
+
+    async def _messages_here(self, p: _Prepared, recipients: Sequence[Recipient]
+                             ) -> list[tuple[bytes, bool] | RenderError | HeaderError]:
+        """`_messages` in this process: built and hashed on the loop, their signatures made on
+        the thread pool, SIGN_CHUNK a job, at most two jobs per thread waiting."""
         prepare = await self.signer.deferred_signer()
         pool = self._signing_pool()
         loop = asyncio.get_running_loop()
@@ -336,6 +374,15 @@ class Dispatcher:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        self._close_builders()
+
+    def _close_builders(self) -> None:
+        if self._builders is not None:
+            cpu, peak = self._builders.usage()
+            self.builders_cpu_seconds += cpu
+            self.builders_peak_rss_kb = max(self.builders_peak_rss_kb, peak)
+            self._builders.close()
+            self._builders = None
 
     def _acceptance(self, p: _Prepared, queue_id: QueueId, address: str, content: bytes,
                     smtputf8: bool) -> Acceptance:
@@ -375,27 +422,38 @@ class Dispatcher:
 
     async def _walk(self, p: _Prepared, cursor: ContactId | None) -> CampaignStatus:
         """The audience from `cursor` to its end (SENDING) or to a pause or cancel (the state
-        then), one batch made while the one before is written (the module doc)."""
+        then): batches made ahead while the one before is written (the module doc)."""
         writing: asyncio.Task[None] | None = None
+        # Batches being made, in audience order: one, or two with worker processes, so that
+        # they always have the next batch's jobs queued while this process writes.
+        making: collections.deque[asyncio.Task[_Batch]] = collections.deque()
+        ahead = 2 if self.config.build_processes > 0 else 1
+        read_to, exhausted = cursor, False
         state = S.SENDING
         try:
             while True:
-                contacts = await self.store.audience(
-                    [m.id for m in p.lists], segment=p.segment, after=cursor,
-                    limit=self._batch_size(p), sending_domain=p.campaign.sending_domain)
-                if not contacts:
+                while len(making) < ahead and not exhausted:
+                    contacts = await self.store.audience(
+                        [m.id for m in p.lists], segment=p.segment, after=read_to,
+                        limit=self._batch_size(p), sending_domain=p.campaign.sending_domain)
+                    if not contacts:
+                        exhausted = True
+                        break
+                    read_to = contacts[-1].id
+                    making.append(asyncio.create_task(self._make_batch(p, contacts)))
+                if not making:
                     break
-                batch = await self._make_batch(p, contacts)
+                batch = await making.popleft()
                 if writing is not None:
                     await writing  # one batch written at a time, in order (the cursor)
                     writing = None
                 # After the batch before is settled, before this one is written: a pause (the
-                # guardrails count what was written) leaves this one unwritten, as if unmade.
+                # guardrails count what was written) leaves this one, and any made ahead,
+                # unwritten, as if unmade.
                 state = await self._checkpoint(p)
                 if state is not S.SENDING:
                     break
                 writing = asyncio.create_task(self._write_batch(p, batch))
-                cursor = contacts[-1].id
             if writing is not None:
                 await writing
             return state
@@ -404,6 +462,8 @@ class Dispatcher:
                 writing.cancel()
             raise
         finally:
+            # Batches made ahead and not written are dropped (nothing of them is stored).
+            await _reap(list(making))
             # A failure while the next batch was made: the batch being written is finished
             # (rather than left pending), and never left running behind the caller.
             if writing is not None and not writing.done():

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from mailprime.domain.address import normalize_domain
 from mailprime.domain.clock import Clock, unix_time
 from mailprime.domain.dkim import DkimKey, DkimKeyState, DkimKeyType
-from mailprime.domain.errors import DomainError, NotFound
+from mailprime.domain.errors import DomainError, InvalidAddress, NotFound
 from mailprime.logline import emit
 from mailprime.message.dkim import (
     DkimAlgorithm,
@@ -273,6 +273,18 @@ class DkimSigner:
         if self._monotonic() >= self._expires:
             await self._refresh()
         return sign_with(message, self._keys, int(self._unix_time()))
+
+    async def key_material(self, domain: str) -> tuple[tuple[str, str, str], ...]:
+        """(domain, selector, PEM) of `domain`'s active keys, in signing order, reloaded when
+        due: what a worker process needs to sign as `sign` does (marketing.build_pool)."""
+        if self._monotonic() >= self._expires:
+            await self._refresh()
+        try:
+            keys = self._keys.get(normalize_domain(domain), ())  # keyed by A-label, as signing
+        except InvalidAddress:
+            return ()
+        return tuple((key.domain, key.selector, self._parsed[(key.domain, key.selector)][0])
+                     for key in keys)
 
     async def deferred_signer(self) -> Callable[[bytes], Callable[[], bytes]]:
         """Signing in two steps, for a caller that runs the private-key work on other threads

@@ -1,0 +1,253 @@
+"""Campaign messages built and DKIM-signed in worker processes (`[marketing] build_processes`).
+
+Theory of operation
+-------------------
+Building a campaign message (template render, tracking links, MIME) and signing it (RSA) is
+pure CPU and needs nothing from the database: a contact's data in, signed octets out. One
+Python process runs Python on one core at a time (the GIL), so campaign dispatch hands this
+work to worker processes, about one per core, and keeps for itself what must stay in one
+place: reading the audience, the gate, and the writes that make exactly-once hold
+(marketing.dispatch).
+
+A job is a chunk of recipients and the campaign's `BuildSpec`: the template source, what the
+campaign's messages share, the link keys and the From domain's DKIM keys (PEM), all plain
+data. A worker compiles a spec once and keeps the last few under their `key` (which changes
+with anything in the spec), so the spec travels with every job (a few KB beside the chunk's
+messages coming back) and a worker needs no set-up call: a replacement worker, or one that
+serves two campaigns, compiles again.
+
+Outcomes come back in recipient order: the signed octets and SMTPUTF8, or the error, as data
+(a RenderError's TemplateProblem, a HeaderError's text) that `BuildPool.build` turns back into
+the exception, so the dispatcher records a failed row exactly as when it builds in process. An
+error of the worker itself (a key the crypto library refuses) fails the job, and the batch
+with it, as it would in process; a worker that dies (killed, out of memory) breaks the pool:
+the batch fails before anything of it is written, and the run stops as on a storage error
+(the runner's next poll starts a fresh pool and resumes from the cursor).
+
+Workers are started with "spawn": the dispatching process has threads (the group committer,
+asyncio's executors), which fork does not copy safely. A worker whose parent is gone (killed
+with SIGKILL: no chance to shut the pool down) sees itself re-parented within a second and
+exits, so nothing is left behind.
+
+Clock: a worker dates its messages (Date, DKIM t=) by the system clock, not by the
+dispatcher's injectable clock; tests that need a fixed Date build in process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from mailprime.domain.ids import ContactId, ListId
+from mailprime.marketing.link_rewriter import SignedUnsubscribeLinks, TrackingLinks
+from mailprime.marketing.message_builder import CampaignInfo, HeaderError, MessageBuilder
+from mailprime.marketing.templates import (
+    Recipient,
+    RenderError,
+    TemplateProblem,
+    compile_template,
+)
+from mailprime.marketing.tokens import TokenSigner
+from mailprime.message.dkim import SigningKey, load_private_key, sign_with
+
+CHUNK = 50  # recipients a job: the pool costs the dispatcher ~10 us a message at 16, ~2.5 at 64
+_KEPT_SPECS = 4  # compiled specs a worker keeps (campaigns it serves at once)
+_WATCH_SECONDS = 1.0  # how often a worker checks that its parent is alive
+
+# One recipient as it travels to a worker: address, name, attributes, contact id.
+RecipientData = tuple[str, str, dict[str, object], int | None]
+# One outcome as it travels back: (signed octets, SMTPUTF8), ("render", problem) or
+# ("header", text).
+Outcome = tuple[bytes, bool] | tuple[str, TemplateProblem] | tuple[str, str]
+Built = tuple[bytes, bool] | RenderError | HeaderError
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSpec:
+    """Everything the messages of one campaign share, as plain data (see the module doc)."""
+
+    subject: str  # template sources, the subject already with a test send's prefix
+    html: str
+    text: str | None
+    info: CampaignInfo
+    base_url: str
+    link_secrets: tuple[bytes, ...]  # TokenSigner's keys, newest first
+    list_id: ListId | None  # the list an unsubscribe leaves (None: all marketing mail)
+    clicks: bool
+    opens: bool
+    # (domain, selector, PEM) of the From domain's active DKIM keys, as DkimSigner loaded them.
+    dkim: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Names the spec in a worker's cache: a digest of all of it (keys and links too)."""
+        digest = hashlib.sha256(repr(self).encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
+
+    def builder(self, tokens: TokenSigner, *,
+                now: Callable[[], datetime] | None = None) -> MessageBuilder:
+        """The MessageBuilder of these messages (in the dispatcher, and in each worker), dating
+        them by `now` (default: the system clock). Raises TemplateError if the template does
+        not compile."""
+        compiled = compile_template(self.subject, self.html, self.text)
+        tracking = (TrackingLinks(tokens, self.base_url, self.info.campaign_id,
+                                  clicks=self.clicks, opens=self.opens)
+                    if self.clicks or self.opens else None)
+        links = SignedUnsubscribeLinks(tokens, self.base_url, self.info.campaign_id,
+                                       self.list_id, self.info.sending_domain)
+        return MessageBuilder(compiled, self.info, links, now=now,
+                              html_filter=tracking.html_filter if tracking else None)
+
+    def signing_keys(self) -> dict[str, tuple[SigningKey, ...]]:
+        keys: dict[str, list[SigningKey]] = {}
+        for domain, selector, pem in self.dkim:
+            keys.setdefault(domain, []).append(SigningKey(domain, selector, load_private_key(pem)))
+        return {domain: tuple(found) for domain, found in keys.items()}
+
+
+# ---- in the worker ----------------------------------------------------------------------------
+
+_compiled: dict[str, tuple[MessageBuilder, dict[str, tuple[SigningKey, ...]]]] = {}
+
+
+def _watch_parent(parent: int) -> None:
+    """Worker start-up: exit when the parent is gone (see the module doc)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_WATCH_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="mailprime-build-watch", daemon=True).start()
+
+
+def _made(spec: BuildSpec) -> tuple[MessageBuilder, dict[str, tuple[SigningKey, ...]]]:
+    key = spec.key
+    found = _compiled.get(key)
+    if found is None:
+        if len(_compiled) >= _KEPT_SPECS:
+            _compiled.clear()
+        found = _compiled[key] = (spec.builder(TokenSigner(spec.link_secrets)),
+                                  spec.signing_keys())
+    return found
+
+
+def build_chunk(spec: BuildSpec, recipients: Sequence[RecipientData]) -> list[Outcome]:
+    """One job, in a worker: each recipient's message built and signed (or its error)."""
+    builder, keys = _made(spec)
+    now = int(time.time())
+    out: list[Outcome] = []
+    for email, name, attributes, contact_id in recipients:
+        recipient = Recipient(email, name, attributes,
+                              ContactId(contact_id) if contact_id is not None else None)
+        try:
+            built = builder.build(recipient)
+        except RenderError as exc:
+            out.append(("render", exc.problem))
+            continue
+        except HeaderError as exc:
+            out.append(("header", exc.message))
+            continue
+        out.append((sign_with(built.data, keys, now), built.smtputf8))
+    return out
+
+
+# ---- in the dispatcher ------------------------------------------------------------------------
+
+def _travelling(recipient: Recipient) -> RecipientData:
+    attributes = recipient.attributes
+    return (recipient.email, recipient.name,
+            attributes if isinstance(attributes, dict) else dict(attributes),
+            int(recipient.contact_id) if recipient.contact_id is not None else None)
+
+
+def _outcome(item: Outcome) -> Built:
+    first, second = item
+    if isinstance(first, bytes):
+        assert isinstance(second, bool)
+        return first, second
+    if first == "render":
+        assert isinstance(second, TemplateProblem)
+        return RenderError(second)
+    return HeaderError(str(second))
+
+
+def processes_for(setting: int) -> int:
+    """The worker processes `[marketing] build_processes` asks for: -1 none, 0 one per core
+    (none on a one-core machine: a worker there would only take turns with the dispatcher),
+    N that many."""
+    if setting != 0:
+        return max(0, setting)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores if cores and cores > 1 else 0
+
+
+class BuildPool:
+    """Worker processes that build and sign campaign messages (see the module doc)."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = max(1, processes)
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                self.processes, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_watch_parent, initargs=(os.getpid(),))
+        return self._executor
+
+    async def build(self, spec: BuildSpec, recipients: Sequence[Recipient]) -> list[Built]:
+        """The recipients' signed messages (or errors), in order."""
+        loop = asyncio.get_running_loop()
+        pool = self._pool()
+        jobs = [loop.run_in_executor(pool, build_chunk, spec,
+                                     [_travelling(r) for r in recipients[at:at + CHUNK]])
+                for at in range(0, len(recipients), CHUNK)]
+        try:
+            done = await asyncio.gather(*jobs)
+        finally:
+            for job in jobs:  # cancelled or failed: the jobs not started are dropped
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+        return [_outcome(item) for chunk in done for item in chunk]
+
+    def pids(self) -> list[int]:
+        """The worker processes running now (none before the first job)."""
+        processes: Mapping[int, object] = getattr(self._executor, "_processes", None) or {}
+        return list(processes)
+
+    def usage(self) -> tuple[float, int]:
+        """(CPU seconds, peak resident sets in kB) of the workers, added up, read from /proc
+        while they run ((0, 0) off Linux): the campaign bench counts them with the
+        dispatcher's own."""
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        cpu, peak = 0.0, 0
+        for pid in self.pids():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+            cpu += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (stat fields 14, 15)
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peak += int(line.split()[1])
+        return cpu, peak
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+__all__ = ["CHUNK", "BuildPool", "BuildSpec", "build_chunk", "processes_for"]
