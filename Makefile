@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml setup.py src/mailprime/message/_relaxed.c src/mailprime/message/_qp.c | $(BIN)/python
+$(STAMP): pyproject.toml setup.py src/mailprime/message/_relaxed.c src/mailprime/message/_qp.c src/mailprime/storage/sql/_lines.c | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 

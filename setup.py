@@ -34,5 +34,9 @@ setup(
                   optional=True, define_macros=[_OPENSSL_MACRO], libraries=["crypto"]),
         # Quoted-printable for campaign text parts (marketing.message_builder); binascii otherwise.
         Extension("mailprime.message._qp", ["src/mailprime/message/_qp.c"], optional=True),
+        # The line facts of each accepted message (storage.sql.streams.line_columns); Python
+        # byte searches otherwise.
+        Extension("mailprime.storage.sql._lines", ["src/mailprime/storage/sql/_lines.c"],
+                  optional=True),
     ],
 )

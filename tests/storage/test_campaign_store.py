@@ -195,3 +195,41 @@ async def test_a_cancelled_campaigns_pending_rows_are_settled_once_no_dispatcher
                 SendStatus.FAILED, "cancelled")
         counters = await store.campaign_counters(campaign.id)
         assert (counters.queued, counters.pending, counters.failed) == (1, 0, 2)
+
+
+async def test_record_sends_returns_the_rows_as_stored(backend: Backend) -> None:
+    """What record_sends returns is each contact's row as the table has it, whether it wrote
+    every row (nothing is read back then), some of them, or none, and with a contact twice."""
+    async with backend.open() as store:
+        campaign = await store.create_campaign(await draft(store))
+        await store.upsert_contacts([ContactInput(f"r{n}@b.test") for n in range(6)],
+                                    mode=ImportMode.UPSERT,
+                                    evidence=ConsentEvidence(ConsentSource.CLI))
+        contacts = await store.contacts_page()
+
+        def row(n: int) -> SendRecord:
+            c = contacts[n]
+            return SendRecord(campaign.id, c.id, c.email, SendStatus.PENDING, new_queue_id())
+
+        async def stored(rows: list[SendRecord]) -> list[SendRecord]:
+            found = [await store.get_send(campaign.id, r.contact_id) for r in rows]
+            assert all(f is not None for f in found)
+            return [f for f in found if f is not None]
+
+        fresh = [row(0), SendRecord(campaign.id, contacts[1].id, contacts[1].email,
+                                    SendStatus.SKIPPED, reason="x" * 40, detail="why")]
+        first = await store.record_sends(campaign.id, fresh)
+        assert first == await stored(fresh)  # written whole, truncated, `at` as read back
+        assert first[1].reason == "x" * 32 and first[0].at == backend.clock.now()
+
+        mixed = [row(2), row(0), row(3)]  # contact 0 has its row already
+        second = await store.record_sends(campaign.id, mixed)
+        assert sorted(second, key=lambda r: r.contact_id) == sorted(
+            await stored(mixed), key=lambda r: r.contact_id)
+        assert {r.queue_id for r in second} == {first[0].queue_id, mixed[0].queue_id,
+                                                mixed[2].queue_id}
+
+        twice = [row(4), row(4)]  # the first one wins
+        third = await store.record_sends(campaign.id, twice)
+        assert [r.queue_id for r in third] == [twice[0].queue_id]
+        assert await store.record_sends(campaign.id, []) == []

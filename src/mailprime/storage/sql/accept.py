@@ -3,7 +3,8 @@
 Runs on the writer thread inside the group-commit transaction (committer.py). For a batch it
 issues one multi-row INSERT per table — blobs, mailbox messages, queue messages, queue
 recipients, events — plus one SELECT (FOR UPDATE on PostgreSQL) and one UPDATE for the mailboxes
-whose UIDs it allocates, so the per-message cost is building a few dicts.
+whose UIDs it allocates, so the per-message cost is building a few rows (tuples: bulk.py runs
+them through the driver's executemany on SQLite, without SQLAlchemy's work per row).
 
 A queue id is accepted once. For a message with remote recipients the queue's primary key
 says so while it is queued; a message for local mailboxes only is never queued, and one
@@ -38,7 +39,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
-    Table,
     bindparam,
     column,
     func,
@@ -63,6 +63,7 @@ from mailprime.domain.mail import (
     RecipientStatus,
     SpooledContent,
 )
+from mailprime.storage.sql.bulk import BulkInsert, Row, placeholders, stamp
 from mailprime.storage.sql.folders import SPECIAL_USE, UidValidityClock, mailbox_name
 from mailprime.storage.sql.schema import (
     blobs,
@@ -73,7 +74,7 @@ from mailprime.storage.sql.schema import (
     queue_messages,
     queue_recipients,
 )
-from mailprime.storage.sql.streams import line_columns
+from mailprime.storage.sql.streams import line_facts
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +102,15 @@ class AcceptRecord:
     # writer like `jobs`, so the store can wake IMAP sessions waiting on those mailboxes.
     filed: list[tuple[int, int]] = field(default_factory=list)
 
-    def blob_row(self, now: datetime) -> dict[str, object]:
+    def blob_row(self, created_at: object) -> Row:
+        """The blob's row, in `_BLOB_COLUMNS` order (`created_at` as bulk.stamp gives it)."""
         content = self.acceptance.content
         if isinstance(content, SpooledContent):
             data, prefix = None, content.prefix or None
         else:
             data, prefix = (None if self.spool_path else content), None
         # Inline content only: a spool file is streamed, and checked by its reader as it goes.
-        return {"size": self.acceptance.size, "data": data, "path": self.spool_path,
-                "prefix": prefix, "created_at": now, **line_columns(data)}
+        return (self.acceptance.size, data, self.spool_path, prefix, created_at, *line_facts(data))
 
 
 def recipient_domain(address: str) -> str:
@@ -120,27 +121,40 @@ def notify_text(values: frozenset[str]) -> str:
     return ",".join(sorted(values))
 
 
-_INSERT_BLOBS = insert(blobs).returning(blobs.c.id, sort_by_parameter_order=True)
+# The bulk rows of an accept (bulk.py: tuples, straight to the driver on SQLite), in the order
+# of these columns. Blobs and leased recipients are numbered by `_insert_with_ids`.
+_BLOB_COLUMNS = ("size", "data", "path", "prefix", "created_at", "line_form", "dot_lines")
+_INSERT_BLOBS = BulkInsert(blobs, ("id", *_BLOB_COLUMNS))
+_INSERT_BLOBS_RETURNING = insert(blobs).returning(blobs.c.id, sort_by_parameter_order=True)
 _INSERT_MAILBOX_MESSAGES = insert(mailbox_messages)
-_INSERT_QUEUE_MESSAGES = insert(queue_messages)
-_INSERT_RECIPIENTS = insert(queue_recipients)
+_INSERT_QUEUE_MESSAGES = BulkInsert(queue_messages, (
+    "id", "sender", "blob_id", "size", "priority", "created_at", "expires_at", "dsn_ret",
+    "dsn_envid", "smtputf8", "body_8bit", "source", "client", "require_tls", "tls_optional"))
+_RECIPIENT_COLUMNS = ("queue_id", "address", "domain", "status", "attempts", "next_attempt_at",
+                      "last_reply", "notify", "orcpt", "lease_owner", "lease_until", "priority")
+_INSERT_RECIPIENTS = BulkInsert(queue_recipients, _RECIPIENT_COLUMNS)
+_INSERT_RECIPIENTS_WITH_IDS = BulkInsert(queue_recipients, ("id", *_RECIPIENT_COLUMNS))
 # Only batches with a leased acceptance need the new recipient ids back.
 _INSERT_RECIPIENTS_RETURNING = insert(queue_recipients).returning(
     queue_recipients.c.id, sort_by_parameter_order=True)
-_INSERT_EVENTS = insert(events)
+_INSERT_EVENTS = BulkInsert(events, ("at", "kind", "queue_id", "recipient", "detail", "attrs"))
 
 
-def _insert_with_ids(conn: Connection, table: Table, returning: object, rows: list[dict[str, object]],
-                     ) -> list[int]:
-    """Inserts rows and returns their ids in row order.
+def _insert_with_ids(conn: Connection, with_ids: BulkInsert, returning: object,
+                     rows: list[Row]) -> list[int]:
+    """Inserts rows (tuples of `with_ids.columns` but the first, "id") and returns their ids in
+    row order.
 
     SQLite cannot promise the order of a multi-row RETURNING, so SQLAlchemy falls back to one
     INSERT per row there (py-spy: ~13 % of the accept path). The writer holds SQLite's write lock
     for the whole transaction (BEGIN IMMEDIATE, one writer thread, the cross-process lock), so
     nobody else can insert meanwhile: we number the rows ourselves from max(id) and insert them in
     one executemany. PostgreSQL keeps the ordered RETURNING."""
+    table = with_ids.table
     if conn.dialect.name != "sqlite":
-        return list(conn.execute(returning, rows).scalars().all())  # type: ignore[call-overload]
+        columns = with_ids.columns[1:]
+        return list(conn.execute(returning, [  # type: ignore[call-overload]
+            dict(zip(columns, row, strict=True)) for row in rows]).scalars().all())
     # AUTOINCREMENT (migration 0004): never below the high-water mark of deleted rows either;
     # inserting explicit ids raises sqlite_sequence to the largest of them.
     highest = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
@@ -148,7 +162,7 @@ def _insert_with_ids(conn: Connection, table: Table, returning: object, rows: li
                         .where(_SQLITE_SEQUENCE.c.name == table.name)).scalar()
     first = max(int(highest), int(mark or 0)) + 1
     ids = list(range(first, first + len(rows)))
-    conn.execute(insert(table), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+    with_ids(conn, [(i, *row) for i, row in zip(ids, rows, strict=True)])
     return ids
 # SQLite's own table of AUTOINCREMENT high-water marks.
 _SQLITE_SEQUENCE = table("sqlite_sequence", column("name"), column("seq"))
@@ -162,6 +176,21 @@ _QUEUED = EventKind.QUEUED.value
 _STORED = EventKind.STORED.value
 
 MailboxKey = tuple[AccountId, str]
+
+
+class _JsonText:
+    """json.dumps of strings, each encoded once (the strings of a batch repeat)."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self) -> None:
+        self._done: dict[str, str] = {}
+
+    def __call__(self, value: str) -> str:
+        done = self._done.get(value)
+        if done is None:
+            done = self._done[value] = json.dumps(value)
+        return done
 
 
 class AcceptWriter:
@@ -189,19 +218,23 @@ class AcceptWriter:
     def __call__(self, conn: Connection, records: Sequence[AcceptRecord]) -> None:
         now = self._clock.now()
         expires = now + self._lifetime
+        dialect = conn.dialect.name
+        at, expires_at = stamp(dialect, now), stamp(dialect, expires)
         _refuse_accepted(conn, records)
 
-        blob_ids = _insert_with_ids(conn, blobs, _INSERT_BLOBS, [r.blob_row(now) for r in records])
+        blob_ids = _insert_with_ids(conn, _INSERT_BLOBS, _INSERT_BLOBS_RETURNING,
+                                    [r.blob_row(at) for r in records])
 
         keys = sorted({(ld.account_id, mailbox_name(ld.mailbox))
                        for r in records for ld in r.acceptance.local})
         boxes = self._mailboxes(conn, keys) if keys else {}
 
         stored: list[dict[str, object]] = []
-        qmsgs: list[dict[str, object]] = []
-        rcpts: list[dict[str, object]] = []
-        evts: list[dict[str, object]] = []
+        qmsgs: list[Row] = []
+        rcpts: list[Row] = []
+        evts: list[Row] = []
         leased: list[tuple[AcceptRecord, BlobId, int]] = []  # record, blob, its first row in rcpts
+        text = _JsonText()
         for rec, blob_id in zip(records, blob_ids, strict=True):
             rec.jobs.clear()
             rec.filed.clear()
@@ -215,48 +248,46 @@ class AcceptWriter:
                 rec.filed.append((box[0], box[2]))
                 stored.append({"mailbox_id": box[0], "uid": uid, "blob_id": blob_id, "size": size,
                                "internal_date": now, "flags": "", "modseq": box[2]})
-                evts.append({"at": now, "kind": _STORED, "queue_id": a.queue_id,
-                             "recipient": ld.recipient, "detail": "",
-                             "attrs": json.dumps({"mailbox": name, "uid": str(uid),
-                                                  "source": a.source, "client": a.client})})
+                evts.append((at, _STORED, a.queue_id, ld.recipient, "",
+                             json.dumps({"mailbox": name, "uid": str(uid), "source": a.source,
+                                         "client": a.client})))
             if a.remote:
-                qmsgs.append({"id": a.queue_id, "sender": a.sender, "blob_id": blob_id, "size": size,
-                              "priority": int(a.priority), "created_at": now, "expires_at": expires,
-                              "dsn_ret": a.dsn_ret.value if a.dsn_ret else None,
-                              "dsn_envid": a.dsn_envid, "smtputf8": a.smtputf8,
-                              "body_8bit": a.body_8bit, "source": a.source, "client": a.client,
-                              "require_tls": a.require_tls, "tls_optional": a.tls_optional})
-                attrs = json.dumps({"sender": a.sender, "size": str(size), "source": a.source,
-                                    "client": a.client})
-                owner, until = None, None
+                priority = int(a.priority)
+                qmsgs.append((a.queue_id, a.sender, blob_id, size, priority, at, expires_at,
+                              a.dsn_ret.value if a.dsn_ret else None, a.dsn_envid, a.smtputf8,
+                              a.body_8bit, a.source, a.client, a.require_tls, a.tls_optional))
+                # json.dumps({"sender": ..., "size": str(size), "source": ..., "client": ...}),
+                # each string encoded once per batch (a campaign's are all the same).
+                attrs = (f'{{"sender": {text(a.sender)}, "size": "{size}", '
+                         f'"source": {text(a.source)}, "client": {text(a.client)}}}')
+                owner: str | None = None
+                until: object = None
                 if rec.lease is not None:
-                    owner, until = rec.lease.owner, now + timedelta(seconds=rec.lease.seconds)
+                    owner = rec.lease.owner
+                    until = stamp(dialect, now + timedelta(seconds=rec.lease.seconds))
                     leased.append((rec, BlobId(blob_id), len(rcpts)))
                 for rcpt in a.remote:
-                    rcpts.append({"queue_id": a.queue_id, "address": rcpt.address,
-                                  "domain": recipient_domain(rcpt.address), "status": _PENDING,
-                                  "attempts": 0, "next_attempt_at": now, "last_reply": "",
-                                  "notify": notify_text(rcpt.notify), "orcpt": rcpt.orcpt,
-                                  "lease_owner": owner, "lease_until": until,
-                                  "priority": int(a.priority)})
-                    evts.append({"at": now, "kind": _QUEUED, "queue_id": a.queue_id,
-                                 "recipient": rcpt.address, "detail": "", "attrs": attrs})
+                    rcpts.append((a.queue_id, rcpt.address, recipient_domain(rcpt.address),
+                                  _PENDING, 0, at, "", notify_text(rcpt.notify), rcpt.orcpt,
+                                  owner, until, priority))
+                    evts.append((at, _QUEUED, a.queue_id, rcpt.address, "", attrs))
 
         if stored:
             conn.execute(_INSERT_MAILBOX_MESSAGES, stored)
             conn.execute(_SET_UIDNEXT, [{"b_id": box[0], "b_uidnext": box[1], "b_modseq": box[2]}
                                         for box in boxes.values()])
         if qmsgs:
-            conn.execute(_INSERT_QUEUE_MESSAGES, qmsgs)
+            _INSERT_QUEUE_MESSAGES(conn, qmsgs)
             if leased:
-                ids = _insert_with_ids(conn, queue_recipients, _INSERT_RECIPIENTS_RETURNING, rcpts)
+                ids = _insert_with_ids(conn, _INSERT_RECIPIENTS_WITH_IDS,
+                                       _INSERT_RECIPIENTS_RETURNING, rcpts)
                 for rec, blob_id, first in leased:
                     rec.jobs.extend(_jobs(rec.acceptance, blob_id, now, expires,
                                           ids[first:first + len(rec.acceptance.remote)]))
             else:
-                conn.execute(_INSERT_RECIPIENTS, rcpts)
+                _INSERT_RECIPIENTS(conn, rcpts)
         if evts:
-            conn.execute(_INSERT_EVENTS, evts)
+            _INSERT_EVENTS(conn, evts)
 
     def _mailboxes(self, conn: Connection, keys: Sequence[MailboxKey]) -> dict[MailboxKey, list[int]]:
         boxes = self.lock_mailboxes(conn, keys)
@@ -301,10 +332,17 @@ def _refuse_accepted(conn: Connection, records: Sequence[AcceptRecord]) -> None:
                       if not r.acceptance.remote)
         if keys:
             conn.execute(_LOCK_KEYS, {"keys": keys})
+    sqlite = conn.dialect.name == "sqlite"
     for start in range(0, len(ids), _LOOK_CHUNK):
-        found = conn.execute(select(events.c.queue_id).where(
-            events.c.queue_id.in_(ids[start:start + _LOOK_CHUNK]),
-            events.c.kind.in_((_QUEUED, _STORED))).limit(1)).scalar()
+        chunk = ids[start:start + _LOOK_CHUNK]
+        if sqlite:  # the statement's text as SQLAlchemy makes it, without its work per id
+            found = conn.exec_driver_sql(
+                f"SELECT queue_id FROM events WHERE queue_id IN ({placeholders(len(chunk))}) "  # noqa: S608
+                "AND kind IN (?, ?) LIMIT 1", (*chunk, _QUEUED, _STORED)).scalar()
+        else:
+            found = conn.execute(select(events.c.queue_id).where(
+                events.c.queue_id.in_(chunk),
+                events.c.kind.in_((_QUEUED, _STORED))).limit(1)).scalar()
         if found is not None:
             raise AlreadyExists(f"message {QueueId(found)} was accepted already")
 

@@ -30,7 +30,7 @@ reports name it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
@@ -54,12 +54,12 @@ from mailprime.domain.campaigns import (
 from mailprime.domain.errors import AlreadyExists, NotFound
 from mailprime.domain.ids import CampaignId, ContactId, ListId, QueueId, SegmentId, TemplateId
 from mailprime.domain.mail import EventKind
+from mailprime.storage.sql.bulk import BulkInsert, BulkUpdate, stamp
 from mailprime.storage.sql.schema import (
     campaign_lists,
     campaign_sends,
     campaigns,
     events,
-    insert_ignoring_conflicts,
     queue_messages,
     templates,
 )
@@ -277,24 +277,45 @@ def _sends_of(conn: Connection, campaign_id: CampaignId,
     return out
 
 
+_INSERT_SENDS = BulkInsert(
+    campaign_sends, ("campaign_id", "contact_id", "email", "status", "queue_id", "reason", "detail",
+                     "at"), ignore_conflicts_on=("campaign_id", "contact_id"))
+_INSERT_SENDS_RETURNING = _INSERT_SENDS.statement.returning(cs.contact_id)
+
+
 def record_sends(conn: Connection, campaign_id: CampaignId, rows: Sequence[SendRecord],
                  now: datetime) -> list[SendRecord]:
-    """Inserts the rows whose contact has none yet; returns every given contact's row as it is."""
+    """Inserts the rows whose contact has none yet; returns every given contact's row as it is.
+
+    When every row went in (a batch of contacts new to the campaign: the usual case), the rows
+    as they are now are the ones given, as written: nothing is read back. Otherwise (a contact
+    has a row from an earlier run or another process, or is twice in `rows`) they are read."""
     if not rows:
         return []
-    stmt = insert_ignoring_conflicts(conn.dialect.name, campaign_sends, "campaign_id", "contact_id")
-    conn.execute(stmt, [
-        {"campaign_id": campaign_id, "contact_id": r.contact_id, "email": r.email,
-         "status": r.status.value, "queue_id": r.queue_id, "reason": r.reason[:32],
-         "detail": r.detail[:MAX_DETAIL], "at": now} for r in rows])
-    return _sends_of(conn, campaign_id, [r.contact_id for r in rows])
+    at = stamp(conn.dialect.name, now)
+    params = [(campaign_id, r.contact_id, r.email, r.status.value, r.queue_id, r.reason[:32],
+               r.detail[:MAX_DETAIL], at) for r in rows]
+    if conn.dialect.name == "sqlite":
+        inserted = _INSERT_SENDS(conn, params)  # the driver counts the rows that went in
+    else:
+        inserted = len(conn.execute(_INSERT_SENDS_RETURNING, _INSERT_SENDS.dicts(params)).all())
+    if inserted != len(rows):
+        return _sends_of(conn, campaign_id, [r.contact_id for r in rows])
+    written = now.astimezone(UTC)  # as the column gives it back
+    return [SendRecord(campaign_id, r.contact_id, r.email, r.status, r.queue_id, r.reason[:32],
+                       r.detail[:MAX_DETAIL], written) for r in rows]
 
 
-_SETTLE = (update(campaign_sends)
-           .where(cs.campaign_id == bindparam("b_campaign"), cs.contact_id == bindparam("b_contact"),
-                  cs.status == SendStatus.PENDING.value)
-           .values(status=bindparam("b_status"), reason=bindparam("b_reason"),
-                   detail=bindparam("b_detail"), at=bindparam("b_at")))
+_SETTLE = BulkUpdate(
+    "UPDATE campaign_sends SET status = ?, reason = ?, detail = ?, at = ? "
+    "WHERE campaign_id = ? AND contact_id = ? AND status = ?",
+    update(campaign_sends)
+    .where(cs.campaign_id == bindparam("b_campaign"), cs.contact_id == bindparam("b_contact"),
+           cs.status == bindparam("b_pending"))
+    .values(status=bindparam("b_status"), reason=bindparam("b_reason"),
+            detail=bindparam("b_detail"), at=bindparam("b_at")),
+    ("b_status", "b_reason", "b_detail", "b_at", "b_campaign", "b_contact", "b_pending"))
+_PENDING = SendStatus.PENDING.value
 
 
 def settle_sends(conn: Connection, campaign_id: CampaignId,
@@ -302,10 +323,9 @@ def settle_sends(conn: Connection, campaign_id: CampaignId,
                  cursor: ContactId | None, now: datetime) -> None:
     """Moves pending rows to their outcome (queued, failed), and the walk's cursor forward."""
     if updates:  # one executemany: a dispatch batch settles hundreds of rows at once
-        conn.execute(_SETTLE, [
-            {"b_campaign": campaign_id, "b_contact": contact_id, "b_status": status.value,
-             "b_reason": reason[:32], "b_detail": detail[:MAX_DETAIL], "b_at": now}
-            for contact_id, status, reason, detail in updates])
+        at = stamp(conn.dialect.name, now)
+        _SETTLE(conn, [(status.value, reason[:32], detail[:MAX_DETAIL], at, campaign_id,
+                        contact_id, _PENDING) for contact_id, status, reason, detail in updates])
     if cursor is not None:
         conn.execute(update(campaigns).where(
             cp.id == campaign_id, or_(cp.cursor.is_(None), cp.cursor < cursor))

@@ -43,6 +43,15 @@ if TYPE_CHECKING:
 _SQLITE_FORMAT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
 
 
+def sqlite_stamp(value: datetime) -> str:
+    """A timezone-aware datetime as a UtcDateTime column keeps it on SQLite: what its bind
+    processor writes, and what the bulk statements (bulk.py) bind themselves."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to storage; pass a timezone-aware UTC datetime")
+    u = value.astimezone(UTC)
+    return _SQLITE_FORMAT % (u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in Python; TIMESTAMPTZ on PostgreSQL, fixed-width UTC text on SQLite.
 
@@ -75,10 +84,7 @@ class UtcDateTime(TypeDecorator[datetime]):
             hit = cache[0]
             if hit[0] is value:
                 return hit[1]
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to storage; pass a timezone-aware UTC datetime")
-            u = value.astimezone(UTC)
-            text = _SQLITE_FORMAT % (u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond)
+            text = sqlite_stamp(value)
             cache[0] = (value, text)
             return text
 

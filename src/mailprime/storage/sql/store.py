@@ -243,9 +243,14 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
         if not acceptances:
             return
         records: list[AcceptRecord] = []
+        inline_max = self._inline_max
         try:
             for acceptance in acceptances:
-                records.append(AcceptRecord(acceptance, await self._spool_content(acceptance)))
+                content = acceptance.content
+                # Content kept inline (a campaign's messages) has no spool work to wait for.
+                spool_path = (None if isinstance(content, bytes) and len(content) <= inline_max
+                              else await self._spool_content(acceptance))
+                records.append(AcceptRecord(acceptance, spool_path))
             await self._writer.run(lambda conn: self._accept_writer(conn, records))
         except DomainError:
             for record in records:  # never committed: their files are garbage now

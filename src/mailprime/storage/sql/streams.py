@@ -34,28 +34,57 @@ _UNPACKERS: dict[int, struct.Struct] = {}  # by the length of a packed `dot_line
 
 def line_columns(data: bytes | None) -> dict[str, object]:
     """A blob row's `line_form` and `dot_lines` for inline content `data` (None: content in a
-    spool file, streamed and checked by its reader as it goes: both NULL).
+    spool file, streamed and checked by its reader as it goes: both NULL); `line_facts` as a
+    dict of the two columns."""
+    form, dots = line_facts(data)
+    return {"line_form": form, "dot_lines": dots}
+
+
+def line_facts(data: bytes | None) -> tuple[int | None, bytes | None]:
+    """(line_form, dot_lines) of a blob row for inline content `data` (see `line_columns`).
 
     What the content needs before it goes out as a multi-line body (see `LineForm`), found once
-    where the content is written instead of by every reader each time it sends it: bulk scans
-    at ~1 ns an octet. The test is the one the POP3 encoder makes (`proto.pop3.multiline`): as
-    many LFs as CRLFs means no bare LF (a bare CR ends no line). For DOT_LINES, `dot_lines` holds
-    the offsets of the lines that start with "." (little-endian 32-bit), so that a reader can
-    stuff them without searching the octets again."""
+    where the content is written instead of by every reader each time it sends it. The test is
+    the one the POP3 encoder makes (`proto.pop3.multiline`): as many LFs as CRLFs means no bare
+    LF (a bare CR ends no line). For DOT_LINES, `dot_lines` holds the offsets of the lines that
+    start with "." (little-endian 32-bit), so that a reader can stuff them without searching the
+    octets again. One pass in C (storage/sql/_lines.c) where it is built: ~1 us of a 13 KB
+    message where the Python searches took ~25 us, on the writer thread, for every accept."""
     if data is None:
-        return {"line_form": None, "dot_lines": None}
+        return None, None
+    bare_lf, dots = _scan(data, MAX_DOT_LINES)
+    if bare_lf:
+        return _BARE_LF, None
+    if dots == b"":
+        return _AS_STORED, None
+    return _DOT_LINES, dots
+
+
+_BARE_LF, _DOT_LINES, _AS_STORED = int(LineForm.BARE_LF), int(LineForm.DOT_LINES), int(LineForm.AS_STORED)
+
+
+def scan_py(data: bytes, limit: int) -> tuple[bool, bytes | None]:
+    """(bare LF, dot lines) as `_lines.scan` finds them: whether some LF has no CR before it
+    and, if none has, the offsets of the lines starting with "." packed (b"": none; None: more
+    than `limit`, or content too long for 32-bit offsets). Bulk scans at ~1 ns an octet, but
+    of a two-octet pattern: the C version is ~10x faster."""
     if data.count(b"\n") != data.count(b"\r\n"):
-        return {"line_form": int(LineForm.BARE_LF), "dot_lines": None}
+        return True, None
     offsets = [0] if data.startswith(b".") else []
     found = data.find(b"\n.")
-    while found >= 0 and len(offsets) <= MAX_DOT_LINES:
+    while found >= 0 and len(offsets) <= limit:
         offsets.append(found + 1)
         found = data.find(b"\n.", found + 2)
-    if not offsets:
-        return {"line_form": int(LineForm.AS_STORED), "dot_lines": None}
-    kept = len(offsets) <= MAX_DOT_LINES and len(data) <= 0xFFFF_FFFF
-    return {"line_form": int(LineForm.DOT_LINES),
-            "dot_lines": b"".join(map(_OFFSET.pack, offsets)) if kept else None}
+    if len(offsets) > limit or (offsets and len(data) > 0xFFFF_FFFF):
+        return False, None
+    return False, b"".join(map(_OFFSET.pack, offsets))
+
+
+_scan: Callable[[bytes, int], tuple[bool, bytes | None]]
+try:  # storage/sql/_lines.c, built by `pip install -e .` (optional, like the message helpers)
+    from mailprime.storage.sql._lines import scan as _scan
+except ImportError:  # pragma: no cover - only where it could not be built
+    _scan = scan_py
 
 
 def dot_line_offsets(packed: bytes | None) -> tuple[int, ...] | None:
