@@ -1,7 +1,9 @@
 """The campaign build's fast paths keep their meaning: MessageBuilder's post-render hook (the
 tracking links, marketing.link_rewriter) rewrites the HTML part per recipient and nothing else,
 the remembered tag analysis gives what a fresh one gives (per-recipient hrefs, notrack, the
-bound), and `lines_fit` answers what splitting into lines answers."""
+bound), `lines_fit` answers what splitting into lines answers, and the builder's other fast
+paths (short fields, List-Unsubscribe, addresses, URLs, octet-level CRLF and HTML references)
+give what fold() and the full checks give."""
 
 from __future__ import annotations
 
@@ -10,15 +12,25 @@ import email.policy
 import random
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mailprime.domain.ids import CampaignId, ContactId, ListId
-from mailprime.marketing import link_rewriter
+from mailprime.marketing import link_rewriter, message_builder
 from mailprime.marketing.link_rewriter import SignedUnsubscribeLinks, TrackingLinks, rewrite_links
-from mailprime.marketing.message_builder import CampaignInfo, MessageBuilder, crlf, lines_fit
+from mailprime.marketing.message_builder import (
+    CampaignInfo,
+    HeaderError,
+    MessageBuilder,
+    ascii_html,
+    crlf,
+    crlf_octets,
+    lines_fit,
+)
 from mailprime.marketing.templates import Recipient, compile_template
-from mailprime.marketing.tokens import ClickToken, OpenToken, TokenSigner
+from mailprime.marketing.tokens import LinkToken, TokenSigner, TrackToken
+from mailprime.message.headers import fold
 
 SIGNER = TokenSigner([b"s" * 32])
 BASE = "https://m.a.test"
@@ -47,12 +59,12 @@ def test_the_post_render_hook_tracks_each_recipient_in_its_own_message() -> None
         built = builder.build(who)
         html = html_of(built.data)
         assert html == crlf(built.rendered.html)  # what the hook returned is what is sent
-        token = html.split(f'href="{BASE}/t/c/', 1)[1].split('"', 1)[0]
-        click = SIGNER.verify(token, ClickToken)
+        link, sent = html.split(f'href="{BASE}/t/c/', 1)[1].split('"', 1)[0].split("/")
+        click = SIGNER.verify(link, LinkToken)
         assert click is not None and click.url == f"https://shop.a.test/?a=1&b=R{n}"
-        assert click.subject.contact_id == n  # type: ignore[union-attr]
         pixel = html.split(f'src="{BASE}/t/o/', 1)[1].split(".gif", 1)[0]
-        opened = SIGNER.verify(pixel, OpenToken)
+        assert sent == pixel  # one recipient token per message, for the clicks and the pixel
+        opened = SIGNER.verify(pixel, TrackToken)
         assert opened is not None and opened.subject.contact_id == n  # type: ignore[union-attr]
         assert 'href="https://x.a.test/"' in html and f'href="{BASE}/u/' in html
         untracked = plain.build(who)
@@ -87,3 +99,75 @@ def test_lines_fit_answers_what_splitting_answers(pieces: list[tuple[int, str]],
     text = "".join(rnd.choice("ab ") * size + end for size, end in pieces)
     data = crlf(text).encode()
     assert lines_fit(data, limit) == (max(map(len, data.split(b"\r\n"))) <= limit)
+
+
+URL_CHARS = st.sampled_from(["a", "Z", "0", "/", "?", "=", "&", "-", "\t", " ", ",", "<", '"', "\x7f",
+                             "é", "\n"])
+
+
+@given(st.integers(0, 200), st.integers(0, 200), st.lists(URL_CHARS, max_size=3))
+def test_the_header_fast_paths_give_what_fold_and_the_checks_give(
+        url_size: int, mailto_size: int, extra: list[str]) -> None:
+    url = "https://m.test/u/" + "x" * url_size + "".join(extra)
+    mailto = "mailto:u@a.test?subject=" + "y" * mailto_size
+    try:
+        checked = message_builder._check_url(url, "https://")
+    except HeaderError:
+        # The slow path alone refuses: printable ASCII without " <>" passes the fast one.
+        assert any(c in url for c in ' <>"\x7f\né')
+        return
+    assert checked == url
+    value = f"<{url}>, <{mailto}>"
+    assert message_builder._list_unsubscribe(url, mailto) == fold("List-Unsubscribe", value)
+    assert message_builder._fold("To", value) == fold("To", value)
+    assert message_builder._fold("To", url[:60]) == fold("To", url[:60])
+
+
+@given(st.text(st.sampled_from(["a", " ", '"', "\\", "(", ".", "é", "\t", "\r", "@", "<", ","]),
+               max_size=12),
+       st.sampled_from(["bob@b.test", "bo b@b.test", "bob", "bö@b.test", "b\tb@b.test", "b;b@b.test"]))
+def test_the_address_fast_path_gives_what_the_checks_give(name: str, address: str) -> None:
+    def slow() -> tuple[str, bool]:
+        message_builder.header_value(name, "To name")
+        message_builder.header_value(address, "To address")
+        if "@" not in address or any(ch in address for ch in ' <>,;"'):
+            raise HeaderError("not an address")
+        if address.isascii():
+            return message_builder.formataddr((name, address), "utf-8"), False
+        if not name:
+            return address, True
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{quoted}" <{address}>', True
+
+    try:
+        expected = slow()
+    except HeaderError:
+        with pytest.raises(HeaderError):
+            message_builder._address(name, address, "To")
+        return
+    assert message_builder._address(name, address, "To") == expected
+
+
+@given(st.lists(st.sampled_from(["a", "\r", "\n", "é", "<style>", "</style>", "<SCRIPT x>",
+                                 "</script>", "\ud800", "·"]), max_size=20))
+def test_octet_helpers_give_what_the_str_helpers_give(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert crlf_octets(text.encode("utf-8", "surrogatepass")) == crlf(text).encode(
+        "utf-8", "surrogatepass")
+    if "\ud800" not in text:
+        assert message_builder._ascii_html_octets(text) == ascii_html(text).encode("utf-8")
+
+
+def test_an_overlong_header_line_is_still_refused() -> None:
+    links = SignedUnsubscribeLinks(SIGNER, BASE, CampaignId(3), ListId(1), "a.test")
+    builder = MessageBuilder(compile_template("Hello", HTML), CAMPAIGN, links)
+    with pytest.raises(HeaderError, match="longer than 998"):
+        builder.build(Recipient("r@b.test", "R" * 1200, {}, ContactId(1)))
+    builder.build(Recipient("r@b.test", "R" * 990, {}, ContactId(1)))  # folded: fits
+
+
+def test_the_buffered_random_octets_hand_out_each_octet_once() -> None:
+    octets = link_rewriter._RandomOctets(chunk=64)
+    got = [octets(7) for _ in range(40)] + [octets(100), octets(1)]
+    assert [len(g) for g in got] == [7] * 40 + [100, 1]
+    assert len(set(got[:40])) == 40  # 56 random bits each: a repeat would be a bug

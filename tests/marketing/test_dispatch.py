@@ -33,7 +33,7 @@ from mailprime.marketing.campaigns import CampaignRunner, resume_campaign, start
 from mailprime.marketing.dispatch import DispatchConfig, Dispatcher, DispatchError, TokenBucket
 from mailprime.marketing.guardrails import GuardrailPolicy
 from mailprime.marketing.templates import Recipient
-from mailprime.marketing.tokens import ClickToken, OpenToken, TokenSigner, UnsubscribeToken
+from mailprime.marketing.tokens import LinkToken, TokenSigner, TrackToken, UnsubscribeToken
 from mailprime.services.dkim_keys import DkimSigner
 from mailprime.storage.sql import SqlStore
 from tests.marketing.campaign_fixtures import BASE_URL, Seeded, seed
@@ -138,12 +138,14 @@ def test_campaign_reaches_each_confirmed_contact_once_signed_and_unsubscribable(
             assert token is not None and token.address == contact.email_key
             assert token.list_id == seeded.campaign.list_ids[0]
             html = next(p for p in msg.walk() if p.get_content_type() == "text/html").get_content()
-            clicks = [part.split('"', 1)[0] for part in html.split(f'href="{BASE_URL}/t/c/')[1:]]
-            targets = {t.url for c in clicks if (t := signer.verify(c, ClickToken)) is not None}
+            clicks = [part.split('"', 1)[0].split("/")
+                      for part in html.split(f'href="{BASE_URL}/t/c/')[1:]]
+            targets = {t.url for c, _ in clicks if (t := signer.verify(c, LinkToken)) is not None}
             assert targets == {"https://www.a.test/news?id=1&x=2", "https://shop.a.test/"}
             assert f'href="{https}"' in html  # the unsubscribe link is not a redirect
             pixel = html.split(f'src="{BASE_URL}/t/o/', 1)[1].split('.gif"', 1)[0]
-            opened = signer.verify(pixel, OpenToken)
+            assert {r for _, r in clicks} == {pixel}  # one recipient token for all its links
+            opened = signer.verify(pixel, TrackToken)
             assert opened is not None and opened.subject.contact_id == contact.id  # type: ignore[union-attr]
 
     asyncio.run(main())

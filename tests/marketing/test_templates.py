@@ -225,3 +225,27 @@ def test_a_step_budget_is_per_render() -> None:
 def test_preview_uses_a_placeholder_link() -> None:
     out = render_preview(compile_template("s", NEWSLETTER), ANN, postal_address="PO Box 1")
     assert "https://example.invalid/unsubscribe/preview" in out.html and "PO Box 1" in out.text
+
+
+def test_the_sandbox_dict_shortcut_gives_what_jinja_gives() -> None:
+    """MailSandbox.getattr subscripts a plain dict first for names that are no dict attribute:
+    the same answer as Jinja's getattr-then-subscript, for hits, misses and dict methods."""
+    from jinja2 import Undefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from mailprime.marketing.template_sandbox import make_environment
+
+    env = make_environment()
+
+    class Mapping(dict[str, object]):  # not a plain dict: Jinja's way
+        name = "class attribute"
+
+    for obj in ({"name": "N", "items": "I", "__class__": "C"}, {}, Mapping(name="key"), "text"):
+        for attribute in ("name", "items", "keys", "__class__", "missing", "upper"):
+            ours = env.getattr(obj, attribute)
+            jinja = ImmutableSandboxedEnvironment.getattr(env, obj, attribute)
+            if isinstance(jinja, Undefined):
+                assert type(ours) is type(jinja) and str(ours._undefined_hint) == str(
+                    jinja._undefined_hint)
+            else:
+                assert ours == jinja

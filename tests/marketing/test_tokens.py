@@ -13,10 +13,12 @@ from mailprime.marketing.tokens import (
     MAX_TOKEN,
     CampaignRecipient,
     ClickToken,
+    LinkToken,
     MessageRecipient,
     OpenToken,
     TokenError,
     TokenSigner,
+    TrackToken,
     UnsubscribeToken,
     check_url,
     key_id,
@@ -35,11 +37,15 @@ TOKENS = [
     ClickToken(MESSAGE, "http://example.org/"),
     UnsubscribeToken(CAMPAIGN, "bob@example.com", "news.example.com", ListId(3)),
     UnsubscribeToken(MESSAGE, "carol@example.org"),
+    TrackToken(CAMPAIGN),
+    TrackToken(MESSAGE),
+    LinkToken(CampaignId(7), "https://shop.example.com/p?id=1&utm=x#top"),
 ]
+AnyToken = OpenToken | ClickToken | UnsubscribeToken | TrackToken | LinkToken
 
 
 @pytest.mark.parametrize("token", TOKENS, ids=lambda t: type(t).__name__)
-def test_round_trip_and_url_safe(token: OpenToken | ClickToken | UnsubscribeToken) -> None:
+def test_round_trip_and_url_safe(token: AnyToken) -> None:
     signer = TokenSigner([KEY])
     text = signer.sign(token)
     assert set(text) <= set(ALPHABET) and "=" not in text
@@ -53,6 +59,13 @@ def test_a_token_is_only_good_for_its_purpose() -> None:
     assert signer.verify(opened, ClickToken) is None
     assert signer.verify(opened, UnsubscribeToken) is None
     assert signer.verify(click, OpenToken) is None
+    # The two halves of a two-part click link are neither each other nor the older kinds.
+    track = signer.sign(TrackToken(CAMPAIGN))
+    link = signer.sign(LinkToken(CampaignId(7), "https://example.com/"))
+    for text, wrong in ((track, OpenToken), (track, LinkToken), (track, ClickToken),
+                        (link, TrackToken), (link, ClickToken), (opened, TrackToken),
+                        (click, LinkToken)):
+        assert signer.verify(text, wrong) is None  # type: ignore[type-var]
 
 
 def test_another_secret_does_not_verify() -> None:
@@ -106,6 +119,8 @@ def test_click_targets_must_be_absolute_http_urls() -> None:
             check_url(bad)
         with pytest.raises(TokenError):
             TokenSigner([KEY]).sign(ClickToken(CAMPAIGN, bad))
+        with pytest.raises(TokenError):
+            TokenSigner([KEY]).sign(LinkToken(CampaignId(7), bad))
 
 
 def test_short_secrets_are_refused() -> None:
@@ -121,3 +136,31 @@ def test_ids_are_not_enumerable_the_tag_depends_on_every_field() -> None:
     b = signer.sign(OpenToken(CampaignRecipient(CampaignId(7), ContactId(2))))
     # Same length, different tags: knowing one link says nothing of the next contact's.
     assert len(a) == len(b) and a[-21:] != b[-21:]
+
+
+def test_signing_is_the_documented_hmac() -> None:
+    """sign() copies a keyed HMAC instead of keying one per token: the same tag as _tag."""
+    from mailprime.marketing import tokens
+
+    signer = TokenSigner([KEY, OLD_KEY])
+    for token in TOKENS:
+        text = signer.sign(token)
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        head = raw[:-tokens.TAG_OCTETS]
+        assert raw[-tokens.TAG_OCTETS:] == tokens._tag(KEY, head)
+        assert head[1:3] == key_id(KEY)
+
+
+def test_a_link_token_names_no_recipient_and_is_canonical() -> None:
+    signer = TokenSigner([KEY])
+    url = "https://shop.example.com/p?id=1"
+    a = signer.sign(LinkToken(CampaignId(7), url))
+    assert a == signer.sign(LinkToken(CampaignId(7), url))  # the same for every recipient
+    assert a != signer.sign(LinkToken(CampaignId(8), url))
+    raw = base64.urlsafe_b64decode(a + "=" * (-len(a) % 4))
+    # An unknown scope octet, signed with the right key, is still refused.
+    from mailprime.marketing import tokens
+
+    head = raw[:4] + b"\x02" + raw[5:-tokens.TAG_OCTETS]
+    forged = base64.urlsafe_b64encode(head + tokens._tag(KEY, head)).decode().rstrip("=")
+    assert signer.verify(forged, LinkToken) is None

@@ -195,3 +195,13 @@ def test_any_campaign_origin_round_trips_inside_noise(campaign: int, contact: in
 @given(st.text(alphabet=BASE32 + BASE32.upper(), min_size=TOKEN_LENGTH, max_size=TOKEN_LENGTH))
 def test_random_tokens_of_our_shape_do_not_verify(token: str) -> None:
     assert codec().verify(token) is None
+
+
+def test_the_token_text_is_rfc4648_base32_lower_cased() -> None:
+    import base64
+    import os
+
+    from mailprime.message import msgid_token
+
+    for raw in (bytes(30), b"\xff" * 30, *(os.urandom(30) for _ in range(200))):
+        assert msgid_token._b32_token(raw) == base64.b32encode(raw).decode("ascii").lower()

@@ -12,8 +12,10 @@ from mailprime.domain.mail import Acceptance, EnvelopeRecipient, EventKind
 from mailprime.marketing.tokens import (
     CampaignRecipient,
     ClickToken,
+    LinkToken,
     MessageRecipient,
     OpenToken,
+    TrackToken,
     UnsubscribeToken,
 )
 from mailprime.web.tracking import PIXEL
@@ -95,6 +97,51 @@ def test_click_redirects_only_where_the_token_says(tmp_path: Path) -> None:
             assert attrs["machine"] == "yes" and attrs["machine_reason"] == "scanner"
             assert all(e.queue_id == qid for e in await web.store.list_events(qid)
                        if e.kind is EventKind.CLICKED)
+
+    asyncio.run(scenario())
+
+
+def test_pixel_and_two_part_click_of_a_recipient_token(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with live_web(tmp_path) as web:
+            contact = await web.store.add_contact(ContactInput("ivy@g.example"))
+            sign = web.signer.sign
+            recipient = sign(TrackToken(CampaignRecipient(CampaignId(4), contact.id)))
+            target = "https://shop.example.com/p?id=7&utm_source=mail"
+            link = sign(LinkToken(CampaignId(4), target))
+            pixel = await web.client.get(f"/t/o/{recipient}.gif", headers=PERSON)
+            assert pixel.status_code == 200 and pixel.content == PIXEL
+            (opened,) = await events(web, EventKind.OPENED)
+            assert opened == ("ivy@g.example", {"campaign_id": "4", "contact_id": str(contact.id),
+                                                "machine": "no"})
+            went = await web.client.get(f"/t/c/{link}/{recipient}", headers=PERSON)
+            assert went.status_code == 302 and went.headers["location"] == target
+            assert "no-store" in went.headers["cache-control"]
+            extra = await web.client.get(f"/t/c/{link}/{recipient}?url=https://evil.example/",
+                                         headers=PERSON)
+            assert extra.headers["location"] == target
+            (clicked, _) = await events(web, EventKind.CLICKED)
+            assert clicked == ("ivy@g.example", {"campaign_id": "4", "contact_id": str(contact.id),
+                                                 "machine": "no", "url": target})
+            again = await web.client.get("/t/c/" + link + "/" + recipient)
+            assert again.status_code == 302
+            # Refused (404, nothing recorded): the halves swapped or of the wrong kind, a forged
+            # half, another campaign's recipient token, a message send's, an open token.
+            other_campaign = sign(TrackToken(CampaignRecipient(CampaignId(5), contact.id)))
+            queued_send = sign(TrackToken(MessageRecipient(QueueId("0ZC1F4XKSNT6B7D8G9"), 1)))
+            old_open = sign(OpenToken(CampaignRecipient(CampaignId(4), contact.id)))
+            for bad in (f"{recipient}/{link}", f"{link}/{link}", f"{recipient}/{recipient}",
+                        f"{link[:-3]}xyz/{recipient}", f"{link}/{recipient[:-3]}xyz",
+                        f"{link}/{other_campaign}", f"{link}/{queued_send}", f"{link}/{old_open}"):
+                refused = await web.client.get(f"/t/c/{bad}", headers=PERSON)
+                assert refused.status_code == 404 and "location" not in refused.headers
+            assert len(await events(web, EventKind.CLICKED)) == 3
+            # A link token alone is no click, and a recipient token alone no redirect.
+            assert (await web.client.get(f"/t/c/{link}")).status_code == 404
+            assert (await web.client.get(f"/t/c/{recipient}")).status_code == 404
+            # A link token is no pixel: the same GIF, nothing recorded.
+            assert (await web.client.get(f"/t/o/{link}.gif")).content == PIXEL
+            assert len(await events(web, EventKind.OPENED)) == 1
 
     asyncio.run(scenario())
 

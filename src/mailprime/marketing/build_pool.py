@@ -43,6 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -197,8 +198,11 @@ class BuildPool:
     def __init__(self, processes: int) -> None:
         self.processes = max(1, processes)
         self._executor: ProcessPoolExecutor | None = None
+        self._closed = False
 
     def _pool(self) -> ProcessPoolExecutor:
+        if self._closed:  # never started again behind the owner's back, left unclosed
+            raise BrokenProcessPool("the build pool was closed")
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
                 self.processes, mp_context=multiprocessing.get_context("spawn"),
@@ -245,6 +249,7 @@ class BuildPool:
         return cpu, peak
 
     def close(self) -> None:
+        self._closed = True
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None

@@ -310,13 +310,17 @@ class Dispatcher:
                                                 or len(recipients) >= POOL_MIN):
             if self._builders is None:
                 self._builders = BuildPool(self.config.build_processes)
+            # This pool, whatever the other batch being made does to self._builders meanwhile
+            # (closing a broken one) while we wait.
+            pool = self._builders
             keys = await self.signer.key_material(p.spec.info.sending_domain)
             spec = p.spec if keys == p.spec.dkim else replace(p.spec, dkim=keys)
             p.spec = spec  # a key change since the last batch is signed with from now on
             try:
-                return await self._builders.build(spec, recipients)
+                return await pool.build(spec, recipients)
             except BrokenProcessPool as exc:
-                self._close_builders()  # the next run starts a fresh pool
+                if self._builders is pool:
+                    self._close_builders()  # the next batch or run starts a fresh pool
                 raise StorageError(f"campaign {p.campaign.name!r}: a message-building worker "
                                    f"process died ({exc}); the batch is retried") from exc
         return await self._messages_here(p, recipients)

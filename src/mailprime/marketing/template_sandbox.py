@@ -208,10 +208,27 @@ def _check_str_method(obj: Any, args: tuple[Any, ...]) -> None:
         _check_size(sum(_length(i) for i in items) + len(owner) * len(items), "join()")
 
 
+# What getattr() finds on a plain dict: its methods and the object dunders.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
 class MailSandbox(ImmutableSandboxedEnvironment):
     """The sandbox with the step and size checks described in the module doc."""
 
     intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # `attributes.city`, `list.name`: Jinja tries getattr(), which on a dict raises
+        # AttributeError for any name that is not a dict attribute (an exception per field, a
+        # tenth of a render), then subscripts. For a plain dict and such a name, subscripting
+        # first gives the same value; anything else takes Jinja's way (a missing key too, for
+        # its Undefined).
+        if type(obj) is dict and type(attribute) is str and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _step()

@@ -162,7 +162,11 @@ class RenderError(DomainError):
 
 def _template(source: str, part: str) -> Template:
     code = compile_code(_ENV, source, part)
-    return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
+    # The globals as a plain dict, not make_globals' ChainMap over the environment's: each
+    # render's new_context copies them and takes their keys, which on a ChainMap runs Python
+    # code (a third of a short part's render). The environment's globals are set once, in
+    # make_environment, so a copy taken now is what the ChainMap would show.
+    return _ENV.template_class.from_code(_ENV, code, dict(_ENV.make_globals(None)), None)
 
 
 def _parse(source: str, part: str, problems: list[TemplateProblem]) -> nodes.Template | None:

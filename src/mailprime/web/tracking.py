@@ -1,9 +1,13 @@
-"""The open pixel (`GET /t/o/{token}.gif`) and the click redirect (`GET /t/c/{token}`).
+"""The open pixel (`GET /t/o/{token}.gif`) and the click redirect (`GET /t/c/{link}/{recipient}`,
+and `GET /t/c/{token}` of mail sent before that form).
 
 Theory of operation. A token (marketing.tokens) names the send: a campaign's contact, or a
-queued message's recipient row. A valid pixel token records an OPENED event, a valid click token
-a CLICKED event and a 302 to the URL the token signs, and nothing else: the target is never
-taken from the request, so the endpoint cannot be made an open redirect. Each event says
+queued message's recipient row. A valid pixel token (a TrackToken, or an OpenToken of older
+mail) records an OPENED event. A click is a LinkToken (the campaign and the target, the same in
+every recipient's message) and the recipient's TrackToken, which must name the same campaign;
+older mail has one ClickToken (send and target). A valid click records a CLICKED event and
+answers a 302 to the URL the link token signs, and nothing else: the target is never taken
+from the request, so the endpoint cannot be made an open redirect. Each event says
 whether a machine fetched it (marketing.machine_opens: privacy proxies and scanners) with
 `machine=yes` and the reason; only fetches by people move the contact's last-opened and
 last-clicked times (what engagement segments read), while the events keep everything.
@@ -31,8 +35,10 @@ from mailprime.marketing.tokens import (
     MAX_TOKEN,
     CampaignRecipient,
     ClickToken,
+    LinkToken,
     OpenToken,
     Subject,
+    TrackToken,
 )
 from mailprime.marketing.unsubscribe import subject_attrs, subject_queue  # the UNSUBSCRIBED ids too
 from mailprime.web.deps import WebDeps
@@ -87,7 +93,8 @@ async def _record(request: Request, kind: EventKind, subject: Subject,
 @router.get("/t/o/{token}.gif")
 async def open_pixel(request: Request, token: TokenPath) -> Response:
     deps: WebDeps = request.app.state.deps
-    parsed = deps.signer.verify(token, OpenToken)
+    # verify() refuses another purpose before its HMAC: trying both kinds costs one.
+    parsed = deps.signer.verify(token, TrackToken) or deps.signer.verify(token, OpenToken)
     if parsed is not None:
         await _record(request, EventKind.OPENED, parsed.subject)
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
@@ -101,6 +108,20 @@ async def click(request: Request, token: TokenPath) -> Response:
         return problem_response(404, "this link is not valid", request=request, headers=NO_STORE)
     await _record(request, EventKind.CLICKED, parsed.subject, (("url", parsed.url),))
     return RedirectResponse(parsed.url, status_code=302, headers=NO_STORE)
+
+
+@router.get("/t/c/{link}/{recipient}")
+async def tracked_click(request: Request, link: TokenPath, recipient: TokenPath) -> Response:
+    deps: WebDeps = request.app.state.deps
+    target = deps.signer.verify(link, LinkToken)
+    sent = deps.signer.verify(recipient, TrackToken) if target is not None else None
+    if target is None or sent is None or not isinstance(sent.subject, CampaignRecipient) \
+            or sent.subject.campaign_id != target.campaign_id:
+        # A recipient token of another campaign would credit this click to a send that never
+        # had the link: refused like a forged token.
+        return problem_response(404, "this link is not valid", request=request, headers=NO_STORE)
+    await _record(request, EventKind.CLICKED, sent.subject, (("url", target.url),))
+    return RedirectResponse(target.url, status_code=302, headers=NO_STORE)
 
 
 __all__ = ["PIXEL", "router", "who"]
