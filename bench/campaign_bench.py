@@ -8,9 +8,10 @@ What runs, in three processes so that each figure is its own:
    sending domain, N confirmed contacts of a double opt-in list with a name and two attributes,
    the ~9 KB newsletter of bench.campaign_render as the template, and a campaign to the list
    with open and click tracking on, no rate limit.
-2. campaign (a child): opens the store as the server does, starts the campaign (pre-flight,
-   untimed) and runs the server's Dispatcher on it to the end; the timed part is that run
-   alone: gate, render, tracking links, MIME build, DKIM signature, send rows, durable accept.
+2. campaign (a child, on uvloop as the server where it is installed): opens the store as the
+   server does, starts the campaign (pre-flight, untimed) and runs the server's Dispatcher on
+   it to the end; the timed part is that run alone: gate, render, tracking links, MIME
+   build, DKIM signature, send rows, durable accept.
    No delivery worker runs (the messages stay queued). Rendering and signing run in the
    dispatcher's build worker processes (`[marketing] build_processes`, one per core by
    default; marketing.build_pool), as in the server. The child reads its own peak RSS (VmHWM
@@ -44,8 +45,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CONTACTS = 100_000
 OPENSSL_SECONDS = 5
@@ -194,6 +197,15 @@ async def _campaign(config: Path, campaign_id: int) -> dict[str, object]:
             "workers": processes_for(m.build_processes), "workers_cpu_seconds": workers_cpu}
 
 
+def _server_loop_run() -> Callable[[Coroutine[Any, Any, dict[str, object]]], dict[str, object]]:
+    """uvloop.run where it is installed, as the server runs (runtime._run_process)."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def _child_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.campaign_bench --child")
     p.add_argument("--child", choices=("seed", "campaign"), required=True)
@@ -204,7 +216,7 @@ def _child_main(argv: list[str]) -> None:
     if args.child == "seed":
         result = asyncio.run(_seed(args.config, args.contacts))
     else:
-        result = asyncio.run(_campaign(args.config, args.campaign_id))
+        result = _server_loop_run()(_campaign(args.config, args.campaign_id))
     print(json.dumps(result), flush=True)
 
 
