@@ -416,8 +416,9 @@ class MarketingSettings:
     dispatch_poll_seconds: float = 5.0
     dispatch_lease_seconds: float = 60.0
     # Worker processes that build and DKIM-sign campaign messages (marketing.build_pool), used
-    # for batches of 100 or more: 0 one per core (none on a one-core machine), -1 none (the
-    # dispatching process builds, and signs on threads), N that many.
+    # for batches of 100 or more: 0 one per core (none on a one-core machine) divided among the
+    # [server] workers processes, -1 none (the dispatching process builds, and signs on
+    # threads), N that many per server process.
     build_processes: int = 0
 
     def check(self) -> None:

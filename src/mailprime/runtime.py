@@ -450,25 +450,41 @@ def _campaign_runner(settings: Settings, store: Store, clock: SystemClock, dkim:
     m.check()  # again: environment overrides were applied after the section was built
 
     def build() -> CampaignRunner:
-        from mailprime.marketing.build_pool import processes_for  # noqa: PLC0415 (see above)
+        from mailprime.marketing.build_pool import BuildPool, processes_for  # noqa: PLC0415
         from mailprime.marketing.campaigns import CampaignRunner  # noqa: PLC0415
         from mailprime.marketing.dispatch import DispatchConfig, Dispatcher  # noqa: PLC0415
         from mailprime.marketing.guardrails import GuardrailPolicy  # noqa: PLC0415
         from mailprime.marketing.tokens import TokenSigner  # noqa: PLC0415
 
         tokens = TokenSigner(keys)
+        processes = build_processes(m.build_processes, settings.server.workers, processes_for)
+        # One pool for this process's dispatchers, whatever number of campaigns they send.
+        pool = BuildPool(processes) if processes else None
         config = DispatchConfig(
             base_url=settings.http.base_url, owner=f"{settings.server.hostname}:{os.getpid()}",
             batch_size=m.dispatch_batch, lease_seconds=m.dispatch_lease_seconds,
             guardrails=GuardrailPolicy(min_sample=m.guardrail_min_sample,
                                        max_hard_bounce_rate=m.max_hard_bounce_rate,
                                        max_complaint_rate=m.max_complaint_rate),
-            build_processes=processes_for(m.build_processes))
+            build_processes=processes)
         return CampaignRunner(
-            store, lambda: Dispatcher(store, dkim, tokens, config, clock=clock, on_queued=wake),
-            clock=clock, poll_seconds=m.dispatch_poll_seconds)
+            store, lambda: Dispatcher(store, dkim, tokens, config, clock=clock, on_queued=wake,
+                                      builders=pool),
+            clock=clock, poll_seconds=m.dispatch_poll_seconds,
+            on_stop=pool.close if pool is not None else None)
 
     return build
+
+
+def build_processes(setting: int, serve_workers: int,
+                    processes_for: Callable[[int], int]) -> int:
+    """Build worker processes for one serve process: `[marketing] build_processes` as
+    processes_for reads it, and for the default (0: one per core) the machine's cores shared
+    among the `[server] workers` serve processes, each of which runs its own dispatchers."""
+    processes = processes_for(setting)
+    if setting == 0 and processes:
+        processes = max(1, processes // max(1, serve_workers or os.cpu_count() or 1))
+    return processes
 
 
 async def _run_campaigns(server: Server, make_runner: Callable[[], CampaignRunner]) -> None:

@@ -1,12 +1,14 @@
 """Campaign messages built and signed in worker processes (marketing.build_pool): a campaign
 dispatched through real worker processes reaches everyone once with a valid signature and
 personal content; a recipient's template or header error comes back as the same exception as
-in process; a dead worker fails the batch (nothing written) and a fresh run completes it; and
-workers whose dispatcher is killed with SIGKILL exit by themselves."""
+in process; a dead worker is replaced and its batch built again, a batch that kills its
+workers every time pauses the campaign with nothing written, workers ignore the group's SIGINT
+and SIGTERM; and workers whose dispatcher is killed with SIGKILL exit by themselves."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import json
@@ -14,18 +16,24 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from mailprime.domain.campaigns import CampaignStatus
+from mailprime.domain.clock import SystemClock
 from mailprime.domain.errors import StorageError
 from mailprime.domain.ids import CampaignId, ContactId, ListId
 from mailprime.marketing.build_pool import BuildPool, BuildSpec, build_chunk, processes_for
+from mailprime.marketing.dispatch import DispatchConfig, Dispatcher, DispatchError
 from mailprime.marketing.message_builder import CampaignInfo, HeaderError
 from mailprime.marketing.templates import Recipient, RenderError
+from mailprime.marketing.tokens import TokenSigner
 from mailprime.message.dkim import DkimAlgorithm, generate_private_key, load_private_key, public_key_record
+from mailprime.runtime import build_processes
+from mailprime.services.dkim_keys import DkimSigner
 from tests.marketing.campaign_fixtures import BASE_URL, seed
 from tests.marketing.test_dispatch import (
     SECRET,
@@ -111,31 +119,92 @@ def test_the_signature_verifies_against_the_key_the_spec_carries() -> None:
     assert [v.result for v in dkimpy_verify(data, {"s1._domainkey.a.test": record})] == ["pass"]
 
 
-def test_a_dead_worker_fails_the_batch_and_a_new_run_completes_it(tmp_path: Path) -> None:
+def test_a_dead_worker_is_replaced_and_its_batch_built_again(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with sqlite(tmp_path).open() as store:
+            seeded = await seed(store, confirmed=150)
+            await started(store, seeded)
+            shared = BuildPool(1)  # the server's pool, shared by its dispatchers
+            try:
+                # Started, then its worker killed, as the OOM killer would.
+                await shared.build(spec(), [Recipient("a@b.test", "A", {"n": 1})])
+                [pid] = shared.pids()
+                os.kill(pid, signal.SIGKILL)
+                while _alive(pid):
+                    await asyncio.sleep(0.05)
+                d = Dispatcher(store, DkimSigner(store, SystemClock()), TokenSigner([SECRET]),
+                               DispatchConfig(base_url=BASE_URL, batch_size=100,
+                                              build_processes=1),
+                               clock=SystemClock(), builders=shared)
+                assert await d.run(seeded.campaign.id) is CampaignStatus.SENT
+                got = await queue_by_address(store)
+                assert set(got) == set(seeded.confirmed) and set(got.values()) == {1}
+                assert shared.pids() and pid not in shared.pids()  # fresh, and not closed
+            finally:
+                shared.close()
+
+    asyncio.run(main())
+
+
+def test_a_batch_whose_workers_die_every_time_pauses_the_campaign(tmp_path: Path) -> None:
     async def main() -> None:
         async with sqlite(tmp_path).open() as store:
             seeded = await seed(store, confirmed=150)
             await started(store, seeded)
             d = dispatcher(store, batch_size=100, build_processes=1)
-            # The dispatcher's pool, started and then its worker killed, as the OOM killer would.
-            d._builders = BuildPool(1)
-            await d._builders.build(spec(), [Recipient("a@b.test", "A", {"n": 1})])
-            [pid] = d._builders.pids()
-            os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
-                await asyncio.sleep(0.05)
-            with pytest.raises(StorageError, match="worker process died"):
-                await d.run(seeded.campaign.id)
+            stop = threading.Event()
+
+            def kill_every_worker() -> None:  # as a contact whose message crashes its worker
+                while not stop.is_set():
+                    for pid in d._builders.pids() if d._builders is not None else []:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                    time.sleep(0.01)
+
+            killer = threading.Thread(target=kill_every_worker)
+            killer.start()
+            try:
+                with pytest.raises(DispatchError, match="died 2 times on the same batch"):
+                    await d.run(seeded.campaign.id)
+            finally:
+                stop.set()
+                killer.join()
             counters = await store.campaign_counters(seeded.campaign.id)
-            # The failed batch has nothing written. With two batches made at once, the other
-            # may have gone to a fresh pool first and been written whole: never a part.
-            assert counters.pending == 0 and counters.queued in (0, 100)
-            again = dispatcher(store, batch_size=100, build_processes=1)
-            assert await again.run(seeded.campaign.id) is CampaignStatus.SENT
-            got = await queue_by_address(store)
-            assert set(got) == set(seeded.confirmed) and set(got.values()) == {1}
+            assert (counters.queued, counters.pending) == (0, 0)  # nothing of it written
 
     asyncio.run(main())
+
+
+def test_workers_leave_sigint_and_sigterm_to_the_dispatcher() -> None:
+    async def main() -> None:
+        pool = BuildPool(1)
+        try:
+            await pool.build(spec(), [Recipient("a@b.test", "A", {"n": 1})])
+            [pid] = pool.pids()
+            os.kill(pid, signal.SIGINT)  # a Ctrl-C or a service manager's stop to the group
+            os.kill(pid, signal.SIGTERM)
+            made = await pool.build(spec(), [Recipient("b@b.test", "B", {"n": 1})])
+            assert isinstance(made[0], tuple) and pool.pids() == [pid]
+        finally:
+            pool.close()
+        with pytest.raises(StorageError, match="stopped"):  # closed: never started again
+            await pool.build(spec(), [Recipient("c@b.test", "C", {"n": 1})])
+
+    asyncio.run(main())
+
+
+def test_secrets_stay_out_of_the_spec_repr() -> None:
+    pem = generate_private_key(DkimAlgorithm.ED25519_SHA256)
+    made = spec(pem=pem)
+    assert "PRIVATE KEY" not in repr(made) and repr(SECRET) not in repr(made)
+    assert made.key != spec().key  # another key: another spec in a worker's cache
+
+
+def test_server_processes_share_the_cores() -> None:
+    assert build_processes(0, 2, lambda _s: 8) == 4
+    assert build_processes(0, 16, lambda _s: 8) == 1
+    assert build_processes(3, 4, lambda s: s) == 3  # an explicit number is per process
+    assert build_processes(-1, 1, lambda _s: 0) == 0
 
 
 _ORPHAN = """

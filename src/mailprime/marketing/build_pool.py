@@ -39,15 +39,17 @@ import asyncio
 import hashlib
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from mailprime.domain.errors import StorageError
 from mailprime.domain.ids import ContactId, ListId
 from mailprime.marketing.link_rewriter import SignedUnsubscribeLinks, TrackingLinks
 from mailprime.marketing.message_builder import CampaignInfo, HeaderError, MessageBuilder
@@ -81,17 +83,19 @@ class BuildSpec:
     text: str | None
     info: CampaignInfo
     base_url: str
-    link_secrets: tuple[bytes, ...]  # TokenSigner's keys, newest first
+    link_secrets: tuple[bytes, ...] = field(repr=False)  # TokenSigner's keys, newest first
     list_id: ListId | None  # the list an unsubscribe leaves (None: all marketing mail)
     clicks: bool
     opens: bool
     # (domain, selector, PEM) of the From domain's active DKIM keys, as DkimSigner loaded them.
-    dkim: tuple[tuple[str, str, str], ...] = ()
+    # Kept out of repr: a spec in a log line must not show private keys or link secrets.
+    dkim: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
 
     @property
     def key(self) -> str:
-        """Names the spec in a worker's cache: a digest of all of it (keys and links too)."""
-        digest = hashlib.sha256(repr(self).encode("utf-8", "surrogatepass"))
+        """Names the spec in a worker's cache: a digest of all of it, secrets and keys too."""
+        digest = hashlib.sha256(repr((repr(self), self.link_secrets, self.dkim))
+                                .encode("utf-8", "surrogatepass"))
         return digest.hexdigest()
 
     def builder(self, tokens: TokenSigner, *,
@@ -120,8 +124,13 @@ class BuildSpec:
 _compiled: dict[str, tuple[MessageBuilder, dict[str, tuple[SigningKey, ...]]]] = {}
 
 
-def _watch_parent(parent: int) -> None:
-    """Worker start-up: exit when the parent is gone (see the module doc)."""
+def _start_worker(parent: int) -> None:
+    """Worker start-up: exit when the parent is gone (see the module doc), and leave SIGINT and
+    SIGTERM to the parent. A Ctrl-C in the terminal or a service manager's stop signals the
+    whole process group; the dispatcher's graceful stop ends the workers itself (pool
+    shutdown), and a worker that died of the signal first would fail the batch in flight."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -202,22 +211,30 @@ class BuildPool:
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._closed:  # never started again behind the owner's back, left unclosed
-            raise BrokenProcessPool("the build pool was closed")
+            raise StorageError("the message-building processes are stopped (the server is "
+                               "stopping); the batch is retried at the next run")
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
                 self.processes, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_watch_parent, initargs=(os.getpid(),))
+                initializer=_start_worker, initargs=(os.getpid(),))
         return self._executor
 
     async def build(self, spec: BuildSpec, recipients: Sequence[Recipient]) -> list[Built]:
-        """The recipients' signed messages (or errors), in order."""
+        """The recipients' signed messages (or errors), in order. BrokenProcessPool when a
+        worker died: the pool then starts fresh workers for the next call."""
         loop = asyncio.get_running_loop()
         pool = self._pool()
-        jobs = [loop.run_in_executor(pool, build_chunk, spec,
-                                     [_travelling(r) for r in recipients[at:at + CHUNK]])
-                for at in range(0, len(recipients), CHUNK)]
+        jobs: list[asyncio.Future[list[Outcome]]] = []
         try:
+            for at in range(0, len(recipients), CHUNK):
+                jobs.append(loop.run_in_executor(
+                    pool, build_chunk, spec, [_travelling(r) for r in recipients[at:at + CHUNK]]))
             done = await asyncio.gather(*jobs)
+        except BrokenProcessPool:
+            if self._executor is pool:  # not replaced by another caller meanwhile
+                self._executor = None
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
         finally:
             for job in jobs:  # cancelled or failed: the jobs not started are dropped
                 job.cancel()

@@ -179,8 +179,11 @@ class CampaignRunner:
     """The server's campaign task (see the module doc)."""
 
     def __init__(self, store: Store, make_dispatcher: Callable[[], Dispatcher], *, clock: Clock,
-                 poll_seconds: float = 5.0, sleep: Sleep = asyncio.sleep) -> None:
+                 poll_seconds: float = 5.0, sleep: Sleep = asyncio.sleep,
+                 on_stop: Callable[[], None] | None = None) -> None:
+        """`on_stop`: what `stop` ends once the dispatchers have (the server's build pool)."""
         self.store = store
+        self._on_stop = on_stop
         self._make = make_dispatcher
         self.clock = clock
         self.poll_seconds = poll_seconds
@@ -245,6 +248,8 @@ class CampaignRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._on_stop is not None:
+            self._on_stop()
 
 
 __all__ = [

@@ -116,6 +116,7 @@ SIGN_CHUNK = 32  # messages one signing job takes: few enough jobs, small enough
 # Recipients from which a batch goes to the worker processes (when configured): below, starting
 # processes (~0.5 s) costs more than it saves.
 POOL_MIN = 100
+BUILD_ATTEMPTS = 2  # tries of a batch whose build worker died, before the campaign pauses
 
 Update = tuple[ContactId, SendStatus, str, str]  # a settle_sends entry
 
@@ -226,7 +227,11 @@ def _finish_all(items: list[tuple[int, Callable[[], bytes]]]) -> list[tuple[int,
 class Dispatcher:
     def __init__(self, store: Store, signer: MessageSigner, tokens: TokenSigner,
                  config: DispatchConfig, *, clock: Clock, monotonic: Monotonic = time.monotonic,
-                 sleep: Sleep = asyncio.sleep, on_queued: Callable[[], None] | None = None) -> None:
+                 sleep: Sleep = asyncio.sleep, on_queued: Callable[[], None] | None = None,
+                 builders: BuildPool | None = None) -> None:
+        """`builders`: a pool shared with other dispatchers (the server's, closed by its
+        owner); without one, a pool of `config.build_processes` is started when needed and
+        closed at the end of each run."""
         self.store = store
         self.signer = signer
         self.tokens = tokens
@@ -238,7 +243,8 @@ class Dispatcher:
         self._on_queued = on_queued
         self._last_guard = float("-inf")
         self._pool: ThreadPoolExecutor | None = None
-        self._builders: BuildPool | None = None
+        self._builders: BuildPool | None = builders
+        self._owns_builders = builders is None
         # The build workers' CPU and peak resident sets added up (kB), read as their pool
         # closes: the campaign bench counts them with this process's own.
         self.builders_cpu_seconds = 0.0
@@ -310,19 +316,22 @@ class Dispatcher:
                                                 or len(recipients) >= POOL_MIN):
             if self._builders is None:
                 self._builders = BuildPool(self.config.build_processes)
-            # This pool, whatever the other batch being made does to self._builders meanwhile
-            # (closing a broken one) while we wait.
-            pool = self._builders
             keys = await self.signer.key_material(p.spec.info.sending_domain)
             spec = p.spec if keys == p.spec.dkim else replace(p.spec, dkim=keys)
             p.spec = spec  # a key change since the last batch is signed with from now on
-            try:
-                return await pool.build(spec, recipients)
-            except BrokenProcessPool as exc:
-                if self._builders is pool:
-                    self._close_builders()  # the next batch or run starts a fresh pool
-                raise StorageError(f"campaign {p.campaign.name!r}: a message-building worker "
-                                   f"process died ({exc}); the batch is retried") from exc
+            for attempt in range(BUILD_ATTEMPTS):
+                try:
+                    return await self._builders.build(spec, recipients)
+                except BrokenProcessPool as exc:
+                    # A worker died (killed, out of memory); the pool starts fresh ones. Once
+                    # more; a batch that kills its workers every time pauses the campaign
+                    # (DispatchError) rather than being retried at every poll for ever.
+                    emit(log, f"campaign {p.campaign.id}", logging.WARNING,
+                         status="build worker died", attempt=attempt + 1, reason=str(exc))
+            raise DispatchError(f"campaign {p.campaign.name!r}: a message-building worker "
+                                f"process died {BUILD_ATTEMPTS} times on the same batch of "
+                                f"{len(recipients)} contacts (after contact "
+                                f"{recipients[0].contact_id}); nothing of it was queued")
         return await self._messages_here(p, recipients)
 
     async def _messages_here(self, p: _Prepared, recipients: Sequence[Recipient]
@@ -381,7 +390,7 @@ class Dispatcher:
         self._close_builders()
 
     def _close_builders(self) -> None:
-        if self._builders is not None:
+        if self._builders is not None and self._owns_builders:
             cpu, peak = self._builders.usage()
             self.builders_cpu_seconds += cpu
             self.builders_peak_rss_kb = max(self.builders_peak_rss_kb, peak)
@@ -431,7 +440,9 @@ class Dispatcher:
         # Batches being made, in audience order: one, or two with worker processes, so that
         # they always have the next batch's jobs queued while this process writes.
         making: collections.deque[asyncio.Task[_Batch]] = collections.deque()
-        ahead = 2 if self.config.build_processes > 0 else 1
+        # Not for a rate-limited campaign: its batch is ~10 s of sending, and a batch made two
+        # ahead would ask the gate ~20 s before its accepts.
+        ahead = 2 if self.config.build_processes > 0 and p.bucket.per_second <= 0 else 1
         read_to, exhausted = cursor, False
         state = S.SENDING
         try:
@@ -469,8 +480,9 @@ class Dispatcher:
             # Batches made ahead and not written are dropped (nothing of them is stored).
             await _reap(list(making))
             # A failure while the next batch was made: the batch being written is finished
-            # (rather than left pending), and never left running behind the caller.
-            if writing is not None and not writing.done():
+            # (rather than left pending), and never left running behind the caller; an error
+            # of its own is retrieved (the first error is the one raised).
+            if writing is not None:
                 await asyncio.gather(writing, return_exceptions=True)
 
     def _batch_size(self, p: _Prepared) -> int:
