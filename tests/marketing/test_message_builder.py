@@ -11,6 +11,7 @@ import hmac
 import html as html_lib
 import re
 from datetime import UTC, datetime
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 
 import pytest
@@ -148,6 +149,20 @@ def test_non_ascii_subject_names_and_list() -> None:
     assert "Hauptstra&#223;e" in html.get_content()  # a character reference: the part is 7bit
     assert html["Content-Transfer-Encoding"] == "7bit"
     assert html_lib.unescape(html.get_content()) == html_lib.unescape(crlf(built.rendered.html))
+
+
+def test_a_long_non_ascii_name_is_several_encoded_words_of_at_most_75() -> None:
+    name = "Jürgen-Änne Groß-Müller von Überlingen " * 3 + "日本語の名前" * 6
+    built = builder().build(Recipient("bob@b.test", name))
+    head = built.data.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    to = re.search(r"^To:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*", head, re.MULTILINE)
+    assert to is not None
+    words = re.findall(r"=\?utf-8\?[bq]\?[^?]*\?=", to.group(), re.IGNORECASE)
+    assert len(words) > 1 and all(len(w) <= 75 for w in words)  # RFC 2047 2
+    assert all(len(line) <= 78 for line in to.group().split("\r\n"))  # folded (RFC 5322 2.1.1)
+    value = to.group()[len("To: "):].replace("\r\n", "")
+    assert str(make_header(decode_header(value.rsplit(" <", 1)[0]))) == name.strip()
+    assert value.endswith("<bob@b.test>")
 
 
 def test_non_ascii_in_style_keeps_the_html_as_it_is() -> None:

@@ -152,7 +152,12 @@ def _address(name: str, address: str, what: str) -> tuple[str, bool]:
     if "@" not in address or any(ch in address for ch in " <>,;\""):
         raise HeaderError(f"{what} address {address!r} is not an address")
     if address.isascii():
-        return formataddr((name, address), "utf-8"), False
+        if name.isascii():
+            return formataddr((name, address), "utf-8"), False
+        # RFC 2047 2: an encoded-word is at most 75 characters, so a long name is several,
+        # separated by spaces (which decoders drop between encoded-words, 6.2); formataddr
+        # would write one of any length.
+        return f"{Header(name, 'utf-8').encode(maxlinelen=75, linesep=' ')} <{address}>", False
     # RFC 6532: with SMTPUTF8 the field is raw UTF-8; the name is a quoted-string.
     if not name:
         return address, True
