@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import fcntl
 import json
 import os
 import signal
@@ -26,7 +27,7 @@ from mailprime.domain.campaigns import CampaignStatus
 from mailprime.domain.clock import SystemClock
 from mailprime.domain.errors import StorageError
 from mailprime.domain.ids import CampaignId, ContactId, ListId
-from mailprime.marketing.build_pool import BuildPool, BuildSpec, build_chunk, processes_for
+from mailprime.marketing.build_pool import RESULT_PIPE_SIZE, BuildPool, BuildSpec, build_chunk, processes_for
 from mailprime.marketing.dispatch import DispatchConfig, Dispatcher, DispatchError
 from mailprime.marketing.message_builder import CampaignInfo, HeaderError
 from mailprime.marketing.templates import Recipient, RenderError
@@ -258,3 +259,15 @@ def test_build_processes_setting() -> None:
     assert processes_for(3) == 3
     cores = len(os.sched_getaffinity(0))
     assert processes_for(0) == (cores if cores > 1 else 0)
+
+
+def test_the_result_pipe_is_widened_where_the_kernel_allows() -> None:
+    pool = BuildPool(1)
+    try:
+        executor = pool._pool()
+        reader = executor._result_queue._reader  # type: ignore[attr-defined]
+        allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        size = fcntl.fcntl(reader.fileno(), fcntl.F_GETPIPE_SZ)
+        assert size == RESULT_PIPE_SIZE or (allowed < RESULT_PIPE_SIZE and os.geteuid() != 0)
+    finally:
+        pool.close()
