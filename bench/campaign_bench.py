@@ -45,10 +45,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 CONTACTS = 100_000
 OPENSSL_SECONDS = 5
@@ -171,6 +169,7 @@ async def _campaign(config: Path, campaign_id: int) -> dict[str, object]:
     try:
         clock = SystemClock()
         m = settings.marketing
+        workers = processes_for(m.build_processes)
         tokens = TokenSigner(verp_key.load_or_create(settings.http.secret_path(settings.data_path)))
         dispatcher = Dispatcher(store, DkimSigner(store, clock), tokens, DispatchConfig(
             base_url=settings.http.base_url, owner=f"bench:{os.getpid()}",
@@ -178,7 +177,7 @@ async def _campaign(config: Path, campaign_id: int) -> dict[str, object]:
             guardrails=GuardrailPolicy(min_sample=m.guardrail_min_sample,
                                        max_hard_bounce_rate=m.max_hard_bounce_rate,
                                        max_complaint_rate=m.max_complaint_rate),
-            build_processes=processes_for(m.build_processes)), clock=clock)
+            build_processes=workers), clock=clock)
         campaign = await store.get_campaign(CampaignId(campaign_id))
         assert campaign is not None
         await start_campaign(store, campaign, base_url=settings.http.base_url, now=clock.now())
@@ -194,16 +193,7 @@ async def _campaign(config: Path, campaign_id: int) -> dict[str, object]:
     finally:
         await store.close()
     return {"seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": peak,
-            "workers": processes_for(m.build_processes), "workers_cpu_seconds": workers_cpu}
-
-
-def _server_loop_run() -> Callable[[Coroutine[Any, Any, dict[str, object]]], dict[str, object]]:
-    """uvloop.run where it is installed, as the server runs (runtime._run_process)."""
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
+            "workers": workers, "workers_cpu_seconds": workers_cpu}
 
 
 def _child_main(argv: list[str]) -> None:
@@ -216,7 +206,8 @@ def _child_main(argv: list[str]) -> None:
     if args.child == "seed":
         result = asyncio.run(_seed(args.config, args.contacts))
     else:
-        result = _server_loop_run()(_campaign(args.config, args.campaign_id))
+        from mailprime.runtime import loop_runner  # noqa: PLC0415
+        result = loop_runner()(_campaign(args.config, args.campaign_id))
     print(json.dumps(result), flush=True)
 
 

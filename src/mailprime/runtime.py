@@ -457,7 +457,7 @@ def _campaign_runner(settings: Settings, store: Store, clock: SystemClock, dkim:
         from mailprime.marketing.tokens import TokenSigner  # noqa: PLC0415
 
         tokens = TokenSigner(keys)
-        processes = build_processes(m.build_processes, settings.server.workers, processes_for)
+        processes = processes_for(m.build_processes, settings.server.workers)
         # One pool for this process's dispatchers, whatever number of campaigns they send.
         pool = BuildPool(processes) if processes else None
         config = DispatchConfig(
@@ -474,17 +474,6 @@ def _campaign_runner(settings: Settings, store: Store, clock: SystemClock, dkim:
             on_stop=pool.close if pool is not None else None)
 
     return build
-
-
-def build_processes(setting: int, serve_workers: int,
-                    processes_for: Callable[[int], int]) -> int:
-    """Build worker processes for one serve process: `[marketing] build_processes` as
-    processes_for reads it, and for the default (0: one per core) the machine's cores shared
-    among the `[server] workers` serve processes, each of which runs its own dispatchers."""
-    processes = processes_for(setting)
-    if setting == 0 and processes:
-        processes = max(1, processes // max(1, serve_workers or os.cpu_count() or 1))
-    return processes
 
 
 async def _run_campaigns(server: Server, make_runner: Callable[[], CampaignRunner]) -> None:
@@ -536,14 +525,20 @@ async def serve_forever(settings: Settings, *, reuse_port: bool,
     return 0
 
 
+def loop_runner() -> Any:
+    """uvloop.run where uvloop is installed (an optional speed-up), else asyncio.run: what a
+    server process runs on (the campaign bench runs its dispatcher on the same)."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def _run_process(settings: Settings, reuse_port: bool,
                  ready: multiprocessing.queues.Queue[dict[str, int]] | None = None) -> int:
     setup_logging(settings.log.format, settings.log.level, settings.log.file)
-    try:
-        import uvloop  # noqa: PLC0415  (optional speed-up)
-        runner: Any = uvloop.run
-    except ImportError:
-        runner = asyncio.run
+    runner = loop_runner()
     on_ready = (lambda server: ready.put(server.ports)) if ready is not None else None
     return int(runner(serve_forever(settings, reuse_port=reuse_port, on_ready=on_ready,
                                     write_ready=ready is None)))

@@ -33,7 +33,6 @@ from mailprime.marketing.message_builder import CampaignInfo, HeaderError
 from mailprime.marketing.templates import Recipient, RenderError
 from mailprime.marketing.tokens import TokenSigner
 from mailprime.message.dkim import DkimAlgorithm, generate_private_key, load_private_key, public_key_record
-from mailprime.runtime import build_processes
 from mailprime.services.dkim_keys import DkimSigner
 from tests.marketing.campaign_fixtures import BASE_URL, seed
 from tests.marketing.test_dispatch import (
@@ -202,10 +201,10 @@ def test_secrets_stay_out_of_the_spec_repr() -> None:
 
 
 def test_server_processes_share_the_cores() -> None:
-    assert build_processes(0, 2, lambda _s: 8) == 4
-    assert build_processes(0, 16, lambda _s: 8) == 1
-    assert build_processes(3, 4, lambda s: s) == 3  # an explicit number is per process
-    assert build_processes(-1, 1, lambda _s: 0) == 0
+    assert processes_for(0, 2, cores=8) == 4
+    assert processes_for(0, 16, cores=8) == 1
+    assert processes_for(3, 4, cores=8) == 3  # an explicit number is per process
+    assert processes_for(-1, 1, cores=8) == 0
 
 
 _ORPHAN = """

@@ -194,14 +194,20 @@ def _outcome(item: Outcome) -> Built:
     return HeaderError(str(second))
 
 
-def processes_for(setting: int) -> int:
-    """The worker processes `[marketing] build_processes` asks for: -1 none, 0 one per core
-    (none on a one-core machine: a worker there would only take turns with the dispatcher),
-    N that many."""
+def processes_for(setting: int, serve_workers: int = 1, cores: int | None = None) -> int:
+    """The build worker processes one serve process starts for `[marketing] build_processes`:
+    -1 none; N that many; 0 one per core (`cores`, default this machine's), shared among the
+    `serve_workers` serve processes (`[server] workers`, 0: one per core), each of which runs
+    its own dispatchers, and none on a one-core machine (a worker there would only take turns
+    with the dispatcher)."""
     if setting != 0:
         return max(0, setting)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return cores if cores and cores > 1 else 0
+    if cores is None:
+        cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else os.cpu_count() or 1)
+    if cores <= 1:
+        return 0
+    return max(1, cores // max(1, serve_workers or cores))
 
 
 def _widen_result_pipe(executor: ProcessPoolExecutor) -> None:

@@ -143,9 +143,13 @@ def _last_body_end(html: str) -> int:
     return -1
 
 
+def _pixel_tag(url: str) -> str:
+    return (f'<img src="{html_lib.escape(url)}" width="1" height="1" alt="" '
+            'style="display:block;width:1px;height:1px;border:0">')
+
+
 def add_pixel(html: str, url: str) -> str:
-    img = (f'<img src="{html_lib.escape(url)}" width="1" height="1" alt="" '
-           'style="display:block;width:1px;height:1px;border:0">')
+    img = _pixel_tag(url)
     at = _last_body_end(html)
     if at < 0:
         return html + img
@@ -299,8 +303,8 @@ class TrackingLinks:
                 parts[i] = plan[0] + token + plan[1]
                 changed = True
         if pixel:
-            img = (f'<img src="{html_lib.escape(self._base)}/t/o/{token}.gif" width="1" '
-                   'height="1" alt="" style="display:block;width:1px;height:1px;border:0">')
+            url = f"{self._base}/t/o/{token}.gif"
+            img = _pixel_tag(url)
             # Before the last </body> (add_pixel's place), found in `html`: when it is in the
             # text after the last tag, which no rewriting touched, it is the last one of the
             # rewritten HTML too.
@@ -312,7 +316,7 @@ class TrackingLinks:
                 tail = parts.pop()
                 parts.extend((tail[:at - last], img, tail[at - last:]))
             else:  # before or inside a tag: add_pixel on the rewritten HTML
-                return add_pixel("".join(parts), f"{self._base}/t/o/{token}.gif")
+                return add_pixel("".join(parts), url)
         elif not changed:
             return html
         return "".join(parts)

@@ -351,24 +351,14 @@ def _holds(body: bytes, head: bytes, boundary: str) -> bool:
     return head not in _ENCODED and boundary.encode("ascii") in body
 
 
-def _fold(name: str, value: str) -> str:
-    """fold(name, value) for a value header_value() passed (no CR or LF): a field that fits
-    on a line is returned as it is without fold's loop."""
-    if len(name) + 2 + len(value) <= FOLD_WIDTH:
-        return f"{name}: {value}\r\n"
-    return fold(name, value)
-
-
 def _list_unsubscribe(url: str, mailto: str) -> str:
     """fold("List-Unsubscribe", "<url>, <mailto>") for URLs _check_url passed. Without a tab
     (which _check_url lets through, and fold would cut at) the only whitespace after the name is
     the space after the comma: fold keeps the field whole when it fits, else cuts there, and
     cannot cut the second line (no whitespace). Tested against fold."""
     value = f"<{url}>, <{mailto}>"
-    if "\t" in value:
+    if "\t" in value or len(value) + 18 <= FOLD_WIDTH:  # 18: "List-Unsubscribe: "
         return fold("List-Unsubscribe", value)
-    if len(value) + 18 <= FOLD_WIDTH:  # "List-Unsubscribe: "
-        return f"List-Unsubscribe: {value}\r\n"
     return f"List-Unsubscribe: <{url}>,\r\n <{mailto}>\r\n"
 
 
@@ -444,7 +434,7 @@ class MessageBuilder:
                                        self._html_filter(rendered.html, recipient), rendered.text)
         to_value, to_utf8 = _address(recipient.name, recipient.email, "To")
         mid = header_value(message_id or self.new_message_id(recipient), "the Message-ID")
-        fields = (self._fixed, _fold("To", to_value), self._subject(rendered.subject),
+        fields = (self._fixed, fold("To", to_value), self._subject(rendered.subject),
                   self._date(), f"Message-ID: {mid}\r\n", self._list,
                   _list_unsubscribe(url, mailto),
                   "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n", self._feedback)

@@ -179,6 +179,8 @@ def fold(name: str, value: str, width: int = FOLD_WIDTH) -> str:
     if not name or ":" in name:
         raise ValueError(f"invalid header name {name!r}")
     text = f"{name}: {value}"
+    if len(text) <= width:  # the usual field: one line, no search for fold points
+        return text + "\r\n"
     lines: list[str] = []
     # The first fold point may not come before "Name: " so a line never holds only the name.
     start = len(name) + 2
