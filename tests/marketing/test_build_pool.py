@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,8 @@ from tests.marketing.test_dispatch import (
     started,
 )
 from tests.support.dkim_verifiers import dkimpy_verify
+
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 REPO = Path(__file__).resolve().parents[2]
 INFO = CampaignInfo(CampaignId(7), "Spring", "news@a.test", "A News", "Weekly", "weekly-1",
@@ -95,7 +98,7 @@ def test_errors_come_back_as_the_exceptions_of_an_in_process_build() -> None:
     async def main() -> None:
         pool = BuildPool(2)
         try:
-            made = await pool.build(spec(), people)
+            made = await pool.build(spec(), people, NOW)
         finally:
             pool.close()
         assert isinstance(made[0], tuple) and b"Hi Ann, 25" in made[0][0]
@@ -106,15 +109,23 @@ def test_errors_come_back_as_the_exceptions_of_an_in_process_build() -> None:
     asyncio.run(main())
     # The worker function itself, in this process: the same outcomes as data.
     outcomes = build_chunk(spec(), [(r.email, r.name, dict(r.attributes), r.contact_id)
-                                    for r in people])
+                                    for r in people], NOW)
     assert [o[0] if isinstance(o[0], str) else "ok" for o in outcomes] == [
         "ok", "render", "header"]
+
+
+def test_a_job_is_dated_by_the_dispatchers_clock_not_the_workers() -> None:
+    when = NOW - timedelta(days=3, hours=5)  # any clock reading the dispatcher passes
+    [(data, _utf8)] = build_chunk(spec(), [("a@b.test", "Ann", {"n": 2}, 1)], when)
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert msg["Date"].datetime == when
+    assert f"\tt={int(when.timestamp())};".encode() in data.split(b"\r\n\r\n", 1)[0]
 
 
 def test_the_signature_verifies_against_the_key_the_spec_carries() -> None:
     pem = generate_private_key(DkimAlgorithm.RSA_SHA256)
     record = public_key_record(load_private_key(pem))
-    [(data, _utf8)] = build_chunk(spec(pem=pem), [("a@b.test", "Ann", {"n": 2}, 1)])
+    [(data, _utf8)] = build_chunk(spec(pem=pem), [("a@b.test", "Ann", {"n": 2}, 1)], NOW)
     assert isinstance(data, bytes)
     assert [v.result for v in dkimpy_verify(data, {"s1._domainkey.a.test": record})] == ["pass"]
 
@@ -127,7 +138,7 @@ def test_a_dead_worker_is_replaced_and_its_batch_built_again(tmp_path: Path) -> 
             shared = BuildPool(1)  # the server's pool, shared by its dispatchers
             try:
                 # Started, then its worker killed, as the OOM killer would.
-                await shared.build(spec(), [Recipient("a@b.test", "A", {"n": 1})])
+                await shared.build(spec(), [Recipient("a@b.test", "A", {"n": 1})], NOW)
                 [pid] = shared.pids()
                 os.kill(pid, signal.SIGKILL)
                 while _alive(pid):
@@ -179,16 +190,16 @@ def test_workers_leave_sigint_and_sigterm_to_the_dispatcher() -> None:
     async def main() -> None:
         pool = BuildPool(1)
         try:
-            await pool.build(spec(), [Recipient("a@b.test", "A", {"n": 1})])
+            await pool.build(spec(), [Recipient("a@b.test", "A", {"n": 1})], NOW)
             [pid] = pool.pids()
             os.kill(pid, signal.SIGINT)  # a Ctrl-C or a service manager's stop to the group
             os.kill(pid, signal.SIGTERM)
-            made = await pool.build(spec(), [Recipient("b@b.test", "B", {"n": 1})])
+            made = await pool.build(spec(), [Recipient("b@b.test", "B", {"n": 1})], NOW)
             assert isinstance(made[0], tuple) and pool.pids() == [pid]
         finally:
             pool.close()
         with pytest.raises(StorageError, match="stopped"):  # closed: never started again
-            await pool.build(spec(), [Recipient("c@b.test", "C", {"n": 1})])
+            await pool.build(spec(), [Recipient("c@b.test", "C", {"n": 1})], NOW)
 
     asyncio.run(main())
 
@@ -209,6 +220,7 @@ def test_server_processes_share_the_cores() -> None:
 
 _ORPHAN = """
 import asyncio, json, sys
+from datetime import UTC, datetime
 sys.path.insert(0, {repo!r})
 from tests.marketing.test_build_pool import spec
 from mailprime.marketing.build_pool import BuildPool
@@ -216,7 +228,8 @@ from mailprime.marketing.templates import Recipient
 
 async def main():
     pool = BuildPool(2)
-    await pool.build(spec(), [Recipient(f"u{{i}}@b.test", "U", {{"n": 1}}) for i in range(200)])
+    await pool.build(spec(), [Recipient(f"u{{i}}@b.test", "U", {{"n": 1}}) for i in range(200)],
+                     datetime.now(UTC))
     print(json.dumps(pool.pids()), flush=True)
     await asyncio.sleep(60)
 

@@ -29,8 +29,9 @@ asyncio's executors), which fork does not copy safely. A worker whose parent is 
 with SIGKILL: no chance to shut the pool down) sees itself re-parented within a second and
 exits, so nothing is left behind.
 
-Clock: a worker dates its messages (Date, DKIM t=) by the system clock, not by the
-dispatcher's injectable clock; tests that need a fixed Date build in process.
+Clock: a job carries the dispatcher's clock reading when it was handed out, and the worker
+dates the job's messages by it (Date, DKIM t=): workers read no clock of their own, and a
+test's clock reaches them as it reaches a build in process.
 """
 
 from __future__ import annotations
@@ -143,21 +144,30 @@ def _start_worker(parent: int) -> None:
     threading.Thread(target=watch, name="mailprime-build-watch", daemon=True).start()
 
 
+# The time of the job being built (the dispatcher's clock, see the module doc): what the cached
+# builders date their messages by.
+_job_time: list[datetime] = []
+
+
 def _made(spec: BuildSpec) -> tuple[MessageBuilder, dict[str, tuple[SigningKey, ...]]]:
     key = spec.key
     found = _compiled.get(key)
     if found is None:
         if len(_compiled) >= _KEPT_SPECS:
             _compiled.clear()
-        found = _compiled[key] = (spec.builder(TokenSigner(spec.link_secrets)),
-                                  spec.signing_keys())
+        found = _compiled[key] = (
+            spec.builder(TokenSigner(spec.link_secrets), now=lambda: _job_time[0]),
+            spec.signing_keys())
     return found
 
 
-def build_chunk(spec: BuildSpec, recipients: Sequence[RecipientData]) -> list[Outcome]:
-    """One job, in a worker: each recipient's message built and signed (or its error)."""
+def build_chunk(spec: BuildSpec, recipients: Sequence[RecipientData],
+                when: datetime) -> list[Outcome]:
+    """One job, in a worker: each recipient's message built and signed (or its error), dated
+    `when`."""
+    _job_time[:] = [when]
     builder, keys = _made(spec)
-    now = int(time.time())
+    now = int(when.timestamp())
     out: list[Outcome] = []
     for email, name, attributes, contact_id in recipients:
         recipient = Recipient(email, name, attributes,
@@ -243,16 +253,19 @@ class BuildPool:
             _widen_result_pipe(self._executor)
         return self._executor
 
-    async def build(self, spec: BuildSpec, recipients: Sequence[Recipient]) -> list[Built]:
-        """The recipients' signed messages (or errors), in order. BrokenProcessPool when a
-        worker died: the pool then starts fresh workers for the next call."""
+    async def build(self, spec: BuildSpec, recipients: Sequence[Recipient],
+                    when: datetime) -> list[Built]:
+        """The recipients' signed messages (or errors) dated `when`, in order.
+        BrokenProcessPool when a worker died: the pool then starts fresh workers for the next
+        call."""
         loop = asyncio.get_running_loop()
         pool = self._pool()
         jobs: list[asyncio.Future[list[Outcome]]] = []
         try:
             for at in range(0, len(recipients), CHUNK):
                 jobs.append(loop.run_in_executor(
-                    pool, build_chunk, spec, [_travelling(r) for r in recipients[at:at + CHUNK]]))
+                    pool, build_chunk, spec, [_travelling(r) for r in recipients[at:at + CHUNK]],
+                    when))
             done = await asyncio.gather(*jobs)
         except BrokenProcessPool:
             if self._executor is pool:  # not replaced by another caller meanwhile

@@ -321,7 +321,7 @@ class Dispatcher:
             p.spec = spec  # a key change since the last batch is signed with from now on
             for attempt in range(BUILD_ATTEMPTS):
                 try:
-                    return await self._builders.build(spec, recipients)
+                    return await self._builders.build(spec, recipients, self.clock.now())
                 except BrokenProcessPool as exc:
                     # A worker died (killed, out of memory); the pool starts fresh ones. Once
                     # more; a batch that kills its workers every time pauses the campaign
