@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mailprime import heap
 from mailprime.adapters.list_consent import GateListConsent
 from mailprime.adapters.mta_sts import mta_sts_routing
 from mailprime.adapters.shaping import build_shaping
@@ -507,6 +508,7 @@ async def serve_forever(settings: Settings, *, reuse_port: bool,
                         on_ready: Callable[[Server], None] | None = None,
                         write_ready: bool = True) -> int:
     server = await start_server(settings, reuse_port=reuse_port)
+    heap.settle()  # start-up done: the collector leaves what lives as long as we do alone
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
