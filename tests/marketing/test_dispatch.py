@@ -382,7 +382,9 @@ class FixedNow:
 
 def test_rows_left_pending_ask_the_gate_again_when_reconciled(tmp_path: Path) -> None:
     """A crash after step 1 leaves pending rows; a complaint lands before the campaign resumes:
-    the resumed run skips that contact with the gate's reason and mails the others once."""
+    the resumed run skips that contact with the gate's reason and mails the others once. (Its
+    walk then meets those contacts again: the one-transaction write refuses the batch, whose
+    rows exist, and the three steps find them settled.)"""
     async def main() -> None:
         async with sqlite(tmp_path).open() as store:
             seeded = await seed(store, confirmed=3, track=False)

@@ -1,7 +1,8 @@
-"""A storage failure during a campaign run, on SQLite and PostgreSQL, at each of the three
-writes of a batch (marketing.dispatch: 1 the send rows, 2 the accepts, 3 the settle): the
-database itself refuses the write (a real trigger raising, created and dropped by the test, as
-a full disk or a lost connection would), so the run fails with StorageError. The campaign is
+"""A storage failure during a campaign run, on SQLite and PostgreSQL, at each write of a batch:
+for a campaign with a rate, each of the three steps (marketing.dispatch: 1 the send rows, 2 the
+accepts, 3 the settle); for one without, the send rows and the accepts of its one transaction.
+The database itself refuses the write (a real trigger raising, created and dropped by the test,
+as a full disk or a lost connection would), so the run fails with StorageError. The campaign is
 not paused (the runner retries at its next poll), nothing is queued twice, and the poll after
 the trouble ends sends the campaign to every contact exactly once."""
 
@@ -23,6 +24,9 @@ from tests.storage.conftest import Backend, backend, pg_databases, pg_session_ur
 STEPS = {"rows": ("campaign_sends", "INSERT"), "accept": ("queue_messages", "INSERT"),
          "settle": ("campaign_sends", "UPDATE")}
 CONTACTS = 5
+RATE = 60_000  # a minute: a second's worth (1,000) takes the whole batch at once, no waiting
+# (step, rate): the three steps with a rate; without one, a batch is one transaction.
+CASES = [*((step, RATE) for step in STEPS), ("rows", 0), ("accept", 0)]
 
 
 def _sql(db: Backend, *statements: str) -> None:
@@ -55,13 +59,13 @@ def _mend(db: Backend, table: str) -> None:
         _sql(db, f"DROP TRIGGER trouble ON {table}", "DROP FUNCTION trouble()")
 
 
-@pytest.mark.parametrize("step", list(STEPS))
+@pytest.mark.parametrize(("step", "rate"), CASES, ids=[f"{s}-rate{r}" for s, r in CASES])
 def test_a_failed_write_is_retried_at_the_next_poll_and_everyone_gets_one_message(
-        backend: Backend, step: str) -> None:  # noqa: F811
+        backend: Backend, step: str, rate: int) -> None:  # noqa: F811
     async def main() -> None:
         table, event = STEPS[step]
         async with backend.open() as store:
-            seeded = await seed(store, confirmed=CONTACTS, track=False)
+            seeded = await seed(store, confirmed=CONTACTS, track=False, rate=rate)
             await started(store, seeded)
             cid = seeded.campaign.id
             runner = CampaignRunner(store, lambda: dispatcher(store), clock=backend.clock)
@@ -74,7 +78,7 @@ def test_a_failed_write_is_retried_at_the_next_poll_and_everyone_gets_one_messag
                 assert (campaign.status, campaign.pause_reason) == (CampaignStatus.SENDING, None)
                 counters = await store.campaign_counters(cid)
                 queued = await queue_by_address(store)
-                if step == "rows":  # nothing written
+                if step == "rows" or not rate:  # nothing written (one transaction: all or none)
                     assert (counters.pending, counters.queued, len(queued)) == (0, 0, 0)
                 elif step == "accept":  # rows written, no message
                     assert (counters.pending, counters.queued, len(queued)) == (CONTACTS, 0, 0)

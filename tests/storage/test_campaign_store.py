@@ -5,6 +5,7 @@ derived from send rows and events."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ from mailprime.domain.campaigns import (
     SendRecord,
     SendStatus,
 )
-from mailprime.domain.errors import AlreadyExists, NotFound
+from mailprime.domain.errors import AlreadyExists, Conflict, DomainError, NotFound
 from mailprime.domain.ids import CampaignId, QueueId, new_queue_id
 from mailprime.domain.mail import Acceptance, EnvelopeRecipient, EventKind
 from mailprime.domain.templates import TemplateFields
@@ -233,3 +234,60 @@ async def test_record_sends_returns_the_rows_as_stored(backend: Backend) -> None
         third = await store.record_sends(campaign.id, twice)
         assert [r.queue_id for r in third] == [twice[0].queue_id]
         assert await store.record_sends(campaign.id, []) == []
+
+
+async def test_queue_sends_writes_rows_messages_and_cursor_all_or_none(backend: Backend) -> None:
+    """Dispatch's one-transaction write: the rows (queued with their queue ids, skipped), the
+    messages and the cursor together; a contact that has a row already (Conflict) or a taken
+    queue id leaves nothing of the call behind."""
+    async with backend.open() as store:
+        campaign = await store.create_campaign(await draft(store))
+        await store.upsert_contacts([ContactInput(f"q{n}@b.test") for n in range(6)],
+                                    mode=ImportMode.UPSERT,
+                                    evidence=ConsentEvidence(ConsentSource.CLI))
+        contacts = await store.contacts_page()
+
+        def batch(numbers: range) -> tuple[list[SendRecord], list[Acceptance]]:
+            rows, acceptances = [], []
+            for n in numbers:
+                c = contacts[n]
+                if n == numbers[-1]:  # the last one of each batch refused by the gate
+                    rows.append(SendRecord(campaign.id, c.id, c.email, SendStatus.SKIPPED,
+                                           reason="suppressed", detail="hard bounce"))
+                    continue
+                queue_id = new_queue_id()
+                rows.append(SendRecord(campaign.id, c.id, c.email, SendStatus.QUEUED, queue_id))
+                acceptances.append(Acceptance(
+                    queue_id=queue_id, content=b"Subject: x\r\n\r\nx\r\n",
+                    sender="news@a.test", remote=(EnvelopeRecipient(c.email),)))
+            return rows, acceptances
+
+        rows, acceptances = batch(range(3))
+        await store.queue_sends(campaign.id, rows, acceptances, contacts[2].id)
+        ids = [a.queue_id for a in acceptances]
+        assert await store.accepted_queue_ids(ids) == set(ids)
+        for row in rows:
+            assert await store.get_send(campaign.id, row.contact_id) == replace(
+                row, at=backend.clock.now())
+        got = await store.get_campaign(campaign.id)
+        assert got is not None and got.cursor == contacts[2].id
+        counters = await store.campaign_counters(campaign.id)
+        assert (counters.queued, counters.skipped, counters.pending) == (2, 1, 0)
+
+        # Contact 2 has its row: nothing of this batch is written, the cursor stays.
+        rows, acceptances = batch(range(2, 6))
+        with pytest.raises(Conflict):
+            await store.queue_sends(campaign.id, rows, acceptances, contacts[5].id)
+        assert await store.accepted_queue_ids([a.queue_id for a in acceptances]) == set()
+        assert [await store.get_send(campaign.id, c.id) for c in contacts[3:]] == [None] * 3
+        got = await store.get_campaign(campaign.id)
+        assert got is not None and got.cursor == contacts[2].id
+
+        # A queue id the queue holds already: nothing written either.
+        rows, acceptances = batch(range(3, 6))
+        acceptances[1] = replace(acceptances[1], queue_id=ids[0])
+        rows[1] = replace(rows[1], queue_id=ids[0])
+        with pytest.raises(DomainError):
+            await store.queue_sends(campaign.id, rows, acceptances, contacts[5].id)
+        assert await store.accepted_queue_ids([acceptances[0].queue_id]) == set()
+        assert [await store.get_send(campaign.id, c.id) for c in contacts[3:]] == [None] * 3

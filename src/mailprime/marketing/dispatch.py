@@ -28,6 +28,15 @@ the workers always have jobs queued while this process reads, gates and writes.
 
 Exactly once. The rule: a contact gets a queue message only through its send row's queue id.
 
+Without a rate (a newsletter's usual case) a batch is written in ONE transaction
+(Store.queue_sends): its rows, the allowed contacts' already `queued` with a queue id chosen
+now, their messages under those ids, and the cursor past the batch; all or none, so a crash
+leaves either the whole batch or nothing of it, and the next run walks on from the cursor. If a
+contact of the batch already has a row (an earlier run's pending row, another process's), or a
+queue id is taken, nothing is written and the batch goes through the three steps below, which
+sort it out contact by contact. With a rate, the accepts must wait for their tokens, so the
+three steps are the only way:
+
 1. The batch's rows are written first, durably, `pending` with a queue id chosen now
    (UNIQUE(campaign, contact): a contact that already has a row, from an earlier run or another
    process, keeps it, and we see that its queue id is not ours).
@@ -44,7 +53,7 @@ is there after the message was delivered and cleaned up) becomes queued; one it 
 accepted now, under the same id. So whatever moment the process dies at, a contact has at most
 one message, and a resumed run gives the missing ones theirs.
 
-Pipeline: while one batch is written (steps 1-3: three transactions, mostly waiting for the
+Pipeline: while one batch is written (one transaction, or steps 1-3: mostly waiting for the
 disk), the next is gated, built and signed (the next two with worker processes). Batches are
 written one at a time and in order, so the saved cursor only moves past contacts whose rows are
 settled, and memory holds two batches (three with worker processes).
@@ -563,7 +572,11 @@ class Dispatcher:
         return _Batch(contacts, rows, built)
 
     async def _write_batch(self, p: _Prepared, batch: _Batch) -> None:
-        """Steps 1 to 3 of the module doc for one made batch; the cursor moves past it."""
+        """One made batch written; the cursor moves past it. Without a rate, in one transaction
+        (the module doc's fast path) unless one of its contacts has a row already; else
+        steps 1 to 3."""
+        if p.bucket.per_second <= 0 and await self._queue_at_once(p, batch):
+            return
         cid = p.campaign.id
         recorded = await self.store.record_sends(cid, batch.rows)
         ours: list[tuple[SendRecord, bytes, bool]] = []
@@ -582,6 +595,32 @@ class Dispatcher:
         await self.store.settle_sends(cid, updates, cursor=batch.contacts[-1].id)
         if updates and self._on_queued is not None:
             self._on_queued()
+
+    async def _queue_at_once(self, p: _Prepared, batch: _Batch) -> bool:
+        """The batch's rows, written queued, its messages and the cursor in one transaction;
+        False (nothing written) when a contact of the batch has a row already or a queue id is
+        taken: the three steps then sort it out contact by contact."""
+        cid = p.campaign.id
+        rows: list[SendRecord] = []
+        acceptances: list[Acceptance] = []
+        for row in batch.rows:
+            mine = batch.built.get(row.contact_id)
+            if mine is None or row.status is not SendStatus.PENDING:
+                rows.append(row)  # skipped or failed: written as it is
+                continue
+            queue_id, content, utf8 = mine
+            rows.append(SendRecord(cid, row.contact_id, row.email, SendStatus.QUEUED, queue_id))
+            acceptances.append(self._acceptance(p, queue_id, row.email, content, utf8))
+        try:
+            await self.store.queue_sends(cid, rows, acceptances, batch.contacts[-1].id)
+        except StorageError:
+            raise  # as a failed write of the three steps: the runner tries again later
+        except DomainError as exc:
+            emit(log, f"campaign {cid}", status="batch written in three steps", reason=exc.message)
+            return False
+        if acceptances and self._on_queued is not None:
+            self._on_queued()
+        return True
 
     async def _accept_all(self, p: _Prepared, items: Sequence[tuple[SendRecord, bytes, bool]]
                           ) -> list[Update]:

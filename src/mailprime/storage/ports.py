@@ -763,6 +763,15 @@ class CampaignStore(Protocol):
         contact, ever), durably; returns each given contact's row as it now is."""
         ...
 
+    async def queue_sends(self, campaign_id: CampaignId, rows: Sequence[SendRecord],
+                          acceptances: Sequence[Acceptance], cursor: ContactId | None) -> None:
+        """In one durable transaction: `rows` (each QUEUED row's message is among
+        `acceptances`, under its queue id; the others are SKIPPED or FAILED), the messages,
+        and the audience cursor to `cursor`; all or none. A Conflict when a contact of `rows`
+        already has a row in the campaign (an earlier run's: record_sends and settle_sends
+        then), AlreadyExists when a queue id is taken; nothing is written then."""
+        ...
+
     async def settle_sends(self, campaign_id: CampaignId,
                            updates: Sequence[tuple[ContactId, SendStatus, str, str]],
                            cursor: ContactId | None = None) -> None:

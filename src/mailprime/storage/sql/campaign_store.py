@@ -16,6 +16,7 @@ from mailprime.domain.campaigns import (
     SendStatus,
 )
 from mailprime.domain.ids import CampaignId, ContactId, QueueId
+from mailprime.domain.mail import Acceptance
 from mailprime.storage.sql import campaigns as sql
 from mailprime.storage.sql.access import SqlAccess
 
@@ -76,6 +77,12 @@ class CampaignSql(SqlAccess):
                            rows: Sequence[SendRecord]) -> Sequence[SendRecord]:
         now = self._clock.now()
         return await self._writer.run(lambda c: sql.record_sends(c, campaign_id, rows, now))
+
+    async def queue_sends(self, campaign_id: CampaignId, rows: Sequence[SendRecord],
+                          acceptances: Sequence[Acceptance], cursor: ContactId | None) -> None:
+        now = self._clock.now()
+        await self._accept_together(acceptances, before=lambda conn: sql.insert_new_sends(
+            conn, campaign_id, rows, cursor, now))
 
     async def settle_sends(self, campaign_id: CampaignId,
                            updates: Sequence[tuple[ContactId, SendStatus, str, str]],

@@ -51,7 +51,7 @@ from mailprime.domain.campaigns import (
     SendStatus,
     transition,
 )
-from mailprime.domain.errors import AlreadyExists, NotFound
+from mailprime.domain.errors import AlreadyExists, Conflict, NotFound
 from mailprime.domain.ids import CampaignId, ContactId, ListId, QueueId, SegmentId, TemplateId
 from mailprime.domain.mail import EventKind
 from mailprime.storage.sql.bulk import BulkInsert, BulkUpdate, stamp
@@ -283,6 +283,17 @@ _INSERT_SENDS = BulkInsert(
 _INSERT_SENDS_RETURNING = _INSERT_SENDS.statement.returning(cs.contact_id)
 
 
+def _insert_sends(conn: Connection, campaign_id: CampaignId, rows: Sequence[SendRecord],
+                  now: datetime) -> int:
+    """Inserts the rows whose contact has none in the campaign yet; how many went in."""
+    at = stamp(conn.dialect.name, now)
+    params = [(campaign_id, r.contact_id, r.email, r.status.value, r.queue_id, r.reason[:32],
+               r.detail[:MAX_DETAIL], at) for r in rows]
+    if conn.dialect.name == "sqlite":
+        return _INSERT_SENDS(conn, params)  # the driver counts the rows that went in
+    return len(conn.execute(_INSERT_SENDS_RETURNING, _INSERT_SENDS.dicts(params)).all())
+
+
 def record_sends(conn: Connection, campaign_id: CampaignId, rows: Sequence[SendRecord],
                  now: datetime) -> list[SendRecord]:
     """Inserts the rows whose contact has none yet; returns every given contact's row as it is.
@@ -292,18 +303,26 @@ def record_sends(conn: Connection, campaign_id: CampaignId, rows: Sequence[SendR
     has a row from an earlier run or another process, or is twice in `rows`) they are read."""
     if not rows:
         return []
-    at = stamp(conn.dialect.name, now)
-    params = [(campaign_id, r.contact_id, r.email, r.status.value, r.queue_id, r.reason[:32],
-               r.detail[:MAX_DETAIL], at) for r in rows]
-    if conn.dialect.name == "sqlite":
-        inserted = _INSERT_SENDS(conn, params)  # the driver counts the rows that went in
-    else:
-        inserted = len(conn.execute(_INSERT_SENDS_RETURNING, _INSERT_SENDS.dicts(params)).all())
-    if inserted != len(rows):
+    if _insert_sends(conn, campaign_id, rows, now) != len(rows):
         return _sends_of(conn, campaign_id, [r.contact_id for r in rows])
     written = now.astimezone(UTC)  # as the column gives it back
     return [SendRecord(campaign_id, r.contact_id, r.email, r.status, r.queue_id, r.reason[:32],
                        r.detail[:MAX_DETAIL], written) for r in rows]
+
+
+class SendsTaken(Conflict):
+    """`insert_new_sends`: a contact of the batch already has a row in the campaign."""
+
+
+def insert_new_sends(conn: Connection, campaign_id: CampaignId, rows: Sequence[SendRecord],
+                     cursor: ContactId | None, now: datetime) -> None:
+    """The rows, all of them, and the cursor to `cursor`; SendsTaken (after which the caller's
+    transaction is rolled back) when a contact already has a row in the campaign."""
+    inserted = _insert_sends(conn, campaign_id, rows, now)
+    if inserted != len(rows):
+        raise SendsTaken(f"campaign {campaign_id}: {len(rows) - inserted} of the batch's "
+                         "contacts already have a send row")
+    settle_sends(conn, campaign_id, (), cursor, now)
 
 
 _SETTLE = BulkUpdate(

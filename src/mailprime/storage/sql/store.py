@@ -237,13 +237,23 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
         return AcceptResult(jobs=tuple(record.jobs))
 
     async def accept_many(self, acceptances: Sequence[Acceptance]) -> None:
-        """All of `acceptances` in one transaction, all or none (see the port). The records go
+        """All of `acceptances` in one transaction, all or none (see the port)."""
+        await self._accept_together(acceptances)
+
+    async def _accept_together(self, acceptances: Sequence[Acceptance],
+                               before: Callable[[Connection], object] | None = None) -> None:
+        """`acceptances` in one transaction, after `before` in the same one. The records go
         to the writer as one op instead of one bulk item each: no per-message future, and the
         group committer's `max_batch` does not cut the batch in several transactions."""
-        if not acceptances:
-            return
         records: list[AcceptRecord] = []
         inline_max = self._inline_max
+
+        def write(conn: Connection) -> None:
+            if before is not None:
+                before(conn)
+            if records:
+                self._accept_writer(conn, records)
+
         try:
             for acceptance in acceptances:
                 content = acceptance.content
@@ -251,7 +261,8 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
                 spool_path = (None if isinstance(content, bytes) and len(content) <= inline_max
                               else await self._spool_content(acceptance))
                 records.append(AcceptRecord(acceptance, spool_path))
-            await self._writer.run(lambda conn: self._accept_writer(conn, records))
+            if records or before is not None:
+                await self._writer.run(write)
         except DomainError:
             for record in records:  # never committed: their files are garbage now
                 if record.spool_path is not None:
