@@ -138,6 +138,7 @@ def header_value(value: str, what: str) -> str:
 
 
 _NOT_IN_ADDRESS = re.compile(r'[ <>,;"]')
+_ADDR_SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # email.utils.specialsre: formataddr quotes
 
 
 def _address(name: str, address: str, what: str) -> tuple[str, bool]:
@@ -145,7 +146,12 @@ def _address(name: str, address: str, what: str) -> tuple[str, bool]:
     if name.isascii() and address.isascii() and name.isprintable() and address.isprintable() \
             and "@" in address and _NOT_IN_ADDRESS.search(address) is None:
         # The usual case, checked in C: printable ASCII holds no control character, so the
-        # checks below would all pass.
+        # checks below would all pass. A name without formataddr's specials (among them the
+        # two it escapes) is written as it is, which is what formataddr writes.
+        if not name:
+            return address, False
+        if _ADDR_SPECIALS.search(name) is None:
+            return f"{name} <{address}>", False
         return formataddr((name, address), "utf-8"), False
     header_value(name, f"{what} name")
     header_value(address, f"{what} address")

@@ -25,7 +25,7 @@ string. What the sandbox does not bound is work and memory, so we add, per rende
   tens), `lipsum` removed, `str.format`/`format_map` refused (a width in a format spec is
   unbounded; use `~`).
 * an output budget: the renderer (templates.py) stops a part once MAX_OUTPUT characters have
-  come out of it.
+  come out of it (measured every 32 chunks, so at most that many chunks past the limit).
 
 Time is bounded by these, not by a clock: a render that takes one step is cheap, so steps times
 the largest value is the most work a template can ask for, and a clock read per step would cost
@@ -231,6 +231,13 @@ class MailSandbox(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if __obj is _counted and len(args) == 1:
+            # The wrapper _rewrite puts around every loop's iterable (one call per loop run):
+            # ours, so neither a string method nor unsafe, and it takes no context; the only
+            # keywords the compiler may add (_loop_vars, _block_vars) are dropped by
+            # Context.call too. Its step is taken here, as below.
+            _step()
+            return _counted(args[0])
         _step()
         _check_str_method(__obj, args)
         return super().call(__context, __obj, *args, **kwargs)

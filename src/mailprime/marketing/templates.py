@@ -35,6 +35,7 @@ import re
 import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from types import MappingProxyType
 
 from jinja2 import Template, TemplateSyntaxError, meta, nodes
@@ -68,6 +69,11 @@ _GUARDS = frozenset({"default", "d"})
 _GUARD_TESTS = frozenset({"defined", "undefined"})
 
 _ENV = make_environment()
+# The globals as a plain dict, not make_globals' ChainMap over the environment's: each render's
+# context copies them and takes their keys, which on a ChainMap runs Python code (a third of a
+# short part's render). The environment's globals are set once, in make_environment, so a copy
+# taken now is what the ChainMap would show.
+_GLOBALS: dict[str, object] = dict(_ENV.make_globals(None))
 _NO_ATTRIBUTE = re.compile(r"has no attribute '([^']*)'")
 _UNDEFINED = re.compile(r"^'([^']*)' is undefined")
 
@@ -162,11 +168,7 @@ class RenderError(DomainError):
 
 def _template(source: str, part: str) -> Template:
     code = compile_code(_ENV, source, part)
-    # The globals as a plain dict, not make_globals' ChainMap over the environment's: each
-    # render's new_context copies them and takes their keys, which on a ChainMap runs Python
-    # code (a third of a short part's render). The environment's globals are set once, in
-    # make_environment, so a copy taken now is what the ChainMap would show.
-    return _ENV.template_class.from_code(_ENV, code, dict(_ENV.make_globals(None)), None)
+    return _ENV.template_class.from_code(_ENV, code, dict(_GLOBALS), None)
 
 
 def _parse(source: str, part: str, problems: list[TemplateProblem]) -> nodes.Template | None:
@@ -240,16 +242,27 @@ def _message(exc: BaseException) -> tuple[str, str]:
     return f"{type(exc).__name__}: {exc}", ""
 
 
+_BATCH = 32  # chunks taken from a part's render between two checks of its size
+
+
 def _render_part(template: Template, variables: dict[str, object], part: str) -> str:
+    """One part, rendered with `variables`: the context's parent as it is (render() gives
+    the environment's globals and the merge fields in one dict, shared by the three parts:
+    Jinja reads the parent and never writes it)."""
     try:
         try:
             chunks: list[str] = []
             size = 0
-            for chunk in template.root_render_func(template.new_context(variables)):
-                size += len(chunk)
+            stream = template.root_render_func(template.new_context(variables, shared=True))
+            # The chunks come in batches (taken and measured in C: a part is a few dozen
+            # chunks, so most are one batch), the size checked after each: a part stops at
+            # most a batch after MAX_OUTPUT, each chunk a value within MAX_VALUE or template
+            # text within MAX_BODY_SOURCE.
+            while batch := list(islice(stream, _BATCH)):
+                size += sum(map(len, batch))
                 if size > MAX_OUTPUT:
                     raise TemplateLimitError(f"the {part} would be longer than {MAX_OUTPUT:,} characters")
-                chunks.append(chunk)
+                chunks += batch
             return "".join(chunks)
         except Exception:
             _ENV.handle_exception()  # re-raises with the template's own lines in the traceback
@@ -258,9 +271,16 @@ def _render_part(template: Template, variables: dict[str, object], part: str) ->
         raise RenderError(TemplateProblem(part, _line_of(exc, part), text, name)) from exc
 
 
+def _parent(data: MergeData) -> dict[str, object]:
+    """The globals and the merge fields: what new_context would copy for each part."""
+    parent = dict(_GLOBALS)
+    parent.update(data.variables())
+    return parent
+
+
 def render(compiled: CompiledTemplate, data: MergeData) -> RenderedMessage:
     """One recipient's subject, HTML (CSS inlined) and text. Raises RenderError."""
-    variables = data.variables()
+    variables = _parent(data)
     start_budget()
     subject = _render_part(compiled.subject, variables, "subject")
     html = _render_part(compiled.html, variables, "html")
@@ -338,7 +358,7 @@ def check(compiled: CompiledTemplate, sample: Recipient, *, postal_address: str 
             problems.extend(_static_problems(part, tree, sample))
     data = MergeData(sample, "https://example.invalid/unsubscribe/check", postal_address,
                      list_name, campaign_name)
-    variables = data.variables()
+    variables = _parent(data)
     parts: list[tuple[str, Template]] = [("subject", compiled.subject), ("html", compiled.html_raw)]
     if compiled.text_given and compiled.text is not None:
         parts.append(("text", compiled.text))

@@ -55,7 +55,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from mailprime.domain.ids import CampaignId, ContactId, ListId, QueueId, RecipientId
@@ -183,6 +183,10 @@ _ONE_OCTET = [bytes((n,)) for n in range(0x80)]
 def _varint(n: int) -> bytes:
     if 0 <= n < 0x80:  # a campaign id, a list id: most often one octet
         return _ONE_OCTET[n]
+    if 0 <= n < 0x200000:  # a contact id: two or three octets, written out without the loop
+        if n < 0x4000:
+            return bytes((n & 0x7F | 0x80, n >> 7))
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
     if n < 0:
         raise TokenError("ids are not negative")
     out = bytearray()
@@ -317,6 +321,19 @@ def key_id(secret: bytes) -> bytes:
     return hashlib.sha256(_KID_LABEL + secret).digest()[:KID_OCTETS]
 
 
+class _Mac(Protocol):
+    """hmac.HMAC, or the OpenSSL HMAC object inside it: what signing uses of either."""
+
+    def copy(self) -> _Mac: ...
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 class TokenSigner:
     """Signs with the newest key, verifies with whichever loaded key the token names."""
 
@@ -326,8 +343,11 @@ class TokenSigner:
         self._current = secrets[0]
         self._current_id = key_id(self._current)  # once: sign() runs for every message
         # HMAC keyed and fed the label once; each sign() copies it (the key's pads are not
-        # hashed again), the same tag as _tag() at about half the cost.
-        self._mac = hmac.new(self._current, _LABEL, hashlib.sha256)
+        # hashed again), the same tag as _tag() at about half the cost (a one-shot
+        # hmac.digest keys it again each time: measured slower). The copy is of the OpenSSL
+        # object under hmac.HMAC where there is one: HMAC.copy() is Python code around it.
+        mac = hmac.new(self._current, _LABEL, "sha256")
+        self._mac: _Mac = getattr(mac, "_hmac", None) or mac
         self._head = bytes([VERSION]) + self._current_id
         # The keys as loaded, newest first: the signed Message-IDs (message.msgid_token) use
         # the same link keys, under their own HMAC label.
@@ -337,11 +357,21 @@ class TokenSigner:
             self._keys.setdefault(key_id(secret), []).append(secret)
 
     def sign(self, token: Token) -> str:
-        head = self._head + _body(token)
+        return self._signed(self._head + _body(token))
+
+    def _signed(self, head: bytes) -> str:
+        """The token text of `head` (version, key id and body) and its tag."""
         mac = self._mac.copy()
         mac.update(head)
         raw = head + mac.digest()[:TAG_OCTETS]
-        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+        # base64.urlsafe_b64encode, without its Python wrapper: the same text.
+        return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=") \
+            .decode("ascii")
+
+    def recipients(self, campaign_id: CampaignId, sending_domain: str = "",
+                   list_id: ListId | None = None) -> RecipientTokens:
+        """The signer of one campaign's per-recipient tokens (see RecipientTokens)."""
+        return RecipientTokens(self, campaign_id, sending_domain, list_id)
 
     def verify(self, text: str, kind: type[T]) -> T | None:
         """The token `text` stands for, if it is one of ours, of type `kind`, and unaltered;
@@ -384,6 +414,33 @@ def _tag(secret: bytes, head: bytes) -> bytes:
     return hmac.new(secret, _LABEL + head, hashlib.sha256).digest()[:TAG_OCTETS]
 
 
+class RecipientTokens:
+    """The two tokens a campaign signs per message, the TrackToken and the UnsubscribeToken of
+    a contact (CampaignRecipient), with what they share worked out once: the octets in front
+    of the contact id (version, key id, purpose, subject kind, campaign id) and, for the
+    unsubscribe token, those after the address (sending domain, list id). `track(c)` is
+    sign(TrackToken(CampaignRecipient(campaign, c))) and `unsubscribe(c, a)` is
+    sign(UnsubscribeToken(CampaignRecipient(campaign, c), a, domain, list_id)), octet for octet
+    (tested): the same body as _body() writes, without the dataclasses and type tests."""
+
+    def __init__(self, signer: TokenSigner, campaign_id: CampaignId, sending_domain: str,
+                 list_id: ListId | None) -> None:
+        self._signer = signer
+        subject = b"\x01" + _varint(campaign_id)
+        self._track = signer._head + bytes([Purpose.TRACK]) + subject
+        self._unsubscribe = signer._head + bytes([Purpose.UNSUBSCRIBE]) + subject
+        self._unsubscribe_tail = (_string(sending_domain.lower(), MAX_DOMAIN)
+                                  + _varint(list_id or 0))
+
+    def track(self, contact_id: ContactId) -> str:
+        return self._signer._signed(self._track + _varint(contact_id))
+
+    def unsubscribe(self, contact_id: ContactId, address: str) -> str:
+        return self._signer._signed(self._unsubscribe + _varint(contact_id)
+                                    + _string(address.lower(), MAX_ADDRESS)
+                                    + self._unsubscribe_tail)
+
+
 __all__ = [
     "CampaignRecipient",
     "ClickToken",
@@ -392,6 +449,7 @@ __all__ = [
     "MessageRecipient",
     "OpenToken",
     "Purpose",
+    "RecipientTokens",
     "Subject",
     "Token",
     "TokenError",

@@ -52,6 +52,7 @@ import re
 import secrets as _random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from mailprime.domain.ids import (
     QUEUE_ID_OCTETS,
@@ -82,6 +83,16 @@ _CANDIDATE = re.compile(r"<\s*mp1\.([a-z2-7]{48})@[^>\s]{1,255}\s*>", re.IGNOREC
 
 assert _PAYLOAD_OCTETS == 1 + QUEUE_ID_OCTETS + _NONCE_OCTETS
 assert (_PAYLOAD_OCTETS + _TAG_OCTETS) * 8 == TOKEN_LENGTH * 5
+
+
+class _Mac(Protocol):
+    """hmac.HMAC, or the OpenSSL HMAC object inside it: what token() uses of either."""
+
+    def copy(self) -> _Mac: ...
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def digest(self) -> bytes: ...
 
 
 class MsgIdTokenError(ValueError):
@@ -141,17 +152,38 @@ def _tag(secret: bytes, payload: bytes) -> bytes:
     return hmac.new(secret, _LABEL + payload, hashlib.sha256).digest()[:_TAG_OCTETS]
 
 
-# Lower-case base32 (RFC 4648 6) ten bits at a time: the token's 240 bits as one integer, cut
-# from the top. The same text as base64.b32encode(...).lower(), which is Python code working
-# five octets at a time and costs more than the HMAC (a campaign makes one id per message).
-_B32_PAIRS = [a + b for a in "abcdefghijklmnopqrstuvwxyz234567"
-              for b in "abcdefghijklmnopqrstuvwxyz234567"]
-_B32_SHIFTS = range(TOKEN_LENGTH * 5 - 10, -1, -10)
+# Lower-case base32 (RFC 4648 6) without a Python loop: the token's 240 bits as one integer
+# whose 48 five-bit groups are moved apart, in six shift-and-mask steps, until each sits in the
+# low bits of an octet of its own (group j from bit 5j to bit 8j: a move of 3j, done as the
+# moves for each binary digit of j, the largest first, so that no group lands on another);
+# bytes.translate then maps the 48 octets to the alphabet. The same text as
+# base64.b32encode(...).lower(); measured ~0.6 us, where b32encode (Python code working five
+# octets at a time) costs ~2.1 and a list of ten-bit lookups ~3.2 (a campaign makes one id per
+# message).
+def _b32_steps() -> tuple[tuple[int, int, int], ...]:
+    steps = []
+    for bit in range(5, -1, -1):  # TOKEN_LENGTH == 48 groups: j < 64
+        keep = move = 0
+        for j in range(TOKEN_LENGTH):
+            high = j & ~((2 << bit) - 1)  # the digits of j already moved for
+            group = 0x1F << (8 * high + 5 * (j - high))
+            if j >> bit & 1:
+                move |= group
+            else:
+                keep |= group
+        steps.append((keep, move, 3 << bit))
+    return tuple(steps)
+
+
+_B32_STEPS = _b32_steps()
+_B32_TABLE = bytes(b"abcdefghijklmnopqrstuvwxyz234567"[i] if i < 32 else 0 for i in range(256))
 
 
 def _b32_token(raw: bytes) -> str:
     number = int.from_bytes(raw, "big")
-    return "".join([_B32_PAIRS[(number >> shift) & 0x3FF] for shift in _B32_SHIFTS])
+    for keep, move, shift in _B32_STEPS:
+        number = (number & keep) | ((number & move) << shift)
+    return number.to_bytes(TOKEN_LENGTH, "big").translate(_B32_TABLE).decode("ascii")
 
 
 @functools.lru_cache(maxsize=64)  # a campaign gives the same sending domain for every message
@@ -173,8 +205,12 @@ class MsgIdCodec:
             raise MsgIdTokenError(f"a Message-ID secret needs at least {MIN_SECRET} octets")
         self.secrets = tuple(secrets)
         self._nonce = nonce
-        # Keyed and fed the label once; token() copies it: the same tag as _tag(), cheaper.
-        self._mac = hmac.new(self.secrets[0], _LABEL, hashlib.sha256)
+        # Keyed and fed the label once; token() copies it: the same tag as _tag(), cheaper (a
+        # one-shot hmac.digest keys the HMAC again each time: measured slower). The copy is of
+        # the OpenSSL object under hmac.HMAC where there is one: hmac.HMAC.copy() is Python code
+        # around that copy, a third of the cost.
+        mac = hmac.new(self.secrets[0], _LABEL, "sha256")
+        self._mac: _Mac = getattr(mac, "_hmac", None) or mac
 
     def token(self, origin: Origin) -> str | None:
         """The 48-character token, or None when an id does not fit its field (a queue id not
