@@ -16,7 +16,8 @@ with anything in the spec), so the spec travels with every job (a few KB beside 
 messages coming back) and a worker needs no set-up call: a replacement worker, or one that
 serves two campaigns, compiles again.
 
-Outcomes come back in recipient order: the signed octets and SMTPUTF8, or the error, as data
+Outcomes come back in recipient order: the signed octets (placed in a memory area shared with
+the dispatcher, marketing.build_results, where they fit) and SMTPUTF8, or the error, as data
 (a RenderError's TemplateProblem, a HeaderError's text) that `BuildPool.build` turns back into
 the exception, so the dispatcher records a failed row exactly as when it builds in process. An
 error of the worker itself (a key the crypto library refuses) fails the job, and the batch
@@ -46,14 +47,16 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from mailprime import heap
 from mailprime.domain.errors import StorageError
 from mailprime.domain.ids import ContactId, ListId
+from mailprime.marketing.build_results import Placed, ResultArea, SlotWriter, open_in_worker
 from mailprime.marketing.link_rewriter import SignedUnsubscribeLinks, TrackingLinks
 from mailprime.marketing.message_builder import CampaignInfo, HeaderError, MessageBuilder
 from mailprime.marketing.templates import (
@@ -72,9 +75,9 @@ _WATCH_SECONDS = 1.0  # how often a worker checks that its parent is alive
 
 # One recipient as it travels to a worker: address, name, attributes, contact id.
 RecipientData = tuple[str, str, dict[str, object], int | None]
-# One outcome as it travels back: (signed octets, SMTPUTF8), ("render", problem) or
-# ("header", text).
-Outcome = tuple[bytes, bool] | tuple[str, TemplateProblem] | tuple[str, str]
+# One outcome as it travels back: (offset, length, SMTPUTF8) of the signed octets in the result
+# area, (signed octets, SMTPUTF8), ("render", problem) or ("header", text).
+Outcome = Placed | tuple[bytes, bool] | tuple[str, TemplateProblem] | tuple[str, str]
 Built = tuple[bytes, bool] | RenderError | HeaderError
 
 
@@ -128,11 +131,12 @@ class BuildSpec:
 _compiled: dict[str, tuple[MessageBuilder, dict[str, tuple[SigningKey, ...]]]] = {}
 
 
-def _start_worker(parent: int) -> None:
-    """Worker start-up: exit when the parent is gone (see the module doc), and leave SIGINT and
-    SIGTERM to the parent. A Ctrl-C in the terminal or a service manager's stop signals the
-    whole process group; the dispatcher's graceful stop ends the workers itself (pool
-    shutdown), and a worker that died of the signal first would fail the batch in flight."""
+def _start_worker(parent: int, area_fd: int = -1, area_size: int = 0) -> None:
+    """Worker start-up: exit when the parent is gone (see the module doc), map the result area
+    (when the parent has one), and leave SIGINT and SIGTERM to the parent. A Ctrl-C in the
+    terminal or a service manager's stop signals the whole process group; the dispatcher's
+    graceful stop ends the workers itself (pool shutdown), and a worker that died of the
+    signal first would fail the batch in flight."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -142,6 +146,9 @@ def _start_worker(parent: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="mailprime-build-watch", daemon=True).start()
+    if area_fd >= 0:
+        open_in_worker(parent, area_fd, area_size)
+    heap.settle()
 
 
 # The time of the job being built (the dispatcher's clock, see the module doc): what the cached
@@ -162,12 +169,13 @@ def _made(spec: BuildSpec) -> tuple[MessageBuilder, dict[str, tuple[SigningKey, 
 
 
 def build_chunk(spec: BuildSpec, recipients: Sequence[RecipientData],
-                when: datetime) -> list[Outcome]:
+                when: datetime, slot: int | None = None) -> list[Outcome]:
     """One job, in a worker: each recipient's message built and signed (or its error), dated
-    `when`."""
+    `when`; the messages placed in `slot` of the result area while they fit."""
     _job_time[:] = [when]
     builder, keys = _made(spec)
     now = int(when.timestamp())
+    placing = SlotWriter(slot)
     out: list[Outcome] = []
     for email, name, attributes, contact_id in recipients:
         recipient = Recipient(email, name, attributes,
@@ -180,7 +188,7 @@ def build_chunk(spec: BuildSpec, recipients: Sequence[RecipientData],
         except HeaderError as exc:
             out.append(("header", exc.message))
             continue
-        out.append((sign_with(built.data, keys, now), built.smtputf8))
+        out.append(placing.place(sign_with(built.data, keys, now), built.smtputf8))
     return out
 
 
@@ -193,7 +201,12 @@ def _travelling(recipient: Recipient) -> RecipientData:
             int(recipient.contact_id) if recipient.contact_id is not None else None)
 
 
-def _outcome(item: Outcome) -> Built:
+def _outcome(item: Outcome, area: ResultArea | None) -> Built:
+    if len(item) == 3:
+        offset, length, utf8 = item
+        if area is None:
+            raise StorageError("a build worker placed a message in a result area there is not")
+        return area.copy(offset, length), utf8
     first, second = item
     if isinstance(first, bytes):
         assert isinstance(second, bool)
@@ -240,6 +253,8 @@ class BuildPool:
     def __init__(self, processes: int) -> None:
         self.processes = max(1, processes)
         self._executor: ProcessPoolExecutor | None = None
+        self._area: ResultArea | None = None
+        self._area_made = False
         self._closed = False
 
     def _pool(self) -> ProcessPoolExecutor:
@@ -247,9 +262,13 @@ class BuildPool:
             raise StorageError("the message-building processes are stopped (the server is "
                                "stopping); the batch is retried at the next run")
         if self._executor is None:
+            if not self._area_made:  # one area for the pool's life, across fresh workers
+                self._area, self._area_made = ResultArea.make(self.processes), True
+            area = self._area
             self._executor = ProcessPoolExecutor(
                 self.processes, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker, initargs=(os.getpid(),))
+                initializer=_start_worker,
+                initargs=(os.getpid(), area.fd if area else -1, area.size if area else 0))
             _widen_result_pipe(self._executor)
         return self._executor
 
@@ -258,14 +277,11 @@ class BuildPool:
         """The recipients' signed messages (or errors) dated `when`, in order.
         BrokenProcessPool when a worker died: the pool then starts fresh workers for the next
         call."""
-        loop = asyncio.get_running_loop()
         pool = self._pool()
-        jobs: list[asyncio.Future[list[Outcome]]] = []
+        jobs = [asyncio.ensure_future(self._job(pool, spec, [_travelling(r) for r in
+                                                            recipients[at:at + CHUNK]], when))
+                for at in range(0, len(recipients), CHUNK)]
         try:
-            for at in range(0, len(recipients), CHUNK):
-                jobs.append(loop.run_in_executor(
-                    pool, build_chunk, spec, [_travelling(r) for r in recipients[at:at + CHUNK]],
-                    when))
             done = await asyncio.gather(*jobs)
         except BrokenProcessPool:
             if self._executor is pool:  # not replaced by another caller meanwhile
@@ -276,7 +292,24 @@ class BuildPool:
             for job in jobs:  # cancelled or failed: the jobs not started are dropped
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
-        return [_outcome(item) for chunk in done for item in chunk]
+        return [item for chunk in done for item in chunk]
+
+    async def _job(self, pool: ProcessPoolExecutor, spec: BuildSpec,
+                   recipients: list[RecipientData], when: datetime) -> list[Built]:
+        """One job in the pool, with a slot of the result area lent to it while it is there
+        (marketing.build_results says when a slot may be lent again)."""
+        area = self._area
+        slot = await area.lend() if area is not None else None
+        job: Future[list[Outcome]] | None = None
+        try:
+            job = pool.submit(build_chunk, spec, recipients, when, slot)
+            return [_outcome(item, area) for item in await asyncio.wrap_future(job)]
+        finally:
+            if area is not None and slot is not None:
+                if job is None:
+                    area.give_back(slot)
+                else:
+                    area.give_back_when_done(slot, job)
 
     def pids(self) -> list[int]:
         """The worker processes running now (none before the first job)."""
@@ -307,6 +340,9 @@ class BuildPool:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        if self._area is not None:  # a worker still running keeps its own mapping
+            self._area.close()
+            self._area = None
 
 
 __all__ = ["CHUNK", "BuildPool", "BuildSpec", "build_chunk", "processes_for"]

@@ -1,0 +1,121 @@
+"""The build workers' result area (marketing.build_results): a job's messages are placed in its
+slot and copied out whole, what does not fit comes back through the pipe, a worker without the
+area returns everything through the pipe, and a slot is lent to one job at a time — given back
+after its copies, or, for an abandoned job, only once the job has ended in the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import os
+from concurrent.futures import Future
+
+import pytest
+
+from mailprime.marketing import build_results
+from mailprime.marketing.build_pool import BuildPool, build_chunk
+from mailprime.marketing.build_results import SLOT_BYTES, ResultArea, SlotWriter, open_in_worker
+from mailprime.marketing.templates import Recipient
+from tests.marketing.test_build_pool import NOW, spec
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd_create is Linux's")
+
+
+@pytest.fixture
+def area() -> ResultArea:
+    made = ResultArea.make(1)
+    assert made is not None
+    yield made
+    build_results._worker_area.clear()
+    made.close()
+
+
+def _body(data: bytes) -> str:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    html = message.get_body(("html",))
+    assert html is not None
+    return str(html.get_content())
+
+
+def test_a_job_places_its_messages_in_its_slot_and_they_copy_out_whole(area: ResultArea) -> None:
+    open_in_worker(os.getpid(), area.fd, area.size)  # as a worker maps it, through /proc
+    people = [(f"u{n}@b.test", f"U{n}", {"n": 1}, n) for n in range(3)]
+    placed = build_chunk(spec(), people, NOW, slot=2)
+    assert all(len(item) == 3 for item in placed)
+    offsets = [item[0] for item in placed]
+    assert offsets[0] == 2 * SLOT_BYTES and offsets == sorted(offsets)
+    for (offset, length, utf8), (address, name, _a, _c) in zip(placed, people, strict=True):
+        assert isinstance(offset, int) and isinstance(length, int) and utf8 is False
+        data = area.copy(offset, length)
+        assert data.startswith(b"DKIM-Signature:") and f"Hi {name}," in _body(data)
+        assert address.encode() in data
+
+
+def test_what_does_not_fit_comes_back_through_the_pipe(area: ResultArea) -> None:
+    open_in_worker(os.getpid(), area.fd, area.size)
+    big = "<p>" + "x" * 250_000 + " {{ name }}</p><a href=\"{{ unsubscribe_url }}\">u</a>" \
+          " {{ postal_address }}"
+    people = [(f"u{n}@b.test", f"U{n}", {"n": 1}, n) for n in range(5)]
+    out = build_chunk(spec(html=big), people, NOW, slot=0)
+    inline = [item for item in out if isinstance(item[0], bytes)]
+    placed = [item for item in out if len(item) == 3]
+    assert placed and inline  # the slot took what fit, then the pipe the rest
+    assert sum(item[1] for item in placed) <= SLOT_BYTES  # type: ignore[misc]
+
+
+def test_a_worker_without_the_area_returns_everything_through_the_pipe() -> None:
+    build_results._worker_area.clear()
+    out = build_chunk(spec(), [("a@b.test", "Ann", {"n": 1}, 1)], NOW, slot=0)
+    assert isinstance(out[0][0], bytes)
+    assert SlotWriter(None).place(b"x", True) == (b"x", True)
+
+
+def test_an_area_outside_reads_are_refused(area: ResultArea) -> None:
+    with pytest.raises(ValueError, match="outside the area"):
+        area.copy(area.size - 10, 11)
+
+
+def test_slots_are_lent_one_job_at_a_time(area: ResultArea) -> None:
+    async def main() -> None:
+        lent = [await area.lend() for _ in range(3)]  # one worker: three slots
+        assert sorted(lent) == [0, 1, 2] and lent[0] == 0  # last in, first out: low ones first
+        waiting = asyncio.ensure_future(area.lend())
+        cancelled = asyncio.ensure_future(area.lend())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        cancelled.cancel()
+        area.give_back(lent[1])
+        assert await waiting == lent[1]  # the first waiter gets it
+        # A job abandoned while it runs: its slot comes back only when it has ended.
+        job: Future[object] = Future()
+        area.give_back_when_done(lent[0], job)
+        after = asyncio.ensure_future(area.lend())
+        await asyncio.sleep(0.05)
+        assert not after.done()  # the cancelled waiter took nothing
+        job.set_result([])
+        assert await asyncio.wait_for(after, 5) == lent[0]
+        done: Future[object] = Future()
+        done.set_result([])
+        area.give_back_when_done(lent[2], done)  # ended already: back at once
+        assert await area.lend() == lent[2]
+
+    asyncio.run(main())
+
+
+def test_a_pool_build_goes_through_the_area() -> None:
+    async def main() -> None:
+        pool = BuildPool(2)
+        try:
+            people = [Recipient(f"u{n}@b.test", f"U{n}", {"n": 1}) for n in range(120)]
+            made = await pool.build(spec(), people, NOW)
+            assert pool._area is not None
+            for built, person in zip(made, people, strict=True):
+                assert isinstance(built, tuple)
+                assert f"Hi {person.name}," in _body(built[0])
+            again = await pool.build(spec(), people[:60], NOW)  # slots given back, lent again
+            assert [b[0].count(b"DKIM-Signature:") for b in again] == [1] * 60  # type: ignore[union-attr]
+        finally:
+            pool.close()
+
+    asyncio.run(main())
