@@ -119,3 +119,24 @@ def test_a_pool_build_goes_through_the_area() -> None:
             pool.close()
 
     asyncio.run(main())
+
+
+def test_a_pool_serving_two_campaigns_builds_each_with_its_own_spec() -> None:
+    """The spec travels pickled once per spec, and a worker compiles it only when its key is
+    new: alternating between two campaigns, each message still has its own template."""
+    async def main() -> None:
+        pool = BuildPool(1)
+        tail = '<a href="{{ unsubscribe_url }}">u</a> {{ postal_address }}'
+        first, second = spec(html="<p>First {{ name }}</p>" + tail), \
+            spec(html="<p>Second {{ name }}</p>" + tail)
+        try:
+            for round_ in range(2):
+                for made, word in ((first, "First"), (second, "Second")):
+                    [built] = await pool.build(made, [Recipient("a@b.test", f"A{round_}",
+                                                                {"n": 1})], NOW)
+                    assert isinstance(built, tuple)
+                    assert f"{word} A{round_}" in _body(built[0])
+        finally:
+            pool.close()
+
+    asyncio.run(main())

@@ -12,9 +12,11 @@ place: reading the audience, the gate, and the writes that make exactly-once hol
 A job is a chunk of recipients and the campaign's `BuildSpec`: the template source, what the
 campaign's messages share, the link keys and the From domain's DKIM keys (PEM), all plain
 data. A worker compiles a spec once and keeps the last few under their `key` (which changes
-with anything in the spec), so the spec travels with every job (a few KB beside the chunk's
-messages coming back) and a worker needs no set-up call: a replacement worker, or one that
-serves two campaigns, compiles again.
+with anything in the spec), so the spec travels with every job and a worker needs no set-up
+call: a replacement worker, or one that serves two campaigns, compiles again. It travels
+pickled once per spec in the dispatcher, beside its key, and a worker unpickles it only when
+the key is new to it (the ~12 KB of template and keys were pickled, unpickled and hashed
+again for every job).
 
 Outcomes come back in recipient order: the signed octets (placed in a memory area shared with
 the dispatcher, marketing.build_results, where they fit) and SMTPUTF8, or the error, as data
@@ -43,6 +45,7 @@ import fcntl
 import hashlib
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -156,8 +159,11 @@ def _start_worker(parent: int, area_fd: int = -1, area_size: int = 0) -> None:
 _job_time: list[datetime] = []
 
 
-def _made(spec: BuildSpec) -> tuple[MessageBuilder, dict[str, tuple[SigningKey, ...]]]:
-    key = spec.key
+Compiled = tuple[MessageBuilder, dict[str, tuple[SigningKey, ...]]]
+
+
+def _made(spec: BuildSpec, key: str | None = None) -> Compiled:
+    key = key or spec.key
     found = _compiled.get(key)
     if found is None:
         if len(_compiled) >= _KEPT_SPECS:
@@ -172,8 +178,26 @@ def build_chunk(spec: BuildSpec, recipients: Sequence[RecipientData],
                 when: datetime, slot: int | None = None) -> list[Outcome]:
     """One job, in a worker: each recipient's message built and signed (or its error), dated
     `when`; the messages placed in `slot` of the result area while they fit."""
+    return _build(_made(spec), recipients, when, slot)
+
+
+def _build_packed(key: str, packed: bytes, recipients: Sequence[RecipientData], when: datetime,
+                  slot: int | None) -> list[Outcome]:
+    """`build_chunk` as the pool sends it: the spec pickled (`PackedSpec`), unpickled only
+    when this worker has not compiled it yet."""
+    found = _compiled.get(key)
+    if found is None:
+        spec = pickle.loads(packed)  # noqa: S301 - our own dispatcher's pickle, over our pipe
+        if not isinstance(spec, BuildSpec):
+            raise TypeError(f"a build job carried {type(spec).__name__}, not a BuildSpec")
+        found = _made(spec, key)
+    return _build(found, recipients, when, slot)
+
+
+def _build(compiled: Compiled, recipients: Sequence[RecipientData], when: datetime,
+           slot: int | None) -> list[Outcome]:
     _job_time[:] = [when]
-    builder, keys = _made(spec)
+    builder, keys = compiled
     now = int(when.timestamp())
     placing = SlotWriter(slot)
     out: list[Outcome] = []
@@ -255,6 +279,7 @@ class BuildPool:
         self._executor: ProcessPoolExecutor | None = None
         self._area: ResultArea | None = None
         self._area_made = False
+        self._packed: tuple[BuildSpec, str, bytes] | None = None  # the last spec, its key, pickled
         self._closed = False
 
     def _pool(self) -> ProcessPoolExecutor:
@@ -278,8 +303,12 @@ class BuildPool:
         BrokenProcessPool when a worker died: the pool then starts fresh workers for the next
         call."""
         pool = self._pool()
-        jobs = [asyncio.ensure_future(self._job(pool, spec, [_travelling(r) for r in
-                                                            recipients[at:at + CHUNK]], when))
+        if self._packed is None or self._packed[0] is not spec:
+            self._packed = (spec, spec.key, pickle.dumps(spec, pickle.HIGHEST_PROTOCOL))
+        _spec, key, packed = self._packed
+        jobs = [asyncio.ensure_future(self._job(pool, key, packed, [_travelling(r) for r in
+                                                                    recipients[at:at + CHUNK]],
+                                                when))
                 for at in range(0, len(recipients), CHUNK)]
         try:
             done = await asyncio.gather(*jobs)
@@ -294,7 +323,7 @@ class BuildPool:
             await asyncio.gather(*jobs, return_exceptions=True)
         return [item for chunk in done for item in chunk]
 
-    async def _job(self, pool: ProcessPoolExecutor, spec: BuildSpec,
+    async def _job(self, pool: ProcessPoolExecutor, key: str, packed: bytes,
                    recipients: list[RecipientData], when: datetime) -> list[Built]:
         """One job in the pool, with a slot of the result area lent to it while it is there
         (marketing.build_results says when a slot may be lent again)."""
@@ -302,7 +331,7 @@ class BuildPool:
         slot = await area.lend() if area is not None else None
         job: Future[list[Outcome]] | None = None
         try:
-            job = pool.submit(build_chunk, spec, recipients, when, slot)
+            job = pool.submit(_build_packed, key, packed, recipients, when, slot)
             return [_outcome(item, area) for item in await asyncio.wrap_future(job)]
         finally:
             if area is not None and slot is not None:
