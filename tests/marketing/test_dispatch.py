@@ -30,8 +30,9 @@ from mailprime.domain.deliverability import Suppression, SuppressionReason
 from mailprime.domain.ids import QueueId, new_queue_id
 from mailprime.domain.mail import EventKind, Priority
 from mailprime.marketing.campaigns import CampaignRunner, resume_campaign, start_campaign
-from mailprime.marketing.dispatch import DispatchConfig, Dispatcher, DispatchError, TokenBucket
+from mailprime.marketing.dispatch import DispatchConfig, Dispatcher, DispatchError
 from mailprime.marketing.guardrails import GuardrailPolicy
+from mailprime.marketing.rate import TokenBucket
 from mailprime.marketing.templates import Recipient
 from mailprime.marketing.tokens import LinkToken, TokenSigner, TrackToken, UnsubscribeToken
 from mailprime.services.dkim_keys import DkimSigner

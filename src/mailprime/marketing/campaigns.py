@@ -49,8 +49,9 @@ from mailprime.domain.clock import Clock
 from mailprime.domain.errors import DomainError, NotFound
 from mailprime.domain.ids import CampaignId
 from mailprime.logline import emit
-from mailprime.marketing.dispatch import Dispatcher, DispatchError, LeaseLost, Sleep
+from mailprime.marketing.dispatch import Dispatcher, DispatchError, LeaseLost
 from mailprime.marketing.preflight import Problem, SpamScorer, errors, preflight
+from mailprime.marketing.rate import Sleep
 from mailprime.storage.ports import Store
 
 log = logging.getLogger("mailprime.campaigns")

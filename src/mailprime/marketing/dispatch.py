@@ -13,12 +13,9 @@ batches in hand (two) and a resumed campaign does not read again what it has don
 Per batch: the gate (SendGate.check_many) is asked again, for the whole batch in one read — the
 page was read a moment ago, and an unsubscribe or a suppression may have landed since; a
 refusal becomes a `skipped` send row with the gate's reason. An allowed contact's message is
-built on the event loop (a template error for this contact is a `failed` row, and the campaign
-goes on) and DKIM-signed in two steps (DkimSigner.deferred_signer): canonicalized and hashed on
-the loop, its signature made on a small thread pool (`sign_threads`), a chunk of messages per
-job. `cryptography` releases the GIL while OpenSSL signs, so the signatures run on another core
-while the loop renders the next messages; the Python part stays on the loop, where it does not
-fight the loop for the GIL. At most two jobs per thread wait, so memory stays a batch.
+built and DKIM-signed (a template error for this contact is a `failed` row, and the campaign
+goes on): in this process, on the event loop with the signatures on `sign_threads` threads
+(marketing.threaded_build), or by worker processes (below).
 
 With worker processes (`build_processes`, marketing.build_pool) a batch of at least POOL_MIN
 contacts is built and signed there instead, CHUNK contacts a job, the loop only handing out
@@ -82,12 +79,11 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from mailprime.domain.audience import Contact, MailingList, SegmentFilter
 from mailprime.domain.campaigns import (
@@ -106,12 +102,14 @@ from mailprime.marketing.build_pool import BuildPool, BuildSpec
 from mailprime.marketing.gate import Purpose, SendGate
 from mailprime.marketing.guardrails import GuardrailPolicy, evaluate
 from mailprime.marketing.message_builder import CampaignInfo, HeaderError, MessageBuilder
+from mailprime.marketing.rate import Monotonic, Sleep, TokenBucket
 from mailprime.marketing.segments import parse_segment
 from mailprime.marketing.templates import (
     Recipient,
     RenderError,
     TemplateError,
 )
+from mailprime.marketing.threaded_build import ThreadedBuild, reap
 from mailprime.marketing.tokens import TokenSigner
 from mailprime.storage.ports import Store
 
@@ -121,7 +119,6 @@ S = CampaignStatus
 TEST_PREFIX = "[Test] "
 BATCH_SECONDS = 10.0  # a batch is cut to about this much sending at the campaign's rate
 MAX_TEST_ADDRESSES = 20
-SIGN_CHUNK = 32  # messages one signing job takes: few enough jobs, small enough to overlap
 # Recipients from which a batch goes to the worker processes (when configured): below, starting
 # processes (~0.5 s) costs more than it saves.
 POOL_MIN = 100
@@ -151,39 +148,6 @@ class DispatchError(CampaignError):
 
 class LeaseLost(DomainError):
     """Another process holds the campaign: this run stops without touching it."""
-
-
-Monotonic = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
-
-
-class TokenBucket:
-    """`per_minute` messages a minute (0: no limit), at most one second's worth at once."""
-
-    def __init__(self, per_minute: int, *, monotonic: Monotonic = time.monotonic,
-                 sleep: Sleep = asyncio.sleep) -> None:
-        self.per_second = per_minute / 60.0
-        self.capacity = max(1.0, self.per_second)
-        self._tokens = self.capacity
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._last = monotonic()
-
-    async def take(self) -> None:
-        if self.per_second <= 0:
-            return
-        self._refill()
-        if self._tokens < 1.0:
-            await self._sleep((1.0 - self._tokens) / self.per_second)
-            self._refill()
-        # Taken even if rounding left the refill a hair short of 1: the sleep was exactly the
-        # time one token takes, and waiting again for 1e-16 of one would never end.
-        self._tokens -= 1.0
-
-    def _refill(self) -> None:
-        now = self._monotonic()
-        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.per_second)
-        self._last = now
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,19 +184,6 @@ class _Batch:
     built: dict[ContactId, tuple[QueueId, bytes, bool]]
 
 
-async def _reap(futures: Sequence[asyncio.Future[Any]]) -> None:
-    """Cancels what has not finished and waits for all: every outcome retrieved (a no-op
-    when they are all done)."""
-    for future in futures:
-        future.cancel()
-    await asyncio.gather(*futures, return_exceptions=True)
-
-
-def _finish_all(items: list[tuple[int, Callable[[], bytes]]]) -> list[tuple[int, bytes]]:
-    """One signing job, on a pool thread: the private-key operations of prepared messages."""
-    return [(index, finish()) for index, finish in items]
-
-
 class Dispatcher:
     def __init__(self, store: Store, signer: MessageSigner, tokens: TokenSigner,
                  config: DispatchConfig, *, clock: Clock, monotonic: Monotonic = time.monotonic,
@@ -251,7 +202,7 @@ class Dispatcher:
         self._sleep = sleep
         self._on_queued = on_queued
         self._last_guard = float("-inf")
-        self._pool: ThreadPoolExecutor | None = None
+        self._threads: ThreadedBuild | None = None
         self._builders: BuildPool | None = builders
         self._owns_builders = builders is None
         # The build workers' CPU and peak resident sets added up (kB), read as their pool
@@ -341,61 +292,14 @@ class Dispatcher:
                                 f"process died {BUILD_ATTEMPTS} times on the same batch of "
                                 f"{len(recipients)} contacts (after contact "
                                 f"{recipients[0].contact_id}); nothing of it was queued")
-        return await self._messages_here(p, recipients)
-
-    async def _messages_here(self, p: _Prepared, recipients: Sequence[Recipient]
-                             ) -> list[tuple[bytes, bool] | RenderError | HeaderError]:
-        """`_messages` in this process: built and hashed on the loop, their signatures made on
-        the thread pool, SIGN_CHUNK a job, at most two jobs per thread waiting."""
-        prepare = await self.signer.deferred_signer()
-        pool = self._signing_pool()
-        loop = asyncio.get_running_loop()
-        out: list[tuple[bytes, bool] | RenderError | HeaderError] = []
-        jobs: list[asyncio.Future[list[tuple[int, bytes]]]] = []
-        waiting: set[asyncio.Future[list[tuple[int, bytes]]]] = set()
-        limit = 2 * max(1, self.config.sign_threads)
-        try:
-            for start in range(0, len(recipients), SIGN_CHUNK):
-                chunk: list[tuple[int, Callable[[], bytes]]] = []
-                for recipient in recipients[start:start + SIGN_CHUNK]:
-                    try:
-                        built = p.builder.build(recipient)
-                    except (RenderError, HeaderError) as exc:
-                        out.append(exc)
-                        continue
-                    chunk.append((len(out), prepare(built.data)))
-                    out.append((b"", built.smtputf8))  # the signed octets come from the job
-                if chunk:
-                    job = loop.run_in_executor(pool, _finish_all, chunk)
-                    jobs.append(job)
-                    waiting.add(job)
-                if len(waiting) >= limit:
-                    _done, waiting = await asyncio.wait(waiting,
-                                                        return_when=asyncio.FIRST_COMPLETED)
-                else:
-                    await asyncio.sleep(0)  # the batch being written moves on meanwhile
-            for job in jobs:
-                for index, signed in await job:
-                    item = out[index]
-                    assert isinstance(item, tuple)
-                    out[index] = (signed, item[1])
-        finally:
-            # A failed job (or our cancellation) leaves the others: drop those not started
-            # and retrieve every outcome, so none is left running unowned or logged as
-            # "exception was never retrieved".
-            await _reap(jobs)
-        return out
-
-    def _signing_pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max(1, self.config.sign_threads),
-                                            thread_name_prefix="mailprime-sign")
-        return self._pool
+        if self._threads is None:
+            self._threads = ThreadedBuild(self.signer, self.config.sign_threads)
+        return await self._threads.build(p.builder, recipients)
 
     def _close_pool(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        if self._threads is not None:
+            self._threads.close()
+            self._threads = None
         self._close_builders()
 
     def _close_builders(self) -> None:
@@ -487,7 +391,7 @@ class Dispatcher:
             raise
         finally:
             # Batches made ahead and not written are dropped (nothing of them is stored).
-            await _reap(list(making))
+            await reap(list(making))
             # A failure while the next batch was made: the batch being written is finished
             # (rather than left pending), and never left running behind the caller; an error
             # of its own is retrieved (the first error is the one raised).
@@ -646,7 +550,7 @@ class Dispatcher:
             # Cancelled (the run stopped) or a chunk raised: the other chunks are ours to end
             # and wait for, not to leave accepting after we returned (what they leave pending
             # the next run reconciles).
-            await _reap(tasks)
+            await reap(tasks)
         failed = [row for (row, _c, _u), err in zip(items, results, strict=True) if err is not None]
         accepted = await self.store.accepted_queue_ids(
             [r.queue_id for r in failed if r.queue_id is not None]) if failed else set()
@@ -783,5 +687,4 @@ __all__ = [
     "Dispatcher",
     "LeaseLost",
     "MessageSigner",
-    "TokenBucket",
 ]
