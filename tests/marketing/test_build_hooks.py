@@ -236,3 +236,83 @@ def test_the_unsubscribe_tag_shortcut_gives_what_the_analysis_gives(rest: str, b
     assert tracking.rewrite(html, ContactId(5)) == fresh
     if not set(rest) & set('">') and base == BASE:
         assert all(text.startswith('<a href="https://shop') for text in tracking._plans)
+
+
+# ---- HtmlParts: the template's fixed text analysed once -----------------------------------------
+
+# Templates where the once-per-campaign analysis must give what html_filter and the part's
+# encoding give on the whole HTML, each with whether it can (True) or must not (False) take
+# that way for the first recipient below; "untracked": only without click tracking (a tag of
+# fields is rewritten per message).
+_PARTS_CASES = [
+    (HTML, "untracked"),
+    ('<html><head><style>@media print { p::after { content: "é" } }</style></head><body>'
+     "{{ name }} ·</body></html>", False),  # non-ASCII in <style>: the HTML goes as UTF-8
+    ("<p>{{ name }} ·</p><style>p { color: red }</style><a href='https://s.a.test/{{ email }}'"
+     ">x</a><A HREF=https://s.a.test/y>y</A></body >tail", "untracked"),
+    ('<p>{{ name | safe }}</p><a href="https://s.a.test/">s</a>', True),  # safe: checked each time
+    ('<p>x<{{ "a" }} href="https://s.a.test/">s</a></p>', True),
+    ('<p>x<a{{ name }} href="https://s.a.test/">s</a></p>', False),  # a tag name cut
+    ('<p>x</{{ "body" }}></p><a href="https://s.a.test/">s</a>', False),
+    ("<style>{{ name }}</style><p>·</p>", False),  # an element of several chunks
+    ('<a title="</body>" href="https://s.a.test/">s</a></body>\n<p>after ·</p>', True),
+    ('<a href="{{ unsubscribe_url }}" class="{{ name }}">u</a>\n<p>{{ postal_address }}</p>'
+     "{% for x in attributes.picks | default([]) %}<a href='https://s.a.test/{{ loop.index }}'>"
+     "{{ x }}</a>{% endfor %}</body>", False),  # the CSS inliner, after each render
+    ('<a href="{{ unsubscribe_url }}"\n>u</a>', True),
+    ('{% macro m(u) %}<a href="https://s.a.test/m">{{ u }}</a>{% endmacro %}{{ m(name) }}'
+     "</BODY>", False),  # a macro's output: a chunk with "<" that is not fixed text
+    ("<p>no body, no tags, {{ name }}</p>", True),
+    ('<p>{{ attributes.note | default("") }}</p>\n<a href="https://s.a.test/">s</a>\n', True),
+    ('<p>long ' + "x" * 1200 + ' line</p><a href="https://s.a.test/">s</a>', True),
+]
+_PARTS_PEOPLE = [
+    Recipient("a@b.test", "Ann", {"picks": ["p<1>", "p&2"]}, ContactId(1)),
+    Recipient("b@b.test", "Bé rt", {"note": "a\nb\r\nc\rd"}, ContactId(2)),
+    Recipient("c@b.test", "<b>Cé</b>", {"picks": []}, ContactId(3)),
+    Recipient("d@b.test", "", {}, None),
+]
+
+
+@pytest.mark.parametrize(("clicks", "opens"), [(True, True), (True, False), (False, True),
+                                               (False, False), (None, None)])
+@pytest.mark.parametrize(("html", "fast"), _PARTS_CASES)
+def test_the_once_analysed_html_is_what_the_hook_and_the_encoding_make(
+        html: str, fast: bool | str, clicks: bool | None, opens: bool | None) -> None:
+    links = SignedUnsubscribeLinks(SIGNER, BASE, CampaignId(3), ListId(1), "a.test")
+    compiled = compile_template("S", html)
+    hook = (TrackingLinks(SIGNER, BASE, CampaignId(3), clicks=clicks, opens=opens).html_filter
+            if clicks is not None and opens is not None else None)
+    builders = [MessageBuilder(compiled, CAMPAIGN, links, html_filter=hook,
+                               now=lambda: datetime(2030, 1, 1, tzinfo=UTC)) for _ in range(2)]
+    parts = builders[0]._html_parts
+    assert parts is not None
+    builders[1]._html_parts = None  # the general way
+    for builder in builders:
+        builder._random = random.Random(5)
+    for who in _PARTS_PEOPLE * 2:
+        once, general = (b.build(who, message_id="<m@a.test>") for b in builders)
+        assert once.data == general.data
+        assert once.rendered == general.rendered
+    taken = [parts.html(message_builder.render_chunks(compiled, message_builder.MergeData(
+        who, "https://m.a.test/u/x"))[1], who) is not None for who in _PARTS_PEOPLE[:1]]
+    assert taken == [not clicks if fast == "untracked" else fast]
+
+
+def test_a_filter_that_is_not_a_link_rewriters_own_takes_the_general_way() -> None:
+    links = SignedUnsubscribeLinks(SIGNER, BASE, CampaignId(3), ListId(1), "a.test")
+    builder = MessageBuilder(compile_template("S", HTML), CAMPAIGN, links,
+                             html_filter=lambda html, who: html.lower())
+    assert builder._html_parts is None
+    assert "shop.a.test/?a=1&amp;b=ann" in builder.build(_PARTS_PEOPLE[0]).rendered.html
+
+
+def test_escaping_without_markup_writes_what_markupsafe_writes() -> None:
+    from markupsafe import Markup, escape
+
+    from mailprime.marketing import templates
+    for value in ["", "plain", "<a href=\"x\">&'</a>", "é<", Markup("<b>"), 5, None]:
+        assert templates._escape(value) == str(escape(value))
+    compiled = compile_template("{{ name }}", "<p>{{ name }}</p>")
+    namespace = compiled.html.root_render_func.__globals__
+    assert namespace["escape"] is templates._escape

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailprime.domain.ids import CampaignId, ContactId
-from mailprime.marketing import link_rewriter
+from mailprime.marketing import html_marks
 from mailprime.marketing.link_rewriter import TrackingLinks, add_pixel, rewrite_links
 from mailprime.marketing.preflight import Severity, content_problems, link_hosts
 from mailprime.marketing.tokens import LinkToken, TokenSigner, TrackToken
@@ -108,8 +108,8 @@ _PIECES = ["<a", "<A", "<a ", "<ab", "<a_", "<aé", "<a\n", "<a>", ">", "<", "hr
 @given(st.lists(st.sampled_from(_PIECES), max_size=30))
 def test_the_pixel_goes_where_the_last_body_end_is(pieces: list[str]) -> None:
     html = "".join(pieces)
-    ends = list(link_rewriter._BODY_END.finditer(html))
-    assert link_rewriter._last_body_end(html) == (ends[-1].start() if ends else -1)
+    ends = list(html_marks.BODY_END.finditer(html))
+    assert html_marks.last_body_end(html) == (ends[-1].start() if ends else -1)
 
 
 @given(st.lists(st.sampled_from([*_PIECES, '<a href="https://x.test/">', "<A HREF=https://y.test>",

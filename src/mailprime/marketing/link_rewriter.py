@@ -56,6 +56,7 @@ import threading
 from collections.abc import Callable
 
 from mailprime.domain.ids import CampaignId, ContactId, ListId
+from mailprime.marketing.html_marks import A_TAG, last_body_end
 from mailprime.marketing.message_builder import CampaignInfo
 from mailprime.marketing.templates import Recipient
 from mailprime.marketing.tokens import (
@@ -65,12 +66,10 @@ from mailprime.marketing.tokens import (
 )
 from mailprime.message.msgid_token import CampaignOrigin, MsgIdCodec
 
-_A_TAG = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
-_A_TAG_SPLIT = re.compile(f"({_A_TAG.pattern})", re.IGNORECASE)  # the same, as split()'s group
+_A_TAG_SPLIT = re.compile(f"({A_TAG.pattern})", re.IGNORECASE)  # the same, as split()'s group
 # One attribute of a tag, at an attribute position: name, then "=" and a value (quoted or not).
 # Walked from the tag name on, so "data-href=" and "href=" inside another value are never taken.
 _ATTRIBUTE = re.compile(r"""\s+([^\s"'>/=]+)(?:(\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s>"']+)))?""")
-_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
 
 # What to do with one <a> tag: (its text up to the new href value, its text after, the decoded
@@ -116,7 +115,7 @@ def rewrite_links(html: str, click: Callable[[str], str | None],
     known = plans if plans is not None else _TagPlans()
     pieces: list[str] = []
     pos = 0
-    for m in _A_TAG.finditer(html):
+    for m in A_TAG.finditer(html):
         plan = known.plan(m.group())
         if plan is None:
             continue
@@ -131,18 +130,6 @@ def rewrite_links(html: str, click: Callable[[str], str | None],
     return "".join(pieces)
 
 
-def _last_body_end(html: str) -> int:
-    """Where the last match of _BODY_END starts, or -1: tried only at each "</" from the end
-    back (found by str.rfind), not across the whole body; no two matches overlap (each holds
-    one "<"), so the first found from the end is the last."""
-    pos = len(html)
-    while (at := html.rfind("</", 0, pos)) >= 0:
-        if _BODY_END.match(html, at):
-            return at
-        pos = at + 1
-    return -1
-
-
 def _pixel_tag(url: str) -> str:
     return (f'<img src="{html_lib.escape(url)}" width="1" height="1" alt="" '
             'style="display:block;width:1px;height:1px;border:0">')
@@ -150,7 +137,7 @@ def _pixel_tag(url: str) -> str:
 
 def add_pixel(html: str, url: str) -> str:
     img = _pixel_tag(url)
-    at = _last_body_end(html)
+    at = last_body_end(html)
     if at < 0:
         return html + img
     return html[:at] + img + html[at:]
@@ -328,7 +315,7 @@ class TrackingLinks:
             # Before the last </body> (add_pixel's place), found in `html`: when it is in the
             # text after the last tag, which no rewriting touched, it is the last one of the
             # rewritten HTML too.
-            at = _last_body_end(html)
+            at = last_body_end(html)
             last = len(html) - len(parts[-1])  # where the text after the last tag starts
             if at < 0:
                 parts.append(img)
@@ -340,6 +327,23 @@ class TrackingLinks:
         elif not changed:
             return html
         return "".join(parts)
+
+    # What MessageBuilder applies to the template's fixed text once per campaign, instead of
+    # calling html_filter on each message (message_builder, HtmlParts): the same rewriting.
+
+    def tag_rewrite(self, text: str) -> tuple[str, str] | None:
+        """What the <a> tag `text` becomes around the message's token (the tag is `token.join`
+        of the pair), or None: left as it is."""
+        return self._tag_plan(text) if self.clicks else None
+
+    def message_token(self, recipient: Recipient) -> str:
+        """The token html_filter writes into `recipient`'s links and pixel."""
+        return self.recipient_token(recipient.contact_id or ContactId(0))
+
+    def pixel_pieces(self) -> tuple[str, str] | None:
+        """The open pixel around the token, which goes before the last </body> (or at the end),
+        or None without open tracking."""
+        return self._pixel if self.opens else None
 
     def rewrite(self, html: str, contact_id: ContactId) -> str:
         if not (self.clicks or self.opens):

@@ -24,6 +24,10 @@
 
 static const char hex_digits[] = "0123456789ABCDEF";
 
+/* 1 for the octets written as themselves wherever they are (33-60 and 62-126), 2 for SP and
+ * HTAB (as themselves except at the end of a line). */
+static unsigned char plain[256];
+
 static PyObject *encode(PyObject *module, PyObject *arg)
 {
     (void)module;
@@ -45,6 +49,16 @@ static PyObject *encode(PyObject *module, PyObject *arg)
     Py_ssize_t column = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned char c = s[i];
+        /* The usual octet, first, written as it is before column 75 (where no soft break can
+         * come before a 1-character token): printable ASCII other than "=", or SP/HTAB that
+         * does not end its line (neither the last octet nor one before a CR). What the steps
+         * below would do with it, with one table look-up. */
+        if (column < MAX_LINE - 1 &&
+            (plain[c] == 1 || (plain[c] == 2 && i + 1 < n && s[i + 1] != '\r'))) {
+            *w++ = (char)c;
+            column++;
+            continue;
+        }
         if (c == '\r' && i + 1 < n && s[i + 1] == '\n') {
             *w++ = '\r';
             *w++ = '\n';
@@ -89,4 +103,10 @@ static struct PyModuleDef module_def = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__qp(void) { return PyModule_Create(&module_def); }
+PyMODINIT_FUNC PyInit__qp(void)
+{
+    for (int c = 33; c <= 126; c++)
+        plain[c] = c != '=';
+    plain[' '] = plain['\t'] = 2;
+    return PyModule_Create(&module_def);
+}
