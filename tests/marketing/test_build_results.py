@@ -140,3 +140,35 @@ def test_a_pool_serving_two_campaigns_builds_each_with_its_own_spec() -> None:
             pool.close()
 
     asyncio.run(main())
+
+
+def test_an_abandoned_job_is_never_cancelled_in_the_pool() -> None:
+    """Python 3.11's pool stops marking jobs failed at the first cancelled one when a worker
+    dies (the jobs after it would never end): a caller that stops waiting leaves the job be;
+    the job's outcome, error or shutdown still reaches a caller that waits."""
+    from mailprime.marketing.build_pool import _outcome_of
+
+    async def main() -> None:
+        abandoned: Future[list[object]] = Future()
+        waiting = asyncio.ensure_future(_outcome_of(abandoned))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert not abandoned.cancelled()
+        abandoned.set_result([])  # ends later: nobody minds
+        await asyncio.sleep(0.01)
+
+        failed: Future[list[object]] = Future()
+        failed.set_exception(ValueError("worker error"))
+        with pytest.raises(ValueError, match="worker error"):
+            await _outcome_of(failed)  # type: ignore[arg-type]
+        shut: Future[list[object]] = Future()
+        shut.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await _outcome_of(shut)  # type: ignore[arg-type]
+        done: Future[list[object]] = Future()
+        done.set_result([(0, 1, False)])
+        assert await _outcome_of(done) == [(0, 1, False)]  # type: ignore[arg-type]
+
+    asyncio.run(main())

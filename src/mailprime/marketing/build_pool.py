@@ -241,6 +241,37 @@ def _outcome(item: Outcome, area: ResultArea | None) -> Built:
     return HeaderError(str(second))
 
 
+async def _outcome_of(job: Future[list[Outcome]]) -> list[Outcome]:
+    """The job's result, awaited without ever cancelling the job itself (asyncio.wrap_future
+    would, when the caller is cancelled). Python 3.11's pool, marking its pending jobs failed
+    when a worker dies, calls set_exception on each and stops at the first one cancelled
+    (InvalidStateError in its manager thread), leaving the jobs after it unresolved for ever:
+    a cancel racing a dying worker would hang the dispatcher. An abandoned job runs on
+    instead — at most SLOTS_PER_WORKER of them per worker are in the pool — and its slot comes
+    back when it ends."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[list[Outcome]] = loop.create_future()
+
+    def settle(done: Future[list[Outcome]]) -> None:  # on the loop
+        if waiter.done():  # the caller stopped waiting
+            return
+        if done.cancelled():  # by the pool's shutdown (the server stopping): as wrap_future
+            waiter.cancel()
+            return
+        error = done.exception()
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(done.result())
+
+    def ended(done: Future[list[Outcome]]) -> None:  # in the pool's thread
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(settle, done)
+
+    job.add_done_callback(ended)
+    return await waiter
+
+
 def processes_for(setting: int, serve_workers: int = 1, cores: int | None = None) -> int:
     """The build worker processes one serve process starts for `[marketing] build_processes`:
     -1 none; N that many; 0 one per core (`cores`, default this machine's), shared among the
@@ -332,7 +363,7 @@ class BuildPool:
         job: Future[list[Outcome]] | None = None
         try:
             job = pool.submit(_build_packed, key, packed, recipients, when, slot)
-            return [_outcome(item, area) for item in await asyncio.wrap_future(job)]
+            return [_outcome(item, area) for item in await _outcome_of(job)]
         finally:
             if area is not None and slot is not None:
                 if job is None:
