@@ -276,7 +276,7 @@ def test_build_processes_setting() -> None:
 def test_the_result_pipe_is_widened_where_the_kernel_allows() -> None:
     pool = BuildPool(1)
     try:
-        executor = pool._pool()
+        executor, _area = pool._pool()
         reader = executor._result_queue._reader  # type: ignore[attr-defined]
         allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())
         size = fcntl.fcntl(reader.fileno(), fcntl.F_GETPIPE_SZ)

@@ -9,10 +9,13 @@ import asyncio
 import email
 import email.policy
 import os
+import signal
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
+from mailprime.domain.errors import StorageError
 from mailprime.marketing import build_results
 from mailprime.marketing.build_pool import BuildPool, build_chunk
 from mailprime.marketing.build_results import SLOT_BYTES, ResultArea, SlotWriter, open_in_worker
@@ -47,7 +50,7 @@ def test_a_job_places_its_messages_in_its_slot_and_they_copy_out_whole(area: Res
     assert offsets[0] == 2 * SLOT_BYTES and offsets == sorted(offsets)
     for (offset, length, utf8), (address, name, _a, _c) in zip(placed, people, strict=True):
         assert isinstance(offset, int) and isinstance(length, int) and utf8 is False
-        data = area.copy(offset, length)
+        data = area.copy(offset, length, 2)
         assert data.startswith(b"DKIM-Signature:") and f"Hi {name}," in _body(data)
         assert address.encode() in data
 
@@ -71,9 +74,15 @@ def test_a_worker_without_the_area_returns_everything_through_the_pipe() -> None
     assert SlotWriter(None).place(b"x", True) == (b"x", True)
 
 
-def test_an_area_outside_reads_are_refused(area: ResultArea) -> None:
-    with pytest.raises(ValueError, match="outside the area"):
-        area.copy(area.size - 10, 11)
+def test_reads_outside_the_jobs_own_slot_are_refused(area: ResultArea) -> None:
+    with pytest.raises(StorageError, match="outside its slot"):
+        area.copy(area.size - 10, 11, 2)  # past the area
+    with pytest.raises(StorageError, match="outside its slot"):
+        area.copy(0, 10, 1)  # another job's slot
+    assert area.copy(SLOT_BYTES, 3, 1) == b"\0\0\0"
+    area.close()
+    with pytest.raises(StorageError, match="stopped"):
+        area.copy(SLOT_BYTES, 3, 1)
 
 
 def test_slots_are_lent_one_job_at_a_time(area: ResultArea) -> None:
@@ -99,6 +108,45 @@ def test_slots_are_lent_one_job_at_a_time(area: ResultArea) -> None:
         done.set_result([])
         area.give_back_when_done(lent[2], done)  # ended already: back at once
         assert await area.lend() == lent[2]
+
+    asyncio.run(main())
+
+
+def test_a_waiter_cancelled_as_it_is_handed_a_slot_gives_it_back(area: ResultArea) -> None:
+    async def main() -> None:
+        lent = [await area.lend() for _ in range(3)]
+        waiting = asyncio.ensure_future(area.lend())
+        await asyncio.sleep(0)
+        area.give_back(lent[0])  # handed to the waiter, which has not run yet ...
+        waiting.cancel()  # ... and is cancelled before it does
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await asyncio.wait_for(area.lend(), 1) == lent[0]  # not lost
+
+    asyncio.run(main())
+
+
+def test_a_broken_pools_area_is_never_lent_to_its_replacement() -> None:
+    """A worker of a broken pool may still write its slots after the pool has marked its jobs
+    failed: the replacement executor gets an area of its own."""
+    async def main() -> None:
+        pool = BuildPool(1)
+        try:
+            await pool.build(spec(), [Recipient("a@b.test", "A", {"n": 1})], NOW)
+            first = pool._area
+            for pid in pool.pids():
+                os.kill(pid, signal.SIGKILL)
+            with pytest.raises(BrokenProcessPool):
+                await pool.build(spec(), [Recipient(f"u{n}@b.test", "U", {"n": 1})
+                                          for n in range(200)], NOW)
+            assert pool._area is None and first in pool._retired
+            [built] = await pool.build(spec(), [Recipient("b@b.test", "B", {"n": 1})], NOW)
+            assert pool._area is not None and pool._area is not first
+            assert isinstance(built, tuple) and "Hi B," in _body(built[0])
+            assert first not in pool._retired  # its slots all back: closed at the restart
+        finally:
+            pool.close()
+        assert not pool._retired
 
     asyncio.run(main())
 

@@ -225,12 +225,12 @@ def _travelling(recipient: Recipient) -> RecipientData:
             int(recipient.contact_id) if recipient.contact_id is not None else None)
 
 
-def _outcome(item: Outcome, area: ResultArea | None) -> Built:
+def _outcome(item: Outcome, area: ResultArea | None, slot: int | None) -> Built:
     if len(item) == 3:
         offset, length, utf8 = item
-        if area is None:
+        if area is None or slot is None:
             raise StorageError("a build worker placed a message in a result area there is not")
-        return area.copy(offset, length), utf8
+        return area.copy(offset, length, slot), utf8
     first, second = item
     if isinstance(first, bytes):
         assert isinstance(second, bool)
@@ -308,38 +308,49 @@ class BuildPool:
     def __init__(self, processes: int) -> None:
         self.processes = max(1, processes)
         self._executor: ProcessPoolExecutor | None = None
+        # The current executor's result area: its workers map it at start-up. An executor that
+        # broke takes its area into retirement (a surviving worker of it may still write its
+        # slots), closed once every slot of it is back.
         self._area: ResultArea | None = None
-        self._area_made = False
+        self._retired: list[ResultArea] = []
         self._packed: tuple[BuildSpec, str, bytes] | None = None  # the last spec, its key, pickled
         self._closed = False
 
-    def _pool(self) -> ProcessPoolExecutor:
+    def _pool(self) -> tuple[ProcessPoolExecutor, ResultArea | None]:
+        """The executor and its result area (None where there is none)."""
         if self._closed:  # never started again behind the owner's back, left unclosed
             raise StorageError("the message-building processes are stopped (the server is "
                                "stopping); the batch is retried at the next run")
         if self._executor is None:
-            if not self._area_made:  # one area for the pool's life, across fresh workers
-                self._area, self._area_made = ResultArea.make(self.processes), True
-            area = self._area
+            self._close_retired()
+            area = self._area = ResultArea.make(self.processes)
             self._executor = ProcessPoolExecutor(
                 self.processes, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
                 initargs=(os.getpid(), area.fd if area else -1, area.size if area else 0))
             _widen_result_pipe(self._executor)
-        return self._executor
+        return self._executor, self._area
+
+    def _close_retired(self, every: bool = False) -> None:
+        """Closes the retired areas whose slots are all back (`every`: all of them; a worker
+        still writing keeps its own mapping, and a copy still to come fails as stopping)."""
+        for area in list(self._retired):
+            if every or area.all_free():
+                area.close()
+                self._retired.remove(area)
 
     async def build(self, spec: BuildSpec, recipients: Sequence[Recipient],
                     when: datetime) -> list[Built]:
         """The recipients' signed messages (or errors) dated `when`, in order.
         BrokenProcessPool when a worker died: the pool then starts fresh workers for the next
         call."""
-        pool = self._pool()
+        pool, area = self._pool()
         if self._packed is None or self._packed[0] is not spec:
             self._packed = (spec, spec.key, pickle.dumps(spec, pickle.HIGHEST_PROTOCOL))
         _spec, key, packed = self._packed
-        jobs = [asyncio.ensure_future(self._job(pool, key, packed, [_travelling(r) for r in
-                                                                    recipients[at:at + CHUNK]],
-                                                when))
+        jobs = [asyncio.ensure_future(self._job(
+                    pool, area, [_travelling(r) for r in recipients[at:at + CHUNK]],
+                    key=key, packed=packed, when=when))
                 for at in range(0, len(recipients), CHUNK)]
         try:
             done = await asyncio.gather(*jobs)
@@ -347,6 +358,9 @@ class BuildPool:
             if self._executor is pool:  # not replaced by another caller meanwhile
                 self._executor = None
                 pool.shutdown(wait=False, cancel_futures=True)
+                if area is not None:  # the pool marks jobs failed before its workers stop
+                    self._retired.append(area)
+                    self._area = None
             raise
         finally:
             for job in jobs:  # cancelled or failed: the jobs not started are dropped
@@ -354,16 +368,16 @@ class BuildPool:
             await asyncio.gather(*jobs, return_exceptions=True)
         return [item for chunk in done for item in chunk]
 
-    async def _job(self, pool: ProcessPoolExecutor, key: str, packed: bytes,
-                   recipients: list[RecipientData], when: datetime) -> list[Built]:
-        """One job in the pool, with a slot of the result area lent to it while it is there
-        (marketing.build_results says when a slot may be lent again)."""
-        area = self._area
+    async def _job(self, pool: ProcessPoolExecutor, area: ResultArea | None,
+                   recipients: list[RecipientData], *, key: str, packed: bytes,
+                   when: datetime) -> list[Built]:
+        """One job in the pool, with a slot of the pool's result area lent to it while it is
+        there (marketing.build_results says when a slot may be lent again)."""
         slot = await area.lend() if area is not None else None
         job: Future[list[Outcome]] | None = None
         try:
             job = pool.submit(_build_packed, key, packed, recipients, when, slot)
-            return [_outcome(item, area) for item in await _outcome_of(job)]
+            return [_outcome(item, area, slot) for item in await _outcome_of(job)]
         finally:
             if area is not None and slot is not None:
                 if job is None:
@@ -401,8 +415,9 @@ class BuildPool:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         if self._area is not None:  # a worker still running keeps its own mapping
-            self._area.close()
+            self._retired.append(self._area)
             self._area = None
+        self._close_retired(every=True)
 
 
 __all__ = ["CHUNK", "BuildPool", "BuildSpec", "build_chunk", "processes_for"]

@@ -13,10 +13,12 @@ dispatcher copies each out into the bytes it stores, then the slot goes back. Tw
 a few hundred octets through the pipe.
 
 Who writes a slot: the worker running the job that holds it, and only while that job runs. The
-dispatcher reads it once the job's result has come back, and lends it again only after its
-copies are made — or, when the job was abandoned (cancelled, its pool broken), once the job has
-ended in the pool, whatever the worker was still doing. So a slot is never written by two jobs
-at once nor read while written, without a lock. A job waits on the event loop for a free slot
+dispatcher reads it once the job's result has come back (only inside that job's slot), and
+lends it again only after its copies are made — or, when the caller stopped waiting, once the
+job has ended in the pool. A pool that broke (a worker died) marks its jobs failed before its
+other workers have stopped, and those may still be writing: its area is retired with it
+(build_pool), never lent to the replacement workers, which get an area of their own. So a slot
+is never written by two jobs at once nor read while written, without a lock. A job waits on the event loop for a free slot
 before it is handed to the pool, so at most `slots` jobs are in the pool at a time: about three
 per worker (one running, two queued) keeps every worker busy. Free slots are lent last-in
 first-out, so the pages in use stay few (the bench counts the resident memory of every process).
@@ -37,6 +39,8 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
+from mailprime.domain.errors import StorageError
+
 SLOT_BYTES = 1 << 20  # a job's messages: 50 newsletters of ~14 KB fit with room to spare
 SLOTS_PER_WORKER = 3  # one job running, two queued behind it
 
@@ -52,8 +56,10 @@ class ResultArea:
         self.size = slots * SLOT_BYTES
         self._map = mmap.mmap(fd, self.size)
         self._view = memoryview(self._map)
+        self._slots = slots
         self._free = list(range(slots - 1, -1, -1))  # the last one is lent first
         self._waiting: deque[asyncio.Future[int]] = deque()
+        self._closed = False
 
     @classmethod
     def make(cls, workers: int) -> ResultArea | None:
@@ -79,7 +85,14 @@ class ResultArea:
             return self._free.pop()
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting.append(waiter)
-        return await waiter  # a slot given back is handed over (a cancelled waiter gets none)
+        try:
+            return await waiter  # a slot given back is handed over
+        except asyncio.CancelledError:
+            # Cancelled after a slot was handed over but before this task ran again: the slot
+            # is ours, and nobody else will give it back.
+            if waiter.done() and not waiter.cancelled():
+                self.give_back(waiter.result())
+            raise
 
     def give_back(self, slot: int) -> None:
         while self._waiting:
@@ -103,13 +116,24 @@ class ResultArea:
 
         job.add_done_callback(ended)
 
-    def copy(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0 or offset + length > self.size:
-            raise ValueError(f"a build worker placed a message outside the area "
-                             f"({offset} + {length} of {self.size})")
+    def all_free(self) -> bool:
+        return len(self._free) == self._slots
+
+    def copy(self, offset: int, length: int, slot: int) -> bytes:
+        """A message the job holding `slot` placed there."""
+        start = slot * SLOT_BYTES
+        if not start <= offset <= offset + length <= start + SLOT_BYTES:
+            raise StorageError(f"a build worker placed a message outside its slot {slot} "
+                               f"({offset} + {length})")
+        if self._closed:
+            raise StorageError("the message-building processes are stopped (the server is "
+                               "stopping); the batch is retried at the next run")
         return bytes(self._view[offset:offset + length])
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._view.release()
         self._map.close()
         os.close(self.fd)
