@@ -71,7 +71,10 @@ from mailprime.marketing.templates import (
 from mailprime.marketing.tokens import TokenSigner
 from mailprime.message.dkim import SigningKey, load_private_key, sign_with
 
-CHUNK = 50  # recipients a job: the pool costs the dispatcher ~10 us a message at 16, ~2.5 at 64
+# Recipients a job: the pool costs the dispatcher ~10 us a message at 16, ~2.5 at 64; at 100
+# rather than 50 the whole campaign bench took ~2.5 % less CPU (fewer wake-ups of the pool's
+# threads and of the workers), for ~10 MB more peak RSS.
+CHUNK = 100
 RESULT_PIPE_SIZE = 1 << 20  # octets: see _widen_result_pipe
 _KEPT_SPECS = 4  # compiled specs a worker keeps (campaigns it serves at once)
 _WATCH_SECONDS = 1.0  # how often a worker checks that its parent is alive

@@ -3,7 +3,7 @@ shared with the dispatching process, instead of the pool's result pipe.
 
 Theory of operation
 -------------------
-A job's messages (50 of ~14 KB, ~700 KB) used to come back pickled through the pool's result
+A job's messages (100 of ~15 KB, ~1.5 MB) used to come back pickled through the pool's result
 pipe: pickled in the worker (a copy), written into the pipe (a copy, and a blocking write per
 pipe's worth), read out of it (a copy), unpickled (a copy). The dispatcher now makes one area
 (memfd_create: anonymous memory with a file descriptor, gone with the process) of `slots`
@@ -41,7 +41,7 @@ from typing import Any
 
 from mailprime.domain.errors import StorageError
 
-SLOT_BYTES = 1 << 20  # a job's messages: 50 newsletters of ~14 KB fit with room to spare
+SLOT_BYTES = 2 << 20  # a job's messages: 100 newsletters of ~15 KB fit with room to spare
 SLOTS_PER_WORKER = 3  # one job running, two queued behind it
 
 # (offset, length, SMTPUTF8): a message in the area, as a worker returns it.
