@@ -18,10 +18,12 @@ lends it again only after its copies are made — or, when the caller stopped wa
 job has ended in the pool. A pool that broke (a worker died) marks its jobs failed before its
 other workers have stopped, and those may still be writing: its area is retired with it
 (build_pool), never lent to the replacement workers, which get an area of their own. So a slot
-is never written by two jobs at once nor read while written, without a lock. A job waits on the event loop for a free slot
-before it is handed to the pool, so at most `slots` jobs are in the pool at a time: about three
-per worker (one running, two queued) keeps every worker busy. Free slots are lent last-in
-first-out, so the pages in use stay few (the bench counts the resident memory of every process).
+is never written by two jobs at once nor read while written, without a lock.
+
+A job waits on the event loop for a free slot before it is handed to the pool, so at most
+`slots` jobs are in the pool at a time: about three per worker (one running, two queued) keeps
+every worker busy. Free slots are lent last-in first-out, so the pages in use stay few (the
+bench counts the resident memory of every process).
 
 A message that does not fit in what is left of its slot (a job of large messages) comes back
 through the pipe as before, and so does everything where there is no area: memfd_create is
