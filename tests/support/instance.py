@@ -51,10 +51,22 @@ T = TypeVar("T")
 DEFAULT_DEADLINE = 20.0
 
 
+# Ports free_port has handed out in this test process. The socket that found a port is closed
+# before the caller binds it, so the kernel may offer the same port again to the next call: a
+# test that asks for several (a server's listeners) could then get one twice, and the server
+# would fail to bind its second listener (seen once in CI). Never handing out a port twice rules
+# that out; the ~28,000 ephemeral ports are far more than a test run asks for.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @contextmanager

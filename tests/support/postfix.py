@@ -55,6 +55,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+# Re-exported for the tests that take it from here: one list of handed-out ports (instance.py).
+from tests.support.instance import free_port as free_port
+
 POSTFIX = "/usr/sbin/postfix"
 POSTQUEUE = "/usr/sbin/postqueue"
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -89,10 +92,6 @@ def postfix_unavailable() -> str | None:
     return None
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(host: str, port: int, timeout: float, *, greeting: bool = False) -> None:
