@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mailprime.domain.audience import ConsentEvidence, ConsentSource, ContactInput, ImportMode
+from mailprime.domain.audience import (
+    ConsentEvidence,
+    ConsentSource,
+    Contact,
+    ContactInput,
+    ImportMode,
+)
 from mailprime.domain.campaigns import (
     CampaignDraft,
     CampaignStatus,
@@ -39,6 +45,13 @@ async def draft(store: SqlStore, name: str = "april") -> CampaignDraft:
     return CampaignDraft(name=name, template_id=template.id,
                          list_ids=(lists[1].id, lists[0].id), from_address="news@a.test",
                          from_name="News", rate_per_minute=100, track_clicks=False)
+
+
+async def _contacts(store: SqlStore, prefix: str, count: int) -> list[Contact]:
+    """`count` new contacts {prefix}0@b.test, ..., as the store pages them."""
+    await store.upsert_contacts([ContactInput(f"{prefix}{n}@b.test") for n in range(count)],
+                                mode=ImportMode.UPSERT, evidence=ConsentEvidence(ConsentSource.CLI))
+    return list(await store.contacts_page())
 
 
 async def test_create_get_list_and_move(backend: Backend) -> None:
@@ -94,10 +107,7 @@ async def test_lease_send_rows_and_counters(backend: Backend) -> None:
         await store.release_campaign(campaign.id, "p2")
         assert await store.claim_campaign(campaign.id, "p3", now, now)
 
-        await store.upsert_contacts([ContactInput(f"c{n}@b.test") for n in range(4)],
-                                    mode=ImportMode.UPSERT,
-                                    evidence=ConsentEvidence(ConsentSource.CLI))
-        contacts = await store.contacts_page()
+        contacts = await _contacts(store, "c", 4)
         q = [new_queue_id() for _ in contacts]
         rows = [SendRecord(campaign.id, c.id, c.email, SendStatus.PENDING, q[n])
                 for n, c in enumerate(contacts[:3])]
@@ -169,10 +179,7 @@ async def test_a_cancelled_campaigns_pending_rows_are_settled_once_no_dispatcher
         await store.set_campaign_status(campaign.id, S.SENDING)
         now = backend.clock.now()
         assert await store.claim_campaign(campaign.id, "p1", now, now + timedelta(seconds=60))
-        await store.upsert_contacts([ContactInput(f"c{n}@b.test") for n in range(3)],
-                                    mode=ImportMode.UPSERT,
-                                    evidence=ConsentEvidence(ConsentSource.CLI))
-        contacts = await store.contacts_page()
+        contacts = await _contacts(store, "c", 3)
         q = [new_queue_id() for _ in contacts]
         await store.record_sends(campaign.id, [
             SendRecord(campaign.id, c.id, c.email, SendStatus.PENDING, q[n])
@@ -203,10 +210,7 @@ async def test_record_sends_returns_the_rows_as_stored(backend: Backend) -> None
     every row (nothing is read back then), some of them, or none, and with a contact twice."""
     async with backend.open() as store:
         campaign = await store.create_campaign(await draft(store))
-        await store.upsert_contacts([ContactInput(f"r{n}@b.test") for n in range(6)],
-                                    mode=ImportMode.UPSERT,
-                                    evidence=ConsentEvidence(ConsentSource.CLI))
-        contacts = await store.contacts_page()
+        contacts = await _contacts(store, "r", 6)
 
         def row(n: int) -> SendRecord:
             c = contacts[n]
@@ -242,10 +246,7 @@ async def test_queue_sends_writes_rows_messages_and_cursor_all_or_none(backend: 
     queue id leaves nothing of the call behind."""
     async with backend.open() as store:
         campaign = await store.create_campaign(await draft(store))
-        await store.upsert_contacts([ContactInput(f"q{n}@b.test") for n in range(6)],
-                                    mode=ImportMode.UPSERT,
-                                    evidence=ConsentEvidence(ConsentSource.CLI))
-        contacts = await store.contacts_page()
+        contacts = await _contacts(store, "q", 6)
 
         def batch(numbers: range) -> tuple[list[SendRecord], list[Acceptance]]:
             rows, acceptances = [], []

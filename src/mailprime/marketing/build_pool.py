@@ -59,7 +59,13 @@ from pathlib import Path
 from mailprime import heap
 from mailprime.domain.errors import StorageError
 from mailprime.domain.ids import ContactId, ListId
-from mailprime.marketing.build_results import Placed, ResultArea, SlotWriter, open_in_worker
+from mailprime.marketing.build_results import (
+    Placed,
+    ResultArea,
+    SlotWriter,
+    on_loop_when_done,
+    open_in_worker,
+)
 from mailprime.marketing.link_rewriter import SignedUnsubscribeLinks, TrackingLinks
 from mailprime.marketing.message_builder import CampaignInfo, HeaderError, MessageBuilder
 from mailprime.marketing.templates import (
@@ -252,10 +258,9 @@ async def _outcome_of(job: Future[list[Outcome]]) -> list[Outcome]:
     a cancel racing a dying worker would hang the dispatcher. An abandoned job runs on
     instead — at most SLOTS_PER_WORKER of them per worker are in the pool — and its slot comes
     back when it ends."""
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[list[Outcome]] = loop.create_future()
+    waiter: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
 
-    def settle(done: Future[list[Outcome]]) -> None:  # on the loop
+    def settle(done: Future[list[Outcome]]) -> None:
         if waiter.done():  # the caller stopped waiting
             return
         if done.cancelled():  # by the pool's shutdown (the server stopping): as wrap_future
@@ -267,11 +272,7 @@ async def _outcome_of(job: Future[list[Outcome]]) -> list[Outcome]:
         else:
             waiter.set_result(done.result())
 
-    def ended(done: Future[list[Outcome]]) -> None:  # in the pool's thread
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            loop.call_soon_threadsafe(settle, done)
-
-    job.add_done_callback(ended)
+    on_loop_when_done(job, settle)
     return await waiter
 
 

@@ -38,10 +38,13 @@ import contextlib
 import mmap
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from mailprime.domain.errors import StorageError
+
+T = TypeVar("T")
 
 SLOT_BYTES = 2 << 20  # a job's messages: 100 newsletters of ~15 KB fit with room to spare
 SLOTS_PER_WORKER = 3  # one job running, two queued behind it
@@ -110,13 +113,7 @@ class ResultArea:
         if job.done():
             self.give_back(slot)
             return
-        loop = asyncio.get_running_loop()
-
-        def ended(_job: Future[Any]) -> None:  # in the pool's thread
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody lends any more
-                loop.call_soon_threadsafe(self.give_back, slot)
-
-        job.add_done_callback(ended)
+        on_loop_when_done(job, lambda _job: self.give_back(slot))
 
     def all_free(self) -> bool:
         return len(self._free) == self._slots
@@ -139,6 +136,18 @@ class ResultArea:
         self._view.release()
         self._map.close()
         os.close(self.fd)
+
+
+def on_loop_when_done(job: Future[T], callback: Callable[[Future[T]], None]) -> None:
+    """`callback(job)` on the running event loop once `job` has ended in the pool (the pool's
+    thread only schedules it); dropped if the loop is closed by then (nobody waits any more)."""
+    loop = asyncio.get_running_loop()
+
+    def ended(done: Future[T]) -> None:  # in the pool's thread
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(callback, done)
+
+    job.add_done_callback(ended)
 
 
 # ---- in the worker ----------------------------------------------------------------------------
@@ -188,5 +197,6 @@ __all__ = [
     "Placed",
     "ResultArea",
     "SlotWriter",
+    "on_loop_when_done",
     "open_in_worker",
 ]

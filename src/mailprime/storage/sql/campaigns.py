@@ -322,7 +322,7 @@ def insert_new_sends(conn: Connection, campaign_id: CampaignId, rows: Sequence[S
     if inserted != len(rows):
         raise SendsTaken(f"campaign {campaign_id}: {len(rows) - inserted} of the batch's "
                          "contacts already have a send row")
-    settle_sends(conn, campaign_id, (), cursor, now)
+    _move_cursor(conn, campaign_id, cursor)
 
 
 _SETTLE = BulkUpdate(
@@ -345,6 +345,11 @@ def settle_sends(conn: Connection, campaign_id: CampaignId,
         at = stamp(conn.dialect.name, now)
         _SETTLE(conn, [(status.value, reason[:32], detail[:MAX_DETAIL], at, campaign_id,
                         contact_id, _PENDING) for contact_id, status, reason, detail in updates])
+    _move_cursor(conn, campaign_id, cursor)
+
+
+def _move_cursor(conn: Connection, campaign_id: CampaignId, cursor: ContactId | None) -> None:
+    """The walk's cursor forward to `cursor` (never back)."""
     if cursor is not None:
         conn.execute(update(campaigns).where(
             cp.id == campaign_id, or_(cp.cursor.is_(None), cp.cursor < cursor))
