@@ -49,7 +49,7 @@ class ServerSettings:
 @dataclass(slots=True)
 class StorageSettings:
     url: str = ""  # default: sqlite:///<data_dir>/mailprime.db
-    spool_dir: str = ""  # default: <data_dir>/spool (messages larger than inline_max)
+    spool_dir: str = ""  # default: <data_dir>/spool (messages over inline_max; campaign batches)
     inline_max: int = 1024 * 1024  # messages up to this size are stored in the database itself
 
 

@@ -97,6 +97,8 @@ class AcceptRecord:
     acceptance: Acceptance
     spool_path: str | None = None
     lease: Lease | None = None
+    # Where the content starts in `spool_path` when that file holds a batch (Spool.write_batch).
+    spool_offset: int | None = None
     jobs: list[DeliveryJob] = field(default_factory=list)
     # (mailbox id, its new highestmodseq) for each mailbox this record filed into, filled by the
     # writer like `jobs`, so the store can wake IMAP sessions waiting on those mailboxes.
@@ -106,11 +108,16 @@ class AcceptRecord:
         """The blob's row, in `_BLOB_COLUMNS` order (`created_at` as bulk.stamp gives it)."""
         content = self.acceptance.content
         if isinstance(content, SpooledContent):
-            data, prefix = None, content.prefix or None
-        else:
-            data, prefix = (None if self.spool_path else content), None
-        # Inline content only: a spool file is streamed, and checked by its reader as it goes.
-        return (self.acceptance.size, data, self.spool_path, prefix, created_at, *line_facts(data))
+            return (self.acceptance.size, None, self.spool_path, content.prefix or None,
+                    created_at, None, None, None)
+        if self.spool_path is None:
+            return (self.acceptance.size, content, None, None, created_at, *line_facts(content),
+                    None)
+        # A file of its own is streamed, and checked by its reader as it goes; a batch file's
+        # content is here whole, so its line facts are found now like an inline one's.
+        facts = line_facts(content) if self.spool_offset is not None else (None, None)
+        return (self.acceptance.size, None, self.spool_path, None, created_at, *facts,
+                self.spool_offset)
 
 
 def recipient_domain(address: str) -> str:
@@ -123,7 +130,8 @@ def notify_text(values: frozenset[str]) -> str:
 
 # The bulk rows of an accept (bulk.py: tuples, straight to the driver on SQLite), in the order
 # of these columns. Blobs and leased recipients are numbered by `_insert_with_ids`.
-_BLOB_COLUMNS = ("size", "data", "path", "prefix", "created_at", "line_form", "dot_lines")
+_BLOB_COLUMNS = ("size", "data", "path", "prefix", "created_at", "line_form", "dot_lines",
+                 "file_offset")
 _INSERT_BLOBS = BulkInsert(blobs, ("id", *_BLOB_COLUMNS))
 _INSERT_BLOBS_RETURNING = insert(blobs).returning(blobs.c.id, sort_by_parameter_order=True)
 _INSERT_MAILBOX_MESSAGES = insert(mailbox_messages)

@@ -125,7 +125,11 @@ def remove_account(conn: Connection, address: str) -> list[str]:
 
 
 def release_blobs(conn: Connection, candidates: Sequence[BlobId]) -> list[str]:
-    """Deletes the candidate blobs nothing references any more; returns their spool paths."""
+    """Deletes the candidate blobs nothing references any more; returns the spool paths no row
+    names any more (a batch file shared with blobs that remain stays).
+
+    On PostgreSQL two transactions releasing a shared file's last two blobs at once may each
+    see the other's row and keep the file: the spool sweep removes it later, unreferenced."""
     if not candidates:
         return []
     used = set(conn.execute(union(
@@ -135,9 +139,16 @@ def release_blobs(conn: Connection, candidates: Sequence[BlobId]) -> list[str]:
     orphans = [b for b in candidates if b not in used]
     if not orphans:
         return []
-    paths = [p for p in conn.execute(select(blobs.c.path).where(blobs.c.id.in_(orphans))).scalars() if p]
+    rows = conn.execute(select(blobs.c.path, blobs.c.file_offset)
+                        .where(blobs.c.id.in_(orphans), blobs.c.path.is_not(None))).all()
     conn.execute(delete(blobs).where(blobs.c.id.in_(orphans)))
-    return paths
+    own = [row.path for row in rows if row.file_offset is None]
+    shared = sorted({row.path for row in rows if row.file_offset is not None})
+    if shared:
+        kept = set(conn.execute(select(blobs.c.path).distinct()
+                                .where(blobs.c.path.in_(shared))).scalars())
+        own += [path for path in shared if path not in kept]
+    return own
 
 
 # ---- aliases -------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from datetime import datetime
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Connection
 
-from mailprime.domain.errors import NotFound
 from mailprime.domain.ids import AccountId, BlobId, MailboxId, QueueId
 from mailprime.domain.mail import Event, EventKind, Mailbox, StoredMessage
 from mailprime.storage.ports import LineForm, ListedMessage, WireContent
@@ -35,14 +34,6 @@ def list_messages(conn: Connection, account_id: AccountId, mailbox: str) -> list
         select(mm).join(mailboxes, mailboxes.c.id == mm.c.mailbox_id)
         .where(mailboxes.c.account_id == account_id, mailboxes.c.name == mailbox_name(mailbox))
         .order_by(mm.c.uid))]
-
-
-def blob_location(conn: Connection, blob_id: BlobId) -> tuple[bytes | None, str | None]:
-    """(inline content, None) or (None, spool path)."""
-    row = conn.execute(select(blobs.c.data, blobs.c.path).where(blobs.c.id == blob_id)).first()
-    if row is None:
-        raise NotFound(f"no blob {blob_id}")
-    return (bytes(row.data) if row.data is not None else None), row.path
 
 
 # Built once: constructing and cache-keying a select costs more than running these.

@@ -158,6 +158,13 @@ blobs = Table(
     # Migration 0008.
     Column("line_form", SmallInteger, nullable=True),
     Column("dot_lines", LargeBinary, nullable=True),
+    # With `path`: where the content starts in a file it shares with other blobs (a batch of
+    # queued messages written as one file: storage/sql/batch_file.py); it is `size` octets
+    # long. NULL: the file is this blob's alone. Migration 0016.
+    Column("file_offset", BigInteger, nullable=True),
+    # Whether another row still names a shared file, asked when a blob goes (release_blobs).
+    Index(None, "path", sqlite_where=text("path IS NOT NULL"),
+          postgresql_where=text("path IS NOT NULL")),
     sqlite_autoincrement=True,  # migration 0004: ids never reused
 )
 

@@ -5,6 +5,10 @@ so a committed row never points at a file that a crash could lose. The reverse â
 never committed â€” is garbage; `sweep` removes such files once they are old enough that no writer
 (in this or another process) can still be about to commit them.
 
+A batch of messages queued together (a campaign's) can share one file (`write_batch`, written by
+storage/sql/batch_file.py): their rows name the same path, each with its offset, and the file
+goes when the last row naming it does (storage/sql/directory.release_blobs) or by the sweep.
+
 Bodies received over the network arrive in pieces: they go to a temporary file `tmp/<token>.part`
 (`TempFile`), which holds an exclusive flock while it is being written, is fsynced when the body
 is complete, and is renamed into its shard (`adopt`) just before the acceptance's rows commit.
@@ -20,10 +24,11 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from mailprime.domain.errors import StorageError
+from mailprime.storage.sql.batch_file import BatchFileWriter
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _SUFFIX = ".eml"
@@ -32,6 +37,9 @@ _TEMP_SUFFIX = ".part"
 # What `TempFile.ticket` looks like: anything else given to `adopt` is refused, so a ticket can
 # never name a file outside the spool's temporary directory.
 _TICKET = re.compile(rf"{TEMP_DIR}/[0-9a-f]{{32}}\{_TEMP_SUFFIX}")
+# The most one batch file holds: a batch larger than this is cut into several files (each written
+# from one reused buffer of this size at most). A single larger content gets a file of its own.
+BATCH_FILE_MAX = 16 * 1024 * 1024
 
 
 def _fsync_dir(path: Path) -> None:
@@ -95,15 +103,21 @@ class TempFile:
 
 class ReadFile:
     """An open spool file for streaming reads (positional, so each reader pass is independent).
-    Holding the descriptor keeps the content readable even if the file is unlinked meanwhile."""
+    Holding the descriptor keeps the content readable even if the file is unlinked meanwhile.
 
-    def __init__(self, fd: int) -> None:
+    A content that shares its file with others (`Spool.write_batch`) is the window of `size`
+    octets from `base`: offsets are relative to the window, and reads stop at its end."""
+
+    def __init__(self, fd: int, base: int = 0, size: int | None = None) -> None:
         self._fd: int | None = fd
         self._lock = threading.Lock()
-        self.size = os.fstat(fd).st_size
+        self._base = base
+        self.size = os.fstat(fd).st_size - base if size is None else size
 
     def pread(self, offset: int, length: int) -> bytes:
-        """`length` octets from `offset`, fewer only at the end of the file."""
+        """`length` octets from `offset`, fewer only at the end of the content."""
+        length = max(0, min(length, self.size - offset))
+        offset += self._base
         with self._lock:
             if self._fd is None:
                 raise StorageError("spool file already closed")
@@ -128,9 +142,10 @@ class ReadFile:
 class Spool:
     """Files named `<shard>/<hint>.<random>.eml`; 256 shards keep directories small."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, direct_io: bool = True) -> None:
         self.root = root.resolve()
         self.temp_root = self.root / TEMP_DIR
+        self._batch_writer = BatchFileWriter(direct=direct_io)
 
     def ensure_root(self) -> None:
         if not self.root.is_dir():
@@ -163,6 +178,38 @@ class Spool:
             self.remove(rel)
             raise StorageError(f"spool write failed: {exc}") from exc
         return rel
+
+    def write_batch(self, hint: str, contents: Sequence[bytes]) -> list[tuple[str, int]]:
+        """Writes `contents` durably into as few new files as `BATCH_FILE_MAX` allows, one
+        after another; returns each content's (path relative to the root, offset in the file).
+        On failure no file is left behind."""
+        groups: list[list[bytes]] = []
+        size = 0
+        for content in contents:
+            if not groups or (groups[-1] and size + len(content) > BATCH_FILE_MAX):
+                groups.append([])
+                size = 0
+            groups[-1].append(content)
+            size += len(content)
+        written: list[str] = []
+        where: list[tuple[str, int]] = []
+        try:
+            shards: set[Path] = set()
+            for group in groups:
+                rel, shard = self._new_name(hint)
+                written.append(rel)
+                self._batch_writer.write(self.root / rel, group)
+                shards.add(shard)
+                offset = 0
+                for content in group:
+                    where.append((rel, offset))
+                    offset += len(content)
+            for shard in shards:
+                _fsync_dir(shard)
+        except OSError as exc:
+            self.remove_all(written)
+            raise StorageError(f"spool write failed: {exc}") from exc
+        return where
 
     # ---- temporary files of bodies being received ------------------------------------------
 
@@ -220,19 +267,31 @@ class Spool:
             raise StorageError(f"spool path outside the spool directory: {rel!r}")
         return path
 
-    def read(self, rel: str) -> bytes:
+    def read(self, rel: str, offset: int | None = None, size: int | None = None) -> bytes:
+        """The whole file, or (a batch file's content) `size` octets from `offset`."""
+        if offset is None:
+            try:
+                return self._resolve(rel).read_bytes()
+            except OSError as exc:
+                raise StorageError(f"spool read failed: {exc}") from exc
+        file = self.open_read(rel, offset, size)
         try:
-            return self._resolve(rel).read_bytes()
-        except OSError as exc:
-            raise StorageError(f"spool read failed: {exc}") from exc
+            data = file.pread(0, file.size)
+        finally:
+            file.close()
+        if len(data) != file.size:
+            raise StorageError(f"spool file {rel} ends before its content ({len(data)} of "
+                               f"{file.size} octets from {offset})")
+        return data
 
-    def open_read(self, rel: str) -> ReadFile:
+    def open_read(self, rel: str, offset: int | None = None,
+                  size: int | None = None) -> ReadFile:
         try:
             fd = os.open(self._resolve(rel), os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise StorageError(f"spool read failed: {exc}") from exc
         try:
-            return ReadFile(fd)
+            return ReadFile(fd, offset or 0, size if offset is not None else None)
         except OSError as exc:
             os.close(fd)
             raise StorageError(f"spool read failed: {exc}") from exc
