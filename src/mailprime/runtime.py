@@ -45,8 +45,9 @@ from mailprime.delivery.transport import Transport
 from mailprime.delivery.verp_split import VerpSplitter
 from mailprime.delivery.worker import DeliveryWorker, WorkerConfig
 from mailprime.domain.clock import SystemClock
-from mailprime.domain.errors import ConfigError
+from mailprime.domain.errors import ConfigError, DomainError
 from mailprime.domain.login_failures import FailurePolicy
+from mailprime.logline import emit
 from mailprime.logsetup import setup_logging
 from mailprime.marketing.retention import RetentionTask
 from mailprime.message.caching_resolver import CachingResolver
@@ -91,6 +92,8 @@ if TYPE_CHECKING:  # imported where used: the web stack and the campaign engine 
     from mailprime.net.http_server import HttpListener
 
 log = logging.getLogger("mailprime.runtime")
+# How often each server process looks for spool files nothing names (`_sweep_spool`).
+SPOOL_SWEEP_SECONDS = 3600.0
 
 
 @dataclass(slots=True)
@@ -110,6 +113,7 @@ class Server:
     campaigns: CampaignRunner | None = None  # dispatches sending campaigns ([marketing])
     campaigns_task: asyncio.Task[None] | None = None
     retention_task: asyncio.Task[None] | None = None  # [marketing] retention_interval_hours
+    spool_sweep_task: asyncio.Task[None] | None = None  # hourly (_sweep_spool)
 
     @property
     def ports(self) -> dict[str, int]:
@@ -119,10 +123,11 @@ class Server:
         return ports
 
     async def stop(self, grace: float = 10.0) -> None:
-        if self.retention_task is not None:
-            self.retention_task.cancel()  # a run cut short deletes the rest next time
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.retention_task
+        for housekeeping in (self.retention_task, self.spool_sweep_task):
+            if housekeeping is not None:
+                housekeeping.cancel()  # a run cut short deletes the rest next time
+                with contextlib.suppress(asyncio.CancelledError):
+                    await housekeeping
         for lst in self.listeners.values():
             await lst.close()
         for lst in self.listeners.values():
@@ -340,7 +345,22 @@ async def start_server(settings: Settings, *, reuse_port: bool = False) -> Serve
                                   event_days=m.event_retention_days,
                                   message_days=m.message_retention_days)
         server.retention_task = asyncio.create_task(retention.run(), name="retention")
+    # Content files left by writes that failed or were cut short, which only a sweep removes
+    # (storage/sql/spool.py). Every process: sweeps side by side are harmless.
+    server.spool_sweep_task = asyncio.create_task(_sweep_spool(store), name="spool sweep")
     return server
+
+
+async def _sweep_spool(store: Store, interval: float = SPOOL_SWEEP_SECONDS) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            swept = await store.sweep_spool()
+        except DomainError as exc:
+            emit(log, "spool sweep", logging.ERROR, status="failed", reason=exc.message)
+            continue
+        if swept:
+            emit(log, "spool sweep", status="done", removed=swept)
 
 
 def _link_keys(settings: Settings) -> list[bytes]:

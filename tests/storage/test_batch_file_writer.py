@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mailprime.domain.errors import StorageError
 from mailprime.storage.sql import spool as spool_module
-from mailprime.storage.sql.batch_file import BLOCK, BatchFileWriter
+from mailprime.storage.sql.batch_file import BLOCK, CHUNK, BatchFileWriter
 from mailprime.storage.sql.spool import Spool
 
 
@@ -53,13 +53,16 @@ def test_direct_io_is_used_on_ext4(tmp_path: Path) -> None:
     assert writer.direct, "ext4 takes O_DIRECT: the writer should not have fallen back"
 
 
-def test_the_buffer_grows_and_is_reused_without_leaking_old_octets(tmp_path: Path) -> None:
+def test_contents_across_buffer_chunks_and_padding_read_back_exactly(tmp_path: Path) -> None:
     writer = BatchFileWriter()
     writer.write(tmp_path / "big.eml", [b"B" * 50_000])
-    writer.write(tmp_path / "small.eml", [b"s" * 10])  # padding must not carry the B's out
-    writer.write(tmp_path / "bigger.eml", [b"G" * 150_000, b"g"])
+    writer.write(tmp_path / "small.eml", [b"s" * 10])  # the padding must not carry B's out
+    # Contents ending exactly at a chunk's end, and others straddling the next two chunks.
+    contents = [b"1" * (CHUNK - 100), b"2" * 100, b"3" * (CHUNK + 7), os.urandom(CHUNK // 2)]
+    writer.write(tmp_path / "chunks.eml", contents)
+    assert writer.direct
     assert (tmp_path / "small.eml").read_bytes() == b"s" * 10
-    assert (tmp_path / "bigger.eml").read_bytes() == b"G" * 150_000 + b"g"
+    assert (tmp_path / "chunks.eml").read_bytes() == b"".join(contents)
 
 
 def test_an_existing_file_is_never_overwritten(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from mailprime.domain.errors import AlreadyExists
 from mailprime.domain.ids import new_queue_id
+from mailprime.storage.sql.migrate import alembic_config
 from mailprime.storage.sql.store import BATCH_FILE_MIN
 from mailprime.storage.sql.streams import READ_CHUNK
 from tests.storage.test_contract import sync_engine
@@ -152,3 +153,33 @@ async def test_the_sweep_keeps_a_named_batch_file_and_removes_an_orphan(
             os.utime(path, (old, old))
         assert await store.sweep_spool() == 1
         assert spool_files(backend.spool_dir)[1] == [named]
+
+
+async def test_the_migration_goes_down_only_without_shared_files_and_keeps_autoincrement(
+        backend: Backend) -> None:
+    from alembic import command
+
+    url = backend.new_database()
+    async with backend.open(url, inline_max=INLINE_MAX) as store:
+        batch = [accepting(c) for c in bodies(30, 3_000)]
+        await store.accept_many(batch)
+    engine = sync_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            with pytest.raises(RuntimeError, match="30 blobs live in shared spool files"):
+                command.downgrade(cfg, "0015")
+        async with backend.open(url) as store:
+            for acceptance in batch:
+                assert await store.delete_message(acceptance.queue_id)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0015")
+            if backend.name == "sqlite":
+                (ddl,) = conn.execute(text(
+                    "SELECT sql FROM sqlite_master WHERE name = 'blobs'")).scalars()
+                assert "AUTOINCREMENT" in ddl and "file_offset" not in ddl
+            command.upgrade(cfg, "head")
+    finally:
+        engine.dispose()

@@ -273,7 +273,7 @@ class Dispatcher:
         """The signed messages (or the error) of the recipients, in order: by the worker
         processes when there are (and the batch is worth it), else in this process."""
         if self.config.build_processes > 0 and (self._builders is not None
-                                                or len(recipients) >= POOL_MIN):
+                                                or self._pool_builds(recipients)):
             if self._builders is None:
                 self._builders = BuildPool(self.config.build_processes)
             keys = await self.signer.key_material(p.spec.info.sending_domain)
@@ -295,6 +295,10 @@ class Dispatcher:
         if self._threads is None:
             self._threads = ThreadedBuild(self.signer, self.config.sign_threads)
         return await self._threads.build(p.builder, recipients)
+
+    def _pool_builds(self, batch: Sequence[object]) -> bool:
+        """Whether a batch this large is built by worker processes (when there are)."""
+        return self.config.build_processes > 0 and len(batch) >= POOL_MIN
 
     def _close_pool(self) -> None:
         if self._threads is not None:
@@ -368,6 +372,9 @@ class Dispatcher:
                         exhausted = True
                         break
                     read_to = contacts[-1].id
+                    if self._builders is None and self._pool_builds(contacts):
+                        self._builders = BuildPool(self.config.build_processes)
+                        self._builders.start()  # while this process gates the first batch
                     making.append(asyncio.create_task(self._make_batch(p, contacts)))
                 if not making:
                     break

@@ -267,6 +267,12 @@ class MailStore(Protocol):
     async def list_messages(self, account_id: AccountId, mailbox: str) -> Sequence[StoredMessage]:
         ...
 
+    async def sweep_spool(self) -> int:
+        """Deletes content files that no message names any more and that are old enough that
+        no write can still be about to commit them (left by writes that failed or were cut
+        short); returns how many. Done when the store opens, and periodically by the server."""
+        ...
+
 
 class MailboxStore(Protocol):
     """Mailboxes as IMAP and POP3 see them (RFC 3501/9051 data model, RFC 7162 modseqs).

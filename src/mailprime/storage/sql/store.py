@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -222,6 +222,39 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
         if paths:
             await self._io(lambda: self._spool.remove_all(paths))
 
+    async def _discard_unnamed(self, paths: Collection[str]) -> None:
+        """After a failed write: removes the spool files among `paths` that no row names.
+        A failure does not always mean nothing committed — the answer to a COMMIT can be lost
+        with the connection after the server committed, and the op retried alone is then
+        refused for its own first attempt's rows — so the files are asked about, not assumed
+        garbage. When that cannot be asked either, they stay: the sweep removes them once
+        nothing names them."""
+        if not paths:
+            return
+        wanted = sorted(set(paths))
+        try:
+            named = await self._read(lambda c: set(c.execute(
+                select(blobs.c.path).where(blobs.c.path.in_(wanted))).scalars()))
+        except DomainError:
+            return
+        self._spool.remove_all([path for path in wanted if path not in named])
+
+    async def _write_batch_file(self, hint: str, contents: Sequence[bytes]
+                                ) -> list[tuple[str, int]]:
+        """Spool.write_batch on the spool threads. Cancelled while the thread writes, the files
+        it makes are removed when it is done (no row can name them: none was handed to the
+        writer)."""
+        job = asyncio.get_running_loop().run_in_executor(
+            self._io_pool, lambda: self._spool.write_batch(hint, contents))
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            def drop(done: asyncio.Future[list[tuple[str, int]]]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    self._spool.remove_all({path for path, _ in done.result()})
+            job.add_done_callback(drop)
+            raise
+
     # ---- MailStore -----------------------------------------------------------------------
 
     def new_spool_writer(self) -> SpoolWriter:
@@ -248,8 +281,8 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
         try:
             await self._writer.submit(record)
         except DomainError:
-            if spool_path is not None:  # never committed: the file is garbage now
-                self._spool.remove(spool_path)
+            if spool_path is not None:
+                await self._discard_unnamed([spool_path])
             raise
         # Filled by the writer thread before the commit that resolved our future.
         for mailbox_id, modseq in record.filed:
@@ -279,11 +312,11 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
         small = [(a, a.content) for a in acceptances
                  if isinstance(a.content, bytes) and len(a.content) <= inline_max]
         batched: dict[int, tuple[str, int]] = {}
+        handed = False  # to the writer: from then on a failure may have committed
         try:
             if len(small) > 1 and sum(len(content) for _, content in small) >= BATCH_FILE_MIN:
-                contents = [content for _, content in small]
-                places = await self._io(lambda: self._spool.write_batch(
-                    small[0][0].queue_id, contents))
+                places = await self._write_batch_file(small[0][0].queue_id,
+                                                      [content for _, content in small])
                 batched = {id(a): place for (a, _), place in zip(small, places, strict=True)}
             for acceptance in acceptances:
                 content = acceptance.content
@@ -295,11 +328,16 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
                               else await self._spool_content(acceptance))
                 records.append(AcceptRecord(acceptance, spool_path))
             if records or before is not None:
+                handed = True
                 await self._writer.run(write)
-        except DomainError:
-            # Never committed: their files are garbage now (a batch file once, for all its rows).
-            self._spool.remove_all({r.spool_path for r in records if r.spool_path is not None}
-                                   | {path for path, _ in batched.values()})
+        except BaseException as exc:
+            files = ({r.spool_path for r in records if r.spool_path is not None}
+                     | {path for path, _ in batched.values()})
+            if not handed:  # no row can name them
+                self._spool.remove_all(files)
+            elif isinstance(exc, DomainError):
+                await self._discard_unnamed(files)
+            # Cancelled while the writer has the op: it may still commit; the sweep decides.
             raise
         for record in records:
             for mailbox_id, modseq in record.filed:
@@ -411,7 +449,7 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
                 c, mailbox_id, row, size, flags=flags, internal_date=internal_date or now))
         except DomainError:
             if spool_path is not None:
-                self._spool.remove(spool_path)
+                await self._discard_unnamed([spool_path])
             raise
         self._changes.changed(mailbox_id, stored.modseq)
         return stored

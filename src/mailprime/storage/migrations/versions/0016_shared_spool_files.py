@@ -38,5 +38,6 @@ def downgrade() -> None:
         raise RuntimeError(f"{shared} blobs live in shared spool files: deliver or delete "
                            "those messages before downgrading below 0016")
     op.drop_index(_INDEX, table_name="blobs")
-    with op.batch_alter_table("blobs") as batch:
-        batch.drop_column("file_offset")
+    # A plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+): a batch operation would copy the
+    # table and lose its AUTOINCREMENT (migration 0004: ids never reused).
+    op.drop_column("blobs", "file_offset")
