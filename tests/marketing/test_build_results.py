@@ -143,7 +143,14 @@ def test_a_broken_pools_area_is_never_lent_to_its_replacement() -> None:
             [built] = await pool.build(spec(), [Recipient("b@b.test", "B", {"n": 1})], NOW)
             assert pool._area is not None and pool._area is not first
             assert isinstance(built, tuple) and "Hi B," in _body(built[0])
-            assert first not in pool._retired  # its slots all back: closed at the restart
+            # Closed once its slots are all back: at the restart, or at a build after it when
+            # the pool's thread settled the failed jobs later (a loaded machine).
+            for _ in range(100):
+                if first not in pool._retired:
+                    break
+                await asyncio.sleep(0.05)
+                await pool.build(spec(), [Recipient("c@b.test", "C", {"n": 1})], NOW)
+            assert first not in pool._retired
         finally:
             pool.close()
         assert not pool._retired

@@ -55,6 +55,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from mailprime import heap
 from mailprime.domain.errors import StorageError
@@ -213,7 +214,8 @@ def _build(compiled: Compiled, recipients: Sequence[RecipientData], when: dateti
     builder, keys = compiled
     now = int(when.timestamp())
     placing = SlotWriter(slot)
-    out: list[Outcome] = []
+    out: list[Outcome | None] = []
+    made: list[tuple[int, bytes, bool]] = []  # (its place in `out`, the message, SMTPUTF8)
     for email, name, attributes, contact_id in recipients:
         recipient = Recipient(email, name, attributes,
                               ContactId(contact_id) if contact_id is not None else None)
@@ -225,8 +227,14 @@ def _build(compiled: Compiled, recipients: Sequence[RecipientData], when: dateti
         except HeaderError as exc:
             out.append(("header", exc.message))
             continue
-        out.append(placing.place(sign_with(built.data, keys, now), built.smtputf8))
-    return out
+        made.append((len(out), built.data, built.smtputf8))
+        out.append(None)
+    # Signed once the job's messages are built, not in turns with them: between two RSA
+    # signatures the build ran ~40 % slower (the signature's code and tables push the
+    # template engine's out of the core's caches; measured 56 -> 79 us a message).
+    for index, data, utf8 in made:
+        out[index] = placing.place(sign_with(data, keys, now), utf8)
+    return cast(list[Outcome], out)
 
 
 # ---- in the dispatcher ------------------------------------------------------------------------
@@ -363,6 +371,8 @@ class BuildPool:
         BrokenProcessPool when a worker died: the pool then starts fresh workers for the next
         call."""
         pool, area = self._pool()
+        if self._retired:  # a broken pool's slots come back as its failed jobs are settled
+            self._close_retired()
         if self._packed is None or self._packed[0] is not spec:
             self._packed = (spec, spec.key, pickle.dumps(spec, pickle.HIGHEST_PROTOCOL))
         _spec, key, packed = self._packed
