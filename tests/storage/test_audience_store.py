@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from mailprime.domain.audience import (
+    Addressee,
     ConsentAction,
     ConsentEvidence,
     ConsentSource,
@@ -170,6 +171,24 @@ async def test_audience_rules_dedup_suppression_and_keyset_pages(backend: Backen
         assert await names(segment=parse_segment("in_list('single')")) == ["single", "both",
                                                                             "scoped"]
         assert await store.audience([]) == []
+
+
+async def test_an_audience_page_is_the_audience_as_addressees(backend: Backend) -> None:
+    """audience_page (what dispatch reads) finds what audience finds, page for page."""
+    async with backend.open() as store:
+        ids = await _seed_audience(store)
+        await store.update_contact(ids["both"], name="Bo Th",
+                                   attributes={"plan": "pro", "n": [1, 2]})
+        lists = [(await store.get_list(n)) for n in ("double", "single")]
+        list_ids = [lst.id for lst in lists if lst is not None]
+        for kw in ({}, {"sending_domain": "a.test"}, {"limit": 2},
+                   {"after": ids["single"]}, {"segment": parse_segment("in_list('single')")}):
+            full = await store.audience(list_ids, **kw)  # type: ignore[arg-type]
+            lean = await store.audience_page(list_ids, **kw)  # type: ignore[arg-type]
+            assert [Addressee(c.id, c.email, c.name, c.attributes) for c in full] == list(lean)
+        [both] = [a for a in await store.audience_page(list_ids) if a.id == ids["both"]]
+        assert (both.name, both.attributes) == ("Bo Th", {"plan": "pro", "n": [1, 2]})
+        assert await store.audience_page([]) == []
 
 
 SEGMENT_CASES = [

@@ -85,7 +85,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Protocol
 
-from mailprime.domain.audience import Contact, MailingList, SegmentFilter
+from mailprime.domain.audience import Addressee, Contact, MailingList, SegmentFilter
 from mailprime.domain.campaigns import (
     Campaign,
     CampaignError,
@@ -179,7 +179,7 @@ class _Batch:
     """One page of the audience gated, built and signed: its send rows (skipped, failed and
     pending) and, per pending contact, (its queue id, the signed message, SMTPUTF8)."""
 
-    contacts: Sequence[Contact]
+    contacts: Sequence[Addressee | Contact]
     rows: list[SendRecord]
     built: dict[ContactId, tuple[QueueId, bytes, bool]]
 
@@ -365,7 +365,7 @@ class Dispatcher:
         try:
             while True:
                 while len(making) < ahead and not exhausted:
-                    contacts = await self.store.audience(
+                    contacts = await self.store.audience_page(
                         [m.id for m in p.lists], segment=p.segment, after=read_to,
                         limit=self._batch_size(p), sending_domain=p.campaign.sending_domain)
                     if not contacts:
@@ -445,21 +445,21 @@ class Dispatcher:
                 return paused.status
         return S.SENDING
 
-    async def send_batch(self, p: _Prepared, contacts: Sequence[Contact]) -> None:
+    async def send_batch(self, p: _Prepared, contacts: Sequence[Addressee | Contact]) -> None:
         """One page of the audience, alone: gate, build, record, accept, settle."""
         try:
             await self._write_batch(p, await self._make_batch(p, contacts))
         finally:
             self._close_pool()
 
-    async def _make_batch(self, p: _Prepared, contacts: Sequence[Contact]) -> _Batch:
+    async def _make_batch(self, p: _Prepared, contacts: Sequence[Addressee | Contact]) -> _Batch:
         """Gate, build and sign one page (nothing written yet)."""
         cid = p.campaign.id
         decisions = await self.gate.check_many(
             [c.email for c in contacts], sending_domain=p.campaign.sending_domain,
             list_ids=[m.id for m in p.lists])
         rows: list[SendRecord] = []
-        allowed: list[Contact] = []
+        allowed: list[Addressee | Contact] = []
         for contact, decision in zip(contacts, decisions, strict=True):
             if decision.allowed:
                 allowed.append(contact)

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from mailprime.domain.api_keys import ApiKey
 from mailprime.domain.audience import (
+    Addressee,
     Attributes,
     ConsentAction,
     ConsentEntry,
@@ -605,6 +606,14 @@ class AudienceStore(Protocol):
         confirmed members of double opt-in lists, members not unsubscribed of single opt-in
         lists, matching `segment`, never an address suppressed for `sending_domain` (global
         entries, that domain's, and hashed entries of erased addresses)."""
+        ...
+
+    async def audience_page(self, list_ids: Sequence[ListId], *,
+                            segment: SegmentFilter | None = None,
+                            after: ContactId | None = None, limit: int = 1000,
+                            sending_domain: str = "") -> Sequence[Addressee]:
+        """`audience`'s recipients as Addressees (what a send needs of each): a campaign's
+        dispatch reads every recipient through this."""
         ...
 
     async def count_audience(self, list_ids: Sequence[ListId], *,

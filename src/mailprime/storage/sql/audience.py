@@ -49,6 +49,7 @@ from sqlalchemy.types import NullType
 
 from mailprime.domain.address import MAX_PATH, Address
 from mailprime.domain.audience import (
+    Addressee,
     Attributes,
     ConsentAction,
     ConsentEntry,
@@ -574,18 +575,41 @@ def _unsuppressed(sending_domain: str) -> ColumnElement[bool]:
         suppressions.c.scope.in_({GLOBAL_SCOPE, sending_domain.lower()})))
 
 
+def _audience_select(conn: Connection, columns: Sequence[ColumnElement[Any]],
+                     list_ids: Sequence[ListId], segment: SegmentFilter | None, *,
+                     after: ContactId | None, limit: int, sending_domain: str,
+                     now: datetime) -> Select[*tuple[Any, ...]]:
+    stmt = (select(*columns).select_from(contacts)
+            .where(_mailable(list_ids), _unsuppressed(sending_domain),
+                   compile_segment(segment, conn.dialect.name, now))
+            .order_by(c.id).limit(min(limit, MAX_PAGE)))
+    return stmt.where(c.id > after) if after is not None else stmt
+
+
 def audience(conn: Connection, list_ids: Sequence[ListId], segment: SegmentFilter | None, *,
              after: ContactId | None, limit: int, sending_domain: str,
              now: datetime) -> list[Contact]:
     if not list_ids:
         return []
-    stmt = (select(*_RAW_CONTACT).select_from(contacts)
-            .where(_mailable(list_ids), _unsuppressed(sending_domain),
-                   compile_segment(segment, conn.dialect.name, now))
-            .order_by(c.id).limit(min(limit, MAX_PAGE)))
-    if after is not None:
-        stmt = stmt.where(c.id > after)
-    return _contacts(conn, stmt)
+    return _contacts(conn, _audience_select(conn, _RAW_CONTACT, list_ids, segment, after=after,
+                                            limit=limit, sending_domain=sending_domain, now=now))
+
+
+# An Addressee's columns as the driver gives them (see _RAW_CONTACT).
+_RAW_ADDRESSEE = _RAW_CONTACT[:2] + _RAW_CONTACT[3:5]
+
+
+def audience_page(conn: Connection, list_ids: Sequence[ListId],
+                  segment: SegmentFilter | None, *, after: ContactId | None, limit: int,
+                  sending_domain: str, now: datetime) -> list[Addressee]:
+    """`audience` as Addressees: no key, no timestamps (four conversions a contact, ~3 us of
+    a dispatch read's ~10)."""
+    if not list_ids:
+        return []
+    stmt = _audience_select(conn, _RAW_ADDRESSEE, list_ids, segment, after=after, limit=limit,
+                            sending_domain=sending_domain, now=now)
+    return [Addressee(ContactId(cid), email, name, _attributes(attributes))
+            for cid, email, name, attributes in conn.execute(stmt)]
 
 
 def count_audience(conn: Connection, list_ids: Sequence[ListId], segment: SegmentFilter | None,

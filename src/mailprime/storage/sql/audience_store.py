@@ -113,6 +113,14 @@ class AudienceSql(SqlAccess):
         return await self._read(lambda c: audience.audience(
             c, list_ids, segment, after=after, limit=limit, sending_domain=sending_domain, now=now))
 
+    async def audience_page(self, list_ids: Sequence[ListId], *,
+                            segment: au.SegmentFilter | None = None,
+                            after: ContactId | None = None, limit: int = 1000,
+                            sending_domain: str = "") -> Sequence[au.Addressee]:
+        now = self._clock.now()
+        return await self._read(lambda c: audience.audience_page(
+            c, list_ids, segment, after=after, limit=limit, sending_domain=sending_domain, now=now))
+
     async def count_audience(self, list_ids: Sequence[ListId], *,
                              segment: au.SegmentFilter | None = None,
                              sending_domain: str = "") -> int:
