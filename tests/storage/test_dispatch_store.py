@@ -23,7 +23,7 @@ from mailprime.domain.deliverability import Suppression, SuppressionReason
 from mailprime.domain.errors import AlreadyExists
 from mailprime.domain.ids import ListId, QueueId, new_queue_id
 from mailprime.domain.mail import Acceptance, EnvelopeRecipient, EventKind, Priority
-from mailprime.storage.sql.audience import GATE_CHUNK
+from mailprime.storage.sql.recipients import GATE_CHUNK
 
 if TYPE_CHECKING:
     from mailprime.storage.sql import SqlStore

@@ -1,4 +1,4 @@
-"""The send gate's shortcut for its contacts' keys (storage.sql.audience._contact_ids): an ASCII
+"""The send gate's shortcut for its contacts' keys (storage.sql.recipients._contact_ids): an ASCII
 address of at most MAX_PATH octets that, lower-cased, is a key `email_key` made is an address
 whose key `email_key` makes is exactly that, so the gate need not parse it. Held here against
 every kind of address and every change of case, bracket, space and dot around one."""

@@ -8,7 +8,7 @@ from datetime import datetime
 from mailprime.domain import audience as au
 from mailprime.domain.ids import ContactId, ListId, SegmentId
 from mailprime.storage.ports import GateFacts
-from mailprime.storage.sql import audience, retention
+from mailprime.storage.sql import audience, recipients, retention
 from mailprime.storage.sql.access import SqlAccess
 
 
@@ -110,7 +110,7 @@ class AudienceSql(SqlAccess):
                        after: ContactId | None = None, limit: int = 1000,
                        sending_domain: str = "") -> Sequence[au.Contact]:
         now = self._clock.now()
-        return await self._read(lambda c: audience.audience(
+        return await self._read(lambda c: recipients.audience(
             c, list_ids, segment, after=after, limit=limit, sending_domain=sending_domain, now=now))
 
     async def audience_page(self, list_ids: Sequence[ListId], *,
@@ -118,7 +118,7 @@ class AudienceSql(SqlAccess):
                             after: ContactId | None = None, limit: int = 1000,
                             sending_domain: str = "") -> Sequence[au.Addressee]:
         now = self._clock.now()
-        return await self._read(lambda c: audience.audience_page(
+        return await self._read(lambda c: recipients.audience_page(
             c, list_ids, segment, after=after, limit=limit, sending_domain=sending_domain, now=now))
 
     async def count_audience(self, list_ids: Sequence[ListId], *,
@@ -126,11 +126,11 @@ class AudienceSql(SqlAccess):
                              sending_domain: str = "") -> int:
         now = self._clock.now()
         return await self._read(
-            lambda c: audience.count_audience(c, list_ids, segment, sending_domain, now))
+            lambda c: recipients.count_audience(c, list_ids, segment, sending_domain, now))
 
     async def send_gate_facts(self, addresses: Sequence[str], *, sending_domain: str,
                               list_ids: Sequence[ListId]) -> GateFacts:
-        return await self._read(lambda c: audience.send_gate_facts(
+        return await self._read(lambda c: recipients.send_gate_facts(
             c, addresses, sending_domain, list_ids))
 
     async def create_segment(self, name: str, expression: str) -> au.Segment:
