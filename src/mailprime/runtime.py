@@ -359,6 +359,9 @@ async def _sweep_spool(store: Store, interval: float = SPOOL_SWEEP_SECONDS) -> N
         except DomainError as exc:
             emit(log, "spool sweep", logging.ERROR, status="failed", reason=exc.message)
             continue
+        except Exception:  # the task must outlive any one run (as retention's): log, go on
+            log.exception("spool sweep: run failed")
+            continue
         if swept:
             emit(log, "spool sweep", status="done", removed=swept)
 

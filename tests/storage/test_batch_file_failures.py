@@ -15,18 +15,18 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from sqlalchemy.exc import OperationalError
 
-from mailprime.domain.errors import DomainError
+from mailprime.domain.errors import DomainError, StorageError
 from mailprime.runtime import _sweep_spool
 from mailprime.storage.sql.store import BATCH_FILE_MIN
 from tests.storage.test_batch_files import bodies
 from tests.storage.test_streaming import INLINE_MAX, accepting, spool_files
 
 if TYPE_CHECKING:
-    import pytest
-
     from tests.storage.conftest import Backend
+
 
 def _lose_next_commit_ack(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     writer = store._writer
@@ -129,3 +129,34 @@ async def test_the_server_sweeps_what_a_cut_short_write_left_without_a_restart(
             sweeping.cancel()
             await asyncio.gather(sweeping, return_exceptions=True)
         assert spool_files(backend.spool_dir)[1] == [named]
+
+
+async def test_a_batch_after_close_fails_as_storage_error_like_a_single_accept(
+        backend: Backend) -> None:
+    """A batch file's write on a closed store is a StorageError, as every write's is."""
+    async with backend.open(inline_max=INLINE_MAX) as store:
+        pass
+    with pytest.raises(StorageError):
+        await store.accept(accepting(b"x" * (INLINE_MAX + 10)))  # control
+    with pytest.raises(StorageError):
+        await store.accept_many([accepting(c) for c in bodies(30, 3_000)])
+
+
+async def test_the_spool_sweep_survives_a_file_system_error(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep that meets a file-system error (a file it may not remove) is logged and tried
+    again at the next interval: the task goes on, and Server.stop, awaiting it, stops."""
+    async with backend.open(inline_max=INLINE_MAX) as store:
+        calls = {"n": 0}
+
+        def failing(_referenced: Any, _older: float) -> int:
+            calls["n"] += 1
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(store._spool, "sweep", failing)
+        task = asyncio.create_task(_sweep_spool(store, interval=0.01))
+        await asyncio.sleep(0.2)
+        alive = not task.done()
+        task.cancel()
+        outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+        assert alive and calls["n"] > 1, f"sweep task died after {calls['n']} run(s): {outcome!r}"

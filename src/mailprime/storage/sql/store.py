@@ -244,8 +244,11 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
         """Spool.write_batch on the spool threads. Cancelled while the thread writes, the files
         it makes are removed when it is done (no row can name them: none was handed to the
         writer)."""
-        job = asyncio.get_running_loop().run_in_executor(
-            self._io_pool, lambda: self._spool.write_batch(hint, contents))
+        try:
+            job = asyncio.get_running_loop().run_in_executor(
+                self._io_pool, lambda: self._spool.write_batch(hint, contents))
+        except RuntimeError as exc:  # the pool was shut down (as in _io)
+            raise StorageError("store is closed") from exc
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:
@@ -378,7 +381,11 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
         """Deletes spool files no blob row references (left by accepts that never committed)."""
         referenced = await self._read(
             lambda c: set(c.execute(select(blobs.c.path).where(blobs.c.path.is_not(None))).scalars()))
-        return await self._io(lambda: self._spool.sweep(referenced, older_than.total_seconds()))
+        try:
+            return await self._io(lambda: self._spool.sweep(referenced,
+                                                             older_than.total_seconds()))
+        except OSError as exc:  # a directory it cannot read, a file it cannot remove
+            raise StorageError(f"spool sweep failed: {exc}") from exc
 
     # ---- MailboxStore --------------------------------------------------------------------
 
