@@ -160,3 +160,30 @@ async def test_the_spool_sweep_survives_a_file_system_error(
         task.cancel()
         outcome = (await asyncio.gather(task, return_exceptions=True))[0]
         assert alive and calls["n"] > 1, f"sweep task died after {calls['n']} run(s): {outcome!r}"
+
+
+async def test_a_write_lost_with_its_connection_leaves_its_file_to_the_sweep(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A StorageError does not say whether the transaction committed (the server may still be
+    committing it): the file stays until a sweep finds no row naming it."""
+    async with backend.open(inline_max=INLINE_MAX) as store:
+        writer = store._writer
+        real = writer._transact
+        state = {"armed": True}
+
+        def transact(items: Any) -> Any:
+            if state["armed"]:
+                state["armed"] = False
+                raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+            return real(items)
+
+        monkeypatch.setattr(writer, "_transact", transact)
+        batch = [accepting(c) for c in bodies(30, 3_000)]
+        with pytest.raises(StorageError):
+            await store.accept_many(batch)
+        assert await store.accepted_queue_ids([a.queue_id for a in batch]) == set()
+        (left,) = spool_files(backend.spool_dir)[1]
+        old = time.time() - 7200
+        os.utime(left, (old, old))
+        assert await store.sweep_spool() == 1
+        assert spool_files(backend.spool_dir)[1] == []

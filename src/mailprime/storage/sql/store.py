@@ -222,14 +222,16 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
         if paths:
             await self._io(lambda: self._spool.remove_all(paths))
 
-    async def _discard_unnamed(self, paths: Collection[str]) -> None:
+    async def _discard_unnamed(self, paths: Collection[str], failure: DomainError) -> None:
         """After a failed write: removes the spool files among `paths` that no row names.
         A failure does not always mean nothing committed — the answer to a COMMIT can be lost
         with the connection after the server committed, and the op retried alone is then
         refused for its own first attempt's rows — so the files are asked about, not assumed
-        garbage. When that cannot be asked either, they stay: the sweep removes them once
-        nothing names them."""
-        if not paths:
+        garbage. A StorageError leaves them all: the database may still be committing the
+        transaction whose answer was lost (its rows not yet visible to a reader), and only a
+        refusal (a conflict, a duplicate: the rows it met are committed and visible) proves
+        what is there. The sweep removes what no row names an hour on."""
+        if not paths or isinstance(failure, StorageError):
             return
         wanted = sorted(set(paths))
         try:
@@ -283,9 +285,9 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
         record = AcceptRecord(acceptance, spool_path, lease)
         try:
             await self._writer.submit(record)
-        except DomainError:
+        except DomainError as exc:
             if spool_path is not None:
-                await self._discard_unnamed([spool_path])
+                await self._discard_unnamed([spool_path], exc)
             raise
         # Filled by the writer thread before the commit that resolved our future.
         for mailbox_id, modseq in record.filed:
@@ -339,7 +341,7 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
             if not handed:  # no row can name them
                 self._spool.remove_all(files)
             elif isinstance(exc, DomainError):
-                await self._discard_unnamed(files)
+                await self._discard_unnamed(files, exc)
             # Cancelled while the writer has the op: it may still commit; the sweep decides.
             raise
         for record in records:
@@ -454,9 +456,9 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
         try:
             stored = await self._writer.run(lambda c: mailbox_writes.append(
                 c, mailbox_id, row, size, flags=flags, internal_date=internal_date or now))
-        except DomainError:
+        except DomainError as exc:
             if spool_path is not None:
-                await self._discard_unnamed([spool_path])
+                await self._discard_unnamed([spool_path], exc)
             raise
         self._changes.changed(mailbox_id, stored.modseq)
         return stored
