@@ -3,8 +3,12 @@ type that refuses header injection.
 
 Theory of operation. The limits sit in one pure-ASGI middleware in front of the app, so no route
 can forget them and no body is read whole before it is checked: a Content-Length over the limit
-is answered 413 before a byte of the body is read (RFC 9110 15.5.14), and a chunked body is
-counted as it streams and cut off, also with a 413 problem, when it passes the limit. Headers
+is answered 413 without the body being read into anything (RFC 9110 15.5.14), and a chunked
+body is counted as it streams and cut off, also with a 413 problem, when it passes the limit.
+Before a 413 the rest of the body, up to DRAIN_MAX octets, is read and thrown away: the
+connection closes after the answer, and a socket closed with unread data in it is reset by the
+kernel, which can destroy the answer before a client still sending its body reads it (RFC 9112
+9.6 asks a server to close in stages for this reason; uvicorn does not). Headers
 (the request line and fields) are bounded by uvicorn's h11 parser (16 KiB), the connection
 count by uvicorn's limit_concurrency.
 
@@ -48,6 +52,22 @@ HeaderText = Annotated[str, Field(max_length=MAX_HEADER_TEXT), AfterValidator(_n
 class _TooLarge(HTTPException):  # raised from receive(): FastAPI re-raises it as it is
     def __init__(self, detail: str) -> None:
         super().__init__(413, detail)
+
+
+# The most of a refused body read and discarded before the 413 (see the module doc); a client
+# declaring more is answered at once and may see its connection reset instead.
+DRAIN_MAX = 16 * 1024 * 1024
+
+
+async def _drain(receive: Receive, budget: int = DRAIN_MAX) -> None:
+    """Reads and discards the request body's remaining messages, `budget` octets at most."""
+    while budget >= 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # http.disconnect: the client is gone
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _problem_body(status: int, title: str, detail: str, path: str) -> bytes:
@@ -109,6 +129,8 @@ class GuardMiddleware:
                                         path=path, extra=security)
                     return
                 if declared > limit:
+                    if declared <= DRAIN_MAX:
+                        await _drain(receive)
                     await _send_problem(send, 413, "Content Too Large", detail, path=path,
                                         extra=security)
                     return
@@ -137,8 +159,9 @@ class GuardMiddleware:
             await self.app(scope, counted_receive, guarded_send)
         except _TooLarge:
             if not started:
+                await _drain(receive, DRAIN_MAX - received)
                 await _send_problem(send, 413, "Content Too Large", detail, path=path,
-                                        extra=security)
+                                    extra=security)
 
 
 __all__ = ["MAX_HEADER_TEXT", "GuardMiddleware", "HeaderText"]
