@@ -24,6 +24,7 @@ from mailprime.marketing.tokens import (
     check_url,
     key_id,
 )
+from mailprime.message.keyed_mac import fresh_tag
 
 KEY = bytes(range(32))
 OLD_KEY = bytes(range(100, 132))
@@ -140,7 +141,7 @@ def test_ids_are_not_enumerable_the_tag_depends_on_every_field() -> None:
 
 
 def test_signing_is_the_documented_hmac() -> None:
-    """sign() copies a keyed HMAC instead of keying one per token: the same tag as _tag."""
+    """sign() copies a keyed HMAC instead of keying one per token: the same tag as fresh_tag."""
     from mailprime.marketing import tokens
 
     signer = TokenSigner([KEY, OLD_KEY])
@@ -148,7 +149,7 @@ def test_signing_is_the_documented_hmac() -> None:
         text = signer.sign(token)
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         head = raw[:-tokens.TAG_OCTETS]
-        assert raw[-tokens.TAG_OCTETS:] == tokens._tag(KEY, head)
+        assert raw[-tokens.TAG_OCTETS:] == fresh_tag(KEY, tokens._LABEL, head, tokens.TAG_OCTETS)
         assert head[1:3] == key_id(KEY)
 
 
@@ -163,7 +164,8 @@ def test_a_link_token_names_no_recipient_and_is_canonical() -> None:
     from mailprime.marketing import tokens
 
     head = raw[:4] + b"\x02" + raw[5:-tokens.TAG_OCTETS]
-    forged = base64.urlsafe_b64encode(head + tokens._tag(KEY, head)).decode().rstrip("=")
+    forged_tag = fresh_tag(KEY, tokens._LABEL, head, tokens.TAG_OCTETS)
+    forged = base64.urlsafe_b64encode(head + forged_tag).decode().rstrip("=")
     assert signer.verify(forged, LinkToken) is None
 
 

@@ -109,7 +109,7 @@ from mailprime.marketing.templates import (
     RenderError,
     TemplateError,
 )
-from mailprime.marketing.threaded_build import ThreadedBuild, reap
+from mailprime.marketing.threaded_build import DeferredSigner, ThreadedBuild, reap
 from mailprime.marketing.tokens import TokenSigner
 from mailprime.storage.ports import Store
 
@@ -127,15 +127,11 @@ BUILD_ATTEMPTS = 2  # tries of a batch whose build worker died, before the campa
 Update = tuple[ContactId, SendStatus, str, str]  # a settle_sends entry
 
 
-class MessageSigner(Protocol):
-    """DKIM signing (services.dkim_keys.DkimSigner, wired by the runtime and the CLI)."""
+class MessageSigner(DeferredSigner, Protocol):
+    """DKIM signing (services.dkim_keys.DkimSigner, wired by the runtime and the CLI): at
+    once, or in two steps (DeferredSigner)."""
 
     async def sign(self, message: bytes) -> bytes: ...
-
-    async def deferred_signer(self) -> Callable[[bytes], Callable[[], bytes]]:
-        """Two-step signing: prepare(message) on the loop, then finish() on any thread (the
-        private-key work) returns the signed message."""
-        ...
 
     async def key_material(self, domain: str) -> tuple[tuple[str, str, str], ...]:
         """(domain, selector, PEM) of the domain's signing keys, for the worker processes."""
@@ -274,14 +270,13 @@ class Dispatcher:
         processes when there are (and the batch is worth it), else in this process."""
         if self.config.build_processes > 0 and (self._builders is not None
                                                 or self._pool_builds(recipients)):
-            if self._builders is None:
-                self._builders = BuildPool(self.config.build_processes)
+            builders = self._started_builders()
             keys = await self.signer.key_material(p.spec.info.sending_domain)
             spec = p.spec if keys == p.spec.dkim else replace(p.spec, dkim=keys)
             p.spec = spec  # a key change since the last batch is signed with from now on
             for attempt in range(BUILD_ATTEMPTS):
                 try:
-                    return await self._builders.build(spec, recipients, self.clock.now())
+                    return await builders.build(spec, recipients, self.clock.now())
                 except BrokenProcessPool as exc:
                     # A worker died (killed, out of memory); the pool starts fresh ones. Once
                     # more; a batch that kills its workers every time pauses the campaign
@@ -295,6 +290,14 @@ class Dispatcher:
         if self._threads is None:
             self._threads = ThreadedBuild(self.signer, self.config.sign_threads)
         return await self._threads.build(p.builder, recipients)
+
+    def _started_builders(self) -> BuildPool:
+        """The build workers: a shared pool as given, or this run's own, started (all its
+        processes at once) the first time a batch needs it."""
+        if self._builders is None:
+            self._builders = BuildPool(self.config.build_processes)
+            self._builders.start()
+        return self._builders
 
     def _pool_builds(self, batch: Sequence[object]) -> bool:
         """Whether a batch this large is built by worker processes (when there are)."""
@@ -372,9 +375,8 @@ class Dispatcher:
                         exhausted = True
                         break
                     read_to = contacts[-1].id
-                    if self._builders is None and self._pool_builds(contacts):
-                        self._builders = BuildPool(self.config.build_processes)
-                        self._builders.start()  # while this process gates the first batch
+                    if self._pool_builds(contacts):
+                        self._started_builders()  # while this process gates the first batch
                     making.append(asyncio.create_task(self._make_batch(p, contacts)))
                 if not making:
                     break

@@ -640,10 +640,8 @@ class MessageBuilder:
         made = self._html_parts.html(chunks, recipient) if self._html_parts is not None else None
         if made is not None:
             html, html_octets = made
-            html_head, html_body = _PART_HEADS["text/html", "7bit"], html_octets
-            if not (html_octets.isascii() and lines_fit(html_octets)):
-                html_body, cte = _encode_crlf(html_octets)
-                html_head = _PART_HEADS["text/html", cte]
+            html_body, cte = _encode_crlf(html_octets)
+            html_head = _PART_HEADS["text/html", cte]
         else:  # the general way
             html = "".join(chunks)
             if self._html_filter is not None:

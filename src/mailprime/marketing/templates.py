@@ -309,14 +309,8 @@ def _parent(data: MergeData) -> dict[str, object]:
 
 def render(compiled: CompiledTemplate, data: MergeData) -> RenderedMessage:
     """One recipient's subject, HTML (CSS inlined) and text. Raises RenderError."""
-    variables = _parent(data)
-    start_budget()
-    subject = _render_part(compiled.subject, variables, "subject")
-    html = _render_part(compiled.html, variables, "html")
-    if not compiled.html_inlined:
-        html = inline_css(html)
-    text = _render_part(compiled.text, variables, "text") if compiled.text is not None else html_to_text(html)
-    return RenderedMessage(subject, html, text)
+    subject, chunks, text = render_chunks(compiled, data)
+    return RenderedMessage(subject, "".join(chunks), text)
 
 
 def render_chunks(compiled: CompiledTemplate, data: MergeData) -> tuple[str, list[str], str]:

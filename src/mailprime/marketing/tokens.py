@@ -59,7 +59,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from mailprime.domain.ids import CampaignId, ContactId, ListId, QueueId, RecipientId
-from mailprime.message.keyed_mac import keyed
+from mailprime.message.keyed_mac import fresh_tag, keyed
 
 VERSION = 1
 TAG_OCTETS = 16  # 128 bits of HMAC-SHA256 (RFC 2104 5: at least half the output is plenty)
@@ -334,7 +334,7 @@ class TokenSigner:
             raise TokenError(f"a link secret needs at least {MIN_SECRET} octets")
         self._current = secrets[0]
         self._current_id = key_id(self._current)  # once: sign() runs for every message
-        # Each sign() copies it: the same tag as _tag(), cheaper (message.keyed_mac).
+        # Each sign() copies it: the same tag as fresh_tag(), cheaper (message.keyed_mac).
         self._mac = keyed(self._current, _LABEL)
         self._head = bytes([VERSION]) + self._current_id
         # The keys as loaded, newest first: the signed Message-IDs (message.msgid_token) use
@@ -384,7 +384,7 @@ class TokenSigner:
         # compare_digest for every candidate, no early exit: the time does not say which.
         good = False
         for secret in candidates:
-            good |= hmac.compare_digest(tag, _tag(secret, head))
+            good |= hmac.compare_digest(tag, fresh_tag(secret, _LABEL, head, TAG_OCTETS))
         if not good:
             return None
         body = head[1 + KID_OCTETS:]
@@ -397,9 +397,6 @@ class TokenSigner:
             return None
         return token
 
-
-def _tag(secret: bytes, head: bytes) -> bytes:
-    return hmac.new(secret, _LABEL + head, hashlib.sha256).digest()[:TAG_OCTETS]
 
 
 class RecipientTokens:

@@ -46,7 +46,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 import hmac
 import re
 import secrets as _random
@@ -61,7 +60,7 @@ from mailprime.domain.ids import (
     queue_id_number,
     queue_id_of_number,
 )
-from mailprime.message.keyed_mac import keyed
+from mailprime.message.keyed_mac import fresh_tag, keyed
 
 MARKER = "mp1."
 TOKEN_LENGTH = 48  # base32 of 30 octets, no padding
@@ -139,9 +138,6 @@ def _origin(payload: bytes) -> Origin | None:
     return None
 
 
-def _tag(secret: bytes, payload: bytes) -> bytes:
-    return hmac.new(secret, _LABEL + payload, hashlib.sha256).digest()[:_TAG_OCTETS]
-
 
 # Lower-case base32 (RFC 4648 6) without a Python loop: the token's 240 bits as one integer
 # whose 48 five-bit groups are moved apart, in six shift-and-mask steps, until each sits in the
@@ -196,7 +192,7 @@ class MsgIdCodec:
             raise MsgIdTokenError(f"a Message-ID secret needs at least {MIN_SECRET} octets")
         self.secrets = tuple(secrets)
         self._nonce = nonce
-        # token() copies it: the same tag as _tag(), cheaper (message.keyed_mac).
+        # token() copies it: the same tag as fresh_tag(), cheaper (message.keyed_mac).
         self._mac = keyed(self.secrets[0], _LABEL)
 
     def token(self, origin: Origin) -> str | None:
@@ -233,7 +229,7 @@ class MsgIdCodec:
         payload, tag = raw[:_PAYLOAD_OCTETS], raw[_PAYLOAD_OCTETS:]
         good = False
         for secret in self.secrets:  # every key, no early exit: the time says nothing
-            good |= hmac.compare_digest(tag, _tag(secret, payload))
+            good |= hmac.compare_digest(tag, fresh_tag(secret, _LABEL, payload, _TAG_OCTETS))
         return _origin(payload) if good else None
 
     def read(self, message_id: str) -> Origin | None:

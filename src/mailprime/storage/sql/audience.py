@@ -17,12 +17,11 @@ A campaign's audience and the send gate's facts are read in storage/sql/recipien
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import (
     bindparam,
@@ -31,14 +30,11 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    type_coerce,
     update,
 )
-from sqlalchemy.engine import Connection, Dialect, Row
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.types import NullType
 
 from mailprime.domain.address import Address
 from mailprime.domain.audience import (
@@ -70,6 +66,14 @@ from mailprime.domain.deliverability import (
 from mailprime.domain.errors import AlreadyExists, Conflict, NotFound
 from mailprime.domain.ids import ContactId, ListId, QueueId, SegmentId
 from mailprime.storage.sql import deliverability
+from mailprime.storage.sql.audience_rows import (
+    attributes_of,
+    consent_of,
+    contact_of,
+    list_of,
+    membership_of,
+    segment_of,
+)
 from mailprime.storage.sql.rows import to_event
 from mailprime.storage.sql.schema import (
     campaigns,
@@ -97,87 +101,6 @@ def email_key(email: str) -> tuple[str, str, str]:
     return str(address), address.key, address.domain
 
 
-# ---- rows ------------------------------------------------------------------------------------
-
-def _attributes(value: object) -> Attributes:
-    if isinstance(value, str):  # some SQLite paths hand the JSON back as text
-        value = json.loads(value)
-    return cast(dict[str, JsonValue], value) if isinstance(value, dict) else {}
-
-
-def _contact(row: Row[Any]) -> Contact:
-    m = row._mapping
-    return Contact(id=ContactId(m["id"]), email=m["email"], email_key=m["email_key"],
-                   name=m["name"], attributes=_attributes(m["attributes"]),
-                   created_at=m["created_at"], updated_at=m["updated_at"],
-                   last_opened_at=m["last_opened_at"], last_clicked_at=m["last_clicked_at"])
-
-
-# A Contact's columns as the driver gives them (no SQLAlchemy processing per value), for the
-# reads of many contacts at once (`_contacts`): a dispatch batch reads hundreds, and the
-# per-value processors and the row mapping took more CPU than SQLite's own work for them.
-_CONTACT_COLUMNS = (c.id, c.email, c.email_key, c.name, c.attributes, c.created_at, c.updated_at,
-                    c.last_opened_at, c.last_clicked_at)
-_RAW_CONTACT = tuple(type_coerce(col, NullType()).label(col.name) for col in _CONTACT_COLUMNS)
-_MISSING = object()
-
-
-def _timestamps(dialect: Dialect) -> Callable[[object], datetime | None]:
-    """The UtcDateTime result processor of `dialect` (what reading a column through SQLAlchemy
-    does to its value), each distinct value converted once: contacts imported together share
-    their timestamps."""
-    process = cast(Callable[[object], datetime | None] | None,
-                   c.created_at.type.dialect_impl(dialect).result_processor(dialect, None))
-    memo: dict[object, datetime | None] = {None: None}
-
-    def read(raw: object) -> datetime | None:
-        value = memo.get(raw, _MISSING)
-        if value is _MISSING:
-            value = memo[raw] = process(raw) if process is not None else cast(datetime, raw)
-        return cast(datetime | None, value)
-
-    return read
-
-
-def _contacts(conn: Connection, stmt: Select[*tuple[Any, ...]]) -> list[Contact]:
-    """The contacts `stmt` (a select of `_RAW_CONTACT`) finds, in its order."""
-    stamp = _timestamps(conn.dialect)
-    return [Contact(ContactId(cid), email, key, name, _attributes(attributes),
-                    cast(datetime, stamp(created)), cast(datetime, stamp(updated)),
-                    stamp(opened), stamp(clicked))
-            for cid, email, key, name, attributes, created, updated, opened, clicked
-            in conn.execute(stmt)]
-
-
-def _list(row: Row[Any]) -> MailingList:
-    m = row._mapping
-    return MailingList(id=ListId(m["id"]), name=m["name"], description=m["description"],
-                       opt_in=OptIn(m["opt_in"]), created_at=m["created_at"])
-
-
-def _membership(row: Row[Any]) -> Membership:
-    m = row._mapping
-    return Membership(contact_id=ContactId(m["contact_id"]), list_id=ListId(m["list_id"]),
-                      status=MembershipStatus(m["status"]), created_at=m["created_at"],
-                      updated_at=m["updated_at"])
-
-
-def _consent(row: Row[Any]) -> ConsentEntry:
-    m = row._mapping
-    return ConsentEntry(
-        id=int(m["id"]), email=m["email"],
-        contact_id=ContactId(m["contact_id"]) if m["contact_id"] is not None else None,
-        list_id=ListId(m["list_id"]) if m["list_id"] is not None else None,
-        purpose=m["purpose"], action=ConsentAction(m["action"]), source=ConsentSource(m["source"]),
-        wording_version=m["wording_version"], ip=m["ip"], at=m["at"])
-
-
-def _segment(row: Row[Any]) -> Segment:
-    m = row._mapping
-    return Segment(id=SegmentId(m["id"]), name=m["name"], expression=m["expression"],
-                   created_at=m["created_at"])
-
-
 # ---- contacts --------------------------------------------------------------------------------
 
 def _contact_values(item: ContactInput, now: datetime) -> dict[str, object]:
@@ -201,12 +124,12 @@ def _missing(what: object) -> Contact:
 
 def get_contact(conn: Connection, email: str) -> Contact | None:
     row = conn.execute(select(contacts).where(c.email_key == email_key(email)[1])).first()
-    return _contact(row) if row else None
+    return contact_of(row) if row else None
 
 
 def get_contact_by_id(conn: Connection, contact_id: ContactId) -> Contact | None:
     row = conn.execute(select(contacts).where(c.id == contact_id)).first()
-    return _contact(row) if row else None
+    return contact_of(row) if row else None
 
 
 def update_contact(conn: Connection, contact_id: ContactId, name: str | None,
@@ -235,7 +158,7 @@ def contacts_page(conn: Connection, segment: SegmentFilter | None, after: Contac
             .order_by(c.id).limit(min(limit, MAX_PAGE)))
     if after is not None:
         stmt = stmt.where(c.id > after)
-    return [_contact(r) for r in conn.execute(stmt)]
+    return [contact_of(r) for r in conn.execute(stmt)]
 
 
 def count_contacts(conn: Connection, segment: SegmentFilter | None, now: datetime) -> int:
@@ -266,7 +189,7 @@ def upsert_contacts(conn: Connection, items: Sequence[ContactInput], *, mode: Im
     if mode is ImportMode.UPSERT and existing:
         conn.execute(_UPDATE_CONTACT, [
             {"b_id": row.id, "b_name": rows[key]["name"], "b_updated": now,
-             "b_attributes": {**_attributes(row.attributes),
+             "b_attributes": {**attributes_of(row.attributes),
                               **cast(dict[str, JsonValue], rows[key]["attributes"])}}
             for key, row in existing.items()])
         updated = len(existing)
@@ -299,12 +222,12 @@ def create_list(conn: Connection, name: str, description: str, opt_in: OptIn,
 
 def get_list(conn: Connection, name: str) -> MailingList | None:
     row = conn.execute(select(mailing_lists).where(ml.name == name)).first()
-    return _list(row) if row else None
+    return list_of(row) if row else None
 
 
 def get_list_by_id(conn: Connection, list_id: ListId) -> MailingList | None:
     row = conn.execute(select(mailing_lists).where(ml.id == list_id)).first()
-    return _list(row) if row else None
+    return list_of(row) if row else None
 
 
 def _lock_list(conn: Connection, list_id: ListId, *, share: bool) -> MailingList | None:
@@ -318,7 +241,7 @@ def _lock_list(conn: Connection, list_id: ListId, *, share: bool) -> MailingList
     if conn.dialect.name != "sqlite":
         stmt = stmt.with_for_update(read=share)
     row = conn.execute(stmt).first()
-    return _list(row) if row else None
+    return list_of(row) if row else None
 
 
 def list_lists(conn: Connection) -> list[tuple[MailingList, dict[MembershipStatus, int]]]:
@@ -326,7 +249,7 @@ def list_lists(conn: Connection) -> list[tuple[MailingList, dict[MembershipStatu
     for list_id, status, n in conn.execute(select(ms.list_id, ms.status, func.count())
                                            .group_by(ms.list_id, ms.status)):
         counts.setdefault(list_id, {})[MembershipStatus(status)] = int(n)
-    return [(_list(r), counts.get(r.id, {}))
+    return [(list_of(r), counts.get(r.id, {}))
             for r in conn.execute(select(mailing_lists).order_by(ml.name))]
 
 
@@ -499,7 +422,7 @@ def _no_membership() -> Membership:
 def get_membership(conn: Connection, contact_id: ContactId, list_id: ListId) -> Membership | None:
     row = conn.execute(select(memberships).where(ms.contact_id == contact_id,
                                                  ms.list_id == list_id)).first()
-    return _membership(row) if row else None
+    return membership_of(row) if row else None
 
 
 def contact_memberships(conn: Connection, contact_id: ContactId
@@ -507,7 +430,7 @@ def contact_memberships(conn: Connection, contact_id: ContactId
     rows = conn.execute(select(mailing_lists, memberships)
                         .join(memberships, ms.list_id == ml.id)
                         .where(ms.contact_id == contact_id).order_by(ml.name))
-    return [(_list(r), _membership(r)) for r in rows]
+    return [(list_of(r), membership_of(r)) for r in rows]
 
 
 def list_members(conn: Connection, list_id: ListId, status: MembershipStatus | None,
@@ -523,7 +446,7 @@ def list_members(conn: Connection, list_id: ListId, status: MembershipStatus | N
     out = []
     for row in conn.execute(stmt):
         m = row._mapping
-        out.append((_contact(row), Membership(ContactId(m["contact_id"]), ListId(m["list_id"]),
+        out.append((contact_of(row), Membership(ContactId(m["contact_id"]), ListId(m["list_id"]),
                                               MembershipStatus(m["status"]), m["m_created"],
                                               m["m_updated"])))
     return out
@@ -543,7 +466,7 @@ def consent_entries(conn: Connection, email: str) -> list[ConsentEntry]:
     key = email_key(email)[1]
     rows = conn.execute(select(consent_ledger).where(cl.email.in_((key, email_hash(key))))
                         .order_by(cl.id))
-    return [_consent(r) for r in rows]
+    return [consent_of(r) for r in rows]
 
 
 # ---- segments --------------------------------------------------------------------------------
@@ -562,11 +485,11 @@ def create_segment(conn: Connection, name: str, expression: str, now: datetime) 
 
 def get_segment(conn: Connection, name: str) -> Segment | None:
     row = conn.execute(select(segments).where(segments.c.name == name)).first()
-    return _segment(row) if row else None
+    return segment_of(row) if row else None
 
 
 def list_segments(conn: Connection) -> list[Segment]:
-    return [_segment(r) for r in conn.execute(select(segments).order_by(segments.c.name))]
+    return [segment_of(r) for r in conn.execute(select(segments).order_by(segments.c.name))]
 
 
 def delete_segment(conn: Connection, name: str) -> bool:
@@ -584,7 +507,7 @@ def update_segment(conn: Connection, segment_id: SegmentId, name: str | None,
     row = conn.execute(select(segments).where(segments.c.id == segment_id)).first()
     if row is None:
         raise NotFound(f"no segment #{segment_id}")
-    current = _segment(row)
+    current = segment_of(row)
     values: dict[str, object] = {}
     guard: list[ColumnElement[bool]] = []
     if name is not None and name != current.name:
@@ -611,7 +534,7 @@ def update_segment(conn: Connection, segment_id: SegmentId, name: str | None,
             _refuse_if_used(conn, current)
             raise Conflict(f"segment {current.name!r} changed meanwhile: read it again")
     updated = conn.execute(select(segments).where(segments.c.id == segment_id)).first()
-    return _segment(updated) if updated is not None else current
+    return segment_of(updated) if updated is not None else current
 
 
 def _refuse_if_used(conn: Connection, segment: Segment) -> None:

@@ -38,14 +38,13 @@ from mailprime.domain.deliverability import (
 from mailprime.domain.errors import InvalidAddress
 from mailprime.domain.ids import ContactId, ListId, QueueId
 from mailprime.storage.ports import AddressFacts, GateFacts
-from mailprime.storage.sql.audience import (
-    _RAW_CONTACT,
-    MAX_PAGE,
-    _attributes,
-    _contacts,
-    _list,
-    _timestamps,
-    email_key,
+from mailprime.storage.sql.audience import MAX_PAGE, email_key
+from mailprime.storage.sql.audience_rows import (
+    RAW_CONTACT,
+    attributes_of,
+    contacts_of,
+    list_of,
+    timestamps_of,
 )
 from mailprime.storage.sql.bulk import placeholders
 from mailprime.storage.sql.schema import contacts, mailing_lists, memberships, suppressions
@@ -86,12 +85,12 @@ def audience(conn: Connection, list_ids: Sequence[ListId], segment: SegmentFilte
              now: datetime) -> list[Contact]:
     if not list_ids:
         return []
-    return _contacts(conn, _audience_select(conn, _RAW_CONTACT, list_ids, segment, after=after,
+    return contacts_of(conn, _audience_select(conn, RAW_CONTACT, list_ids, segment, after=after,
                                             limit=limit, sending_domain=sending_domain, now=now))
 
 
-# An Addressee's columns as the driver gives them (see _RAW_CONTACT).
-_RAW_ADDRESSEE = _RAW_CONTACT[:2] + _RAW_CONTACT[3:5]
+# An Addressee's columns as the driver gives them (see RAW_CONTACT).
+_RAW_ADDRESSEE = RAW_CONTACT[:2] + RAW_CONTACT[3:5]
 
 
 def audience_page(conn: Connection, list_ids: Sequence[ListId],
@@ -103,7 +102,7 @@ def audience_page(conn: Connection, list_ids: Sequence[ListId],
         return []
     stmt = _audience_select(conn, _RAW_ADDRESSEE, list_ids, segment, after=after, limit=limit,
                             sending_domain=sending_domain, now=now)
-    return [Addressee(ContactId(cid), email, name, _attributes(attributes))
+    return [Addressee(ContactId(cid), email, name, attributes_of(attributes))
             for cid, email, name, attributes in conn.execute(stmt)]
 
 
@@ -181,11 +180,11 @@ def send_gate_facts(conn: Connection, addresses: Sequence[str], sending_domain: 
     A dispatch batch asks about hundreds of addresses, so the three statements run on SQLite
     as SQL text with "?" for each value (SQLAlchemy's expansion of an IN list costs about a
     microsecond a value), and every backend's rows are read as the driver gives them."""
-    lists = {ListId(r.id): _list(r) for r in conn.execute(
+    lists = {ListId(r.id): list_of(r) for r in conn.execute(
         select(mailing_lists).where(ml.id.in_(list(set(list_ids)))))} if list_ids else {}
     scopes = sorted({GLOBAL_SCOPE, sending_domain.lower()})
     sqlite = conn.dialect.name == "sqlite"
-    stamp = _timestamps(conn.dialect)
+    stamp = timestamps_of(conn.dialect)
     out: list[AddressFacts] = []
     for start in range(0, len(addresses), GATE_CHUNK):
         chunk = addresses[start:start + GATE_CHUNK]

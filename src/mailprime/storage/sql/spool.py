@@ -37,8 +37,8 @@ _TEMP_SUFFIX = ".part"
 # What `TempFile.ticket` looks like: anything else given to `adopt` is refused, so a ticket can
 # never name a file outside the spool's temporary directory.
 _TICKET = re.compile(rf"{TEMP_DIR}/[0-9a-f]{{32}}\{_TEMP_SUFFIX}")
-# The most one batch file holds: a batch larger than this is cut into several files (each written
-# from one reused buffer of this size at most). A single larger content gets a file of its own.
+# The most one batch file holds: a batch larger than this is cut into several files. A single
+# larger content gets a file of its own.
 BATCH_FILE_MAX = 16 * 1024 * 1024
 
 

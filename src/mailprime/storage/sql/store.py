@@ -210,12 +210,16 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
         except Exception as exc:
             raise as_storage_error(exc) from exc
 
-    async def _io(self, fn: Callable[[], R]) -> R:
-        """Runs blocking spool file work on the spool threads."""
+    def _io_job(self, fn: Callable[[], R]) -> asyncio.Future[R]:
+        """Blocking spool file work handed to the spool threads (its future)."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn)
+            return asyncio.get_running_loop().run_in_executor(self._io_pool, fn)
         except RuntimeError as exc:  # the pool was shut down
             raise StorageError("store is closed") from exc
+
+    async def _io(self, fn: Callable[[], R]) -> R:
+        """Runs blocking spool file work on the spool threads."""
+        return await self._io_job(fn)
 
     async def _unlink(self, paths: Sequence[str]) -> None:
         """Removes spool files whose rows are gone; called only after that deletion committed."""
@@ -246,11 +250,7 @@ class SqlStore(AudienceSql, TemplateSql, ApiKeySql, CampaignSql, MessagingSql):
         """Spool.write_batch on the spool threads. Cancelled while the thread writes, the files
         it makes are removed when it is done (no row can name them: none was handed to the
         writer)."""
-        try:
-            job = asyncio.get_running_loop().run_in_executor(
-                self._io_pool, lambda: self._spool.write_batch(hint, contents))
-        except RuntimeError as exc:  # the pool was shut down (as in _io)
-            raise StorageError("store is closed") from exc
+        job = self._io_job(lambda: self._spool.write_batch(hint, contents))
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:
